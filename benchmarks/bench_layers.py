@@ -1,0 +1,190 @@
+"""DWT + IDWT throughput against the other wavelet libraries, measured in the same run.
+
+For Haar and db4, in 2D (B x C x 256 x 256) and 3D (B x C x 64 x 64 x 64), times one forward DWT, the inverse
+and the backward pass through both (the cost a network layer pays) for:
+
+- ``monai_ext``: :class:`monai_ext.networks.blocks.DWT` / :class:`IDWT`;
+- ``pytorch_wavelets`` (``DWTForward`` / ``DWTInverse``; 2D only) and ``ptwt`` (``wavedec2/3``,
+  ``waverec2/3``), when they are installed (``pip install -r benchmarks/requirements.txt``);
+- ``pywt`` (PyWavelets, ``wavedecn``/``waverecn`` on the CPU), which has no backward pass: it is
+  compared with our forward + inverse under ``torch.no_grad()``.
+
+Modules are built outside the timed region; every figure is the median of ``--repeats`` runs after a
+warm-up. The ratio printed is the reference's time divided by ours (above 1: we are faster). Results
+go to a JSON file (``--output``, default ``benchmarks/results/bench_layers_<device>.json``).
+
+Run: ``python benchmarks/bench_layers.py [--device cuda] [--batch 8 --channels 16] [--levels 1]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+import pywt
+import torch
+from tqdm import tqdm
+
+from monai_ext.networks.blocks import DWT, IDWT
+
+logger = logging.getLogger("bench_layers")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_ms(fn: Callable[[], None], device: torch.device, repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def _ours(x: torch.Tensor, wavelet: str, levels: int, backward: bool) -> Callable[[], None]:
+    nd = x.dim() - 2
+    dwt = DWT(nd, wavelet, levels, mode="zero").to(x.device)
+    idwt = IDWT(nd, wavelet, mode="zero").to(x.device)
+    size = list(x.shape[2:])
+
+    def run() -> None:
+        approx, details = dwt(x)
+        idwt(approx, details, size).sum().backward()
+
+    def run_no_grad() -> None:
+        with torch.no_grad():
+            approx, details = dwt(x)
+            idwt(approx, details, size)
+
+    return run if backward else run_no_grad
+
+
+def _pytorch_wavelets(x: torch.Tensor, wavelet: str, levels: int) -> Optional[Callable[[], None]]:
+    if x.dim() != 4:
+        return None  # pytorch_wavelets has no 3D DWT
+    try:
+        from pytorch_wavelets import DWTForward, DWTInverse
+    except Exception:  # not installed, or broken beside this torch
+        return None
+    fwd = DWTForward(J=levels, wave=wavelet, mode="zero").to(x.device)
+    inv = DWTInverse(wave=wavelet, mode="zero").to(x.device)
+
+    def run() -> None:
+        inv(fwd(x)).sum().backward()
+
+    return run
+
+
+def _ptwt(x: torch.Tensor, wavelet: str, levels: int) -> Optional[Callable[[], None]]:
+    try:
+        import ptwt
+    except Exception:
+        return None
+    dec, rec = (ptwt.wavedec2, ptwt.waverec2) if x.dim() == 4 else (ptwt.wavedec3, ptwt.waverec3)
+
+    def run() -> None:
+        rec(dec(x, wavelet, mode="zero", level=levels), wavelet).sum().backward()
+
+    return run
+
+
+def _pywt(x: torch.Tensor, wavelet: str, levels: int) -> Optional[Callable[[], None]]:
+    if x.device.type != "cpu":
+        return None
+    data = x.detach().numpy()
+    axes = tuple(range(2, x.dim()))
+
+    def run() -> None:
+        pywt.waverecn(pywt.wavedecn(data, wavelet, mode="zero", level=levels, axes=axes), wavelet, axes=axes)
+
+    return run
+
+
+# name -> (builder, whether the reference runs the backward pass too)
+REFERENCES = {"pytorch_wavelets": (_pytorch_wavelets, True), "ptwt": (_ptwt, True), "pywt": (_pywt, False)}
+
+
+def run_benchmark(
+    device: torch.device, batch: int, channels: int, levels: int, repeats: int, shapes: Dict[str, List[int]]
+) -> List[dict]:
+    results = []
+    cases = [(w, name, size) for w in ("haar", "db4") for name, size in shapes.items()]
+    for wavelet, name, size in tqdm(cases, desc="bench_layers"):
+        torch.manual_seed(0)
+        x = torch.randn([batch, channels] + size, device=device, requires_grad=True)
+        logger.info("%s %s %s on %s", wavelet, name, list(x.shape), device)
+        ours = {
+            "forward+inverse+backward": median_ms(_ours(x, wavelet, levels, True), device, repeats),
+            "forward+inverse (no grad)": median_ms(_ours(x, wavelet, levels, False), device, repeats),
+        }
+        row = {"wavelet": wavelet, "case": name, "shape": list(x.shape), "levels": levels, "monai_ext_ms": ours, "references": {}}
+        for ref_name, (make, backward) in REFERENCES.items():
+            fn = make(x, wavelet, levels)
+            if fn is None:
+                continue
+            measured = "forward+inverse+backward" if backward else "forward+inverse (no grad)"
+            ref_ms = median_ms(fn, device, repeats)
+            row["references"][ref_name] = {"measured": measured, "ms": ref_ms, "ratio": ref_ms / ours[measured]}
+        results.append(row)
+    return results
+
+
+def main(argv: Optional[List[str]] = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--channels", type=int, default=16)
+    parser.add_argument("--levels", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--size-2d", type=int, default=256)
+    parser.add_argument("--size-3d", type=int, default=64)
+    parser.add_argument("--output", type=Path, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+    device = torch.device(args.device)
+    shapes = {"2d": [args.size_2d] * 2, "3d": [args.size_3d] * 3}
+    results = run_benchmark(device, args.batch, args.channels, args.levels, args.repeats, shapes)
+
+    print(f"\nDWT + IDWT on {device}, {args.levels} level(s), median of {args.repeats} (ratio = reference / ours)")
+    for row in results:
+        ours = row["monai_ext_ms"]
+        print(
+            f"{row['wavelet']:5s} {row['case']} {row['shape']}: monai_ext {ours['forward+inverse+backward']:.1f} ms "
+            f"with backward, {ours['forward+inverse (no grad)']:.1f} ms without"
+        )
+        for k, v in row["references"].items():
+            print(f"      {k:17s} {v['ms']:9.1f} ms ({v['measured']}): ratio x{v['ratio']:.2f}")
+
+    report = {
+        "benchmark": "bench_layers",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "numpy": np.__version__,
+        "pywt": pywt.__version__,
+        "results": results,
+    }
+    output = args.output or Path(__file__).parent / "results" / f"bench_layers_{device.type}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=4) + "\n")
+    print(f"written {output}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
