@@ -10,7 +10,7 @@ and the backward pass through both (the cost a network layer pays) for:
   compared with our forward + inverse under ``torch.no_grad()``.
 
 Modules are built outside the timed region; every figure is the median of ``--repeats`` runs after a
-warm-up. The ratio printed is the reference's time divided by ours (above 1: we are faster). Results
+warm-up, the contenders run round-robin so that a change of machine load affects all of them alike. The ratio printed is the reference's time divided by ours (above 1: we are faster). Results
 go to a JSON file (``--output``, default ``benchmarks/results/bench_layers_<device>.json``).
 
 Run: ``python benchmarks/bench_layers.py [--device cuda] [--batch 8 --channels 16] [--levels 1]``.
@@ -42,17 +42,19 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_ms(fn: Callable[[], None], device: torch.device, repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
+def interleaved_median_ms(fns: Dict[str, Callable[[], None]], device: torch.device, repeats: int) -> Dict[str, float]:
+    """Median time of each function, run round-robin so that a change of machine load hits all alike."""
+    for fn in fns.values():  # warm-up
         fn()
     _sync(device)
-    times = []
+    times: Dict[str, List[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def _ours(x: torch.Tensor, wavelet: str, levels: int, backward: bool) -> Callable[[], None]:
@@ -127,18 +129,19 @@ def run_benchmark(
         torch.manual_seed(0)
         x = torch.randn([batch, channels] + size, device=device, requires_grad=True)
         logger.info("%s %s %s on %s", wavelet, name, list(x.shape), device)
-        ours = {
-            "forward+inverse+backward": median_ms(_ours(x, wavelet, levels, True), device, repeats),
-            "forward+inverse (no grad)": median_ms(_ours(x, wavelet, levels, False), device, repeats),
-        }
-        row = {"wavelet": wavelet, "case": name, "shape": list(x.shape), "levels": levels, "monai_ext_ms": ours, "references": {}}
+        grad, no_grad = "forward+inverse+backward", "forward+inverse (no grad)"
+        fns = {f"ours {grad}": _ours(x, wavelet, levels, True), f"ours {no_grad}": _ours(x, wavelet, levels, False)}
+        measured = {}
         for ref_name, (make, backward) in REFERENCES.items():
             fn = make(x, wavelet, levels)
-            if fn is None:
-                continue
-            measured = "forward+inverse+backward" if backward else "forward+inverse (no grad)"
-            ref_ms = median_ms(fn, device, repeats)
-            row["references"][ref_name] = {"measured": measured, "ms": ref_ms, "ratio": ref_ms / ours[measured]}
+            if fn is not None:
+                fns[ref_name] = fn
+                measured[ref_name] = grad if backward else no_grad
+        ms = interleaved_median_ms(fns, device, repeats)
+        ours = {grad: ms[f"ours {grad}"], no_grad: ms[f"ours {no_grad}"]}
+        row = {"wavelet": wavelet, "case": name, "shape": list(x.shape), "levels": levels, "monai_ext_ms": ours, "references": {}}
+        for ref_name, what in measured.items():
+            row["references"][ref_name] = {"measured": what, "ms": ms[ref_name], "ratio": ms[ref_name] / ours[what]}
         results.append(row)
     return results
 

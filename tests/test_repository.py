@@ -1,0 +1,27 @@
+"""House rules: CI runs exactly the README's commands; requirements are exact pins."""
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _readme_command(marker: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    match = re.search(rf"<!-- {marker} -->\s*```bash\n(.+?)\n```", text)
+    assert match, f"README.md has no command after <!-- {marker} -->"
+    return match.group(1).strip()
+
+
+def test_ci_runs_exactly_the_readme_test_command_in_a_fresh_environment():
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    setup, test = _readme_command("setup-command"), _readme_command("test-command")
+    assert "rm -rf .venv" in ci
+    assert ci.index("rm -rf .venv") < ci.index(setup) < ci.index(test)
+
+
+def test_requirements_are_exact_pins():
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line and line != "-e .":
+            assert re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[0-9][A-Za-z0-9.+]*", line), line
