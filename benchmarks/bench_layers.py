@@ -19,6 +19,7 @@ Run: ``python benchmarks/bench_layers.py [--device cuda] [--batch 8 --channels 1
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import logging
 import platform
@@ -27,7 +28,6 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-import numpy as np
 import pywt
 import torch
 from tqdm import tqdm
@@ -146,6 +146,13 @@ def run_benchmark(
     return results
 
 
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
 def main(argv: Optional[List[str]] = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -176,10 +183,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
     report = {
         "benchmark": "bench_layers",
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "numpy": np.__version__,
-        "pywt": pywt.__version__,
+        "versions": {name: _version(name) for name in ("torch", "numpy", "PyWavelets", "ptwt", "pytorch-wavelets")},
         "results": results,
     }
     output = args.output or Path(__file__).parent / "results" / f"bench_layers_{device.type}.json"

@@ -1,0 +1,1 @@
+from .deep_supervision import DeepSupervisionLoss

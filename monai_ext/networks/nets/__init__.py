@@ -1,0 +1,3 @@
+from .resunet import ResUNet
+from .resunetplusplus import ResUNetPlusPlus
+from .unetplusplus import UNetPlusPlus
