@@ -1,0 +1,1 @@
+from .synthetic import SYNTHETIC_LABELS, make_synthetic_dataset, synthetic_case

@@ -1,0 +1,1 @@
+from .segmentation_report import SegmentationReport

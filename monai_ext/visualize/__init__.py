@@ -1,0 +1,1 @@
+from .overlay import overlay_png

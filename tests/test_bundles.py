@@ -1,0 +1,145 @@
+"""Every bundle: offline metadata check, network shape check, and train -> evaluate -> infer -> export
+through its own configs with ``python -m monai.bundle``, on a tiny synthetic data set."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser, verify_metadata, verify_net_in_out
+
+from monai_ext.data import make_synthetic_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = ROOT / "schemas" / "meta_schema_20240725.json"
+CLASSIC = ["unet", "unetplusplus", "resunet", "resunetplusplus"]
+# small patches keep the run to seconds; the networks are the bundles' own, at their defaults
+PATCH = {2: "[32,32]", 3: "[16,16,16]"}
+
+
+def _bundle_run(bundle: Path, configs, **overrides) -> subprocess.CompletedProcess:
+    args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str([str(bundle / "configs" / c) for c in configs])]
+    args += ["--meta_file", str(bundle / "configs" / "metadata.json"), "--logging_file", str(bundle / "configs" / "logging.conf")]
+    for key, value in overrides.items():
+        args += [f"--{key}", str(value)]
+    proc = subprocess.run(args, capture_output=True, text=True, cwd=bundle, timeout=600)
+    assert proc.returncode == 0, f"{' '.join(args)}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    return {
+        2: make_synthetic_dataset(root / "syn2d", num_cases=8, spatial_dims=2, size=(40, 36), seed=1).parent,
+        3: make_synthetic_dataset(root / "syn3d", num_cases=5, spatial_dims=3, size=(20, 16, 18), seed=2).parent,
+    }
+
+
+def test_vendored_schema_is_the_published_file():
+    import hashlib
+
+    assert hashlib.md5(SCHEMA.read_bytes()).hexdigest() == "76e1add273836515d0bbb3bc71962474"
+
+
+@pytest.mark.parametrize("name", CLASSIC)
+def test_metadata_and_network_checks(name, tmp_path):
+    bundle = ROOT / "bundles" / name
+    verify_metadata(meta_file=str(bundle / "configs" / "metadata.json"), filepath=str(SCHEMA))
+    verify_net_in_out(
+        net_id="network_def",
+        meta_file=str(bundle / "configs" / "metadata.json"),
+        config_file=str(bundle / "configs" / "inference.json"),
+        device="cpu",
+    )
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    assert meta["version"] in meta["changelog"]
+    assert set(meta["network_data_format"]["inputs"]) == {"image"}
+    assert set(meta["network_data_format"]["outputs"]) == {"pred"}
+    for pkg, version in meta["required_packages_version"].items():
+        assert version and version[0].isdigit(), (pkg, version)
+
+
+@pytest.mark.parametrize("name", CLASSIC)
+def test_inference_and_train_configs_have_the_bundle_properties(name, data):
+    from monai.bundle.workflows import ConfigWorkflow
+
+    bundle = ROOT / "bundles" / name
+    for config, kind in (("inference.json", "infer"), ("train.json", "train")):
+        workflow = ConfigWorkflow(
+            config_file=str(bundle / "configs" / config),
+            meta_file=str(bundle / "configs" / "metadata.json"),
+            logging_file=False,
+            workflow_type=kind,
+            dataset_dir=str(data[2]),
+            num_workers=0,
+        )
+        workflow.initialize()
+        assert not workflow.check_properties()  # None or empty: every required id present and referenced right
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "train.json"))
+    assert "network" in parser.config  # MONAI Label needs a top-level network id
+
+
+@pytest.mark.parametrize("name", CLASSIC)
+def test_train_evaluate_infer_export_2d(name, data, tmp_path):
+    bundle = ROOT / "bundles" / name
+    run_root = tmp_path / "run"
+    common = {"bundle_root": run_root, "dataset_dir": data[2], "num_workers": 0, "patch_size": PATCH[2]}
+    _bundle_run(bundle, ["train.json"], **common, **{"train#trainer#max_epochs": 1, "batch_size": 2})
+    checkpoint = run_root / "models" / "model.pt"
+    assert checkpoint.is_file()
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state.values())  # a plain state dict, as the bundle spec asks
+
+    _bundle_run(bundle, ["train.json", "evaluate.json"], **common)
+    report = run_root / "eval"
+    summary = json.loads((report / "metrics_summary.json").read_text())
+    datalist = json.loads((data[2] / "datalist.json").read_text())
+    assert summary["cases"] == len(datalist["test"])
+    assert (report / "metrics_per_case.csv").read_text().count("\n") == len(datalist["test"]) + 1
+    assert len(list((report / "overlays").glob("*.png"))) == len(datalist["test"])
+
+    _bundle_run(bundle, ["inference.json"], **common)
+    for case in datalist["test"]:
+        source = nib.load(str(data[2] / case["image"]))
+        mask = nib.load(str(report / (Path(case["image"]).name.replace(".nii.gz", "_seg.nii.gz"))))
+        assert mask.shape == source.shape
+        np.testing.assert_allclose(mask.affine, source.affine)
+        assert set(np.unique(np.asarray(mask.dataobj))) <= {0, 1, 2}
+
+    ts = tmp_path / "model.ts"
+    proc = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file", str(checkpoint),
+         "--meta_file", str(bundle / "configs" / "metadata.json"), "--config_file", str(bundle / "configs" / "inference.json")],
+        capture_output=True, text=True, cwd=bundle, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    scripted = torch.jit.load(str(ts))
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    net = parser.get_parsed_content("network_def")
+    net.load_state_dict(state)
+    net.eval()
+    x = torch.randn(1, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), net(x), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", CLASSIC)
+def test_one_value_switches_to_3d(name, data, tmp_path):
+    bundle = ROOT / "bundles" / name
+    run_root = tmp_path / "run3d"
+    common = {"bundle_root": run_root, "dataset_dir": data[3], "num_workers": 0, "patch_size": PATCH[3], "spatial_dims": 3}
+    _bundle_run(bundle, ["train.json"], **common, **{"train#trainer#max_epochs": 1, "batch_size": 1})
+    _bundle_run(bundle, ["inference.json"], **common)
+    datalist = json.loads((data[3] / "datalist.json").read_text())
+    for case in datalist["test"]:
+        source = nib.load(str(data[3] / case["image"]))
+        mask = nib.load(str(run_root / "eval" / Path(case["image"]).name.replace(".nii.gz", "_seg.nii.gz")))
+        assert mask.shape == source.shape and np.allclose(mask.affine, source.affine)
