@@ -17,6 +17,7 @@ Conventions, stated because papers differ (``../shared/research/architectures.md
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -124,9 +125,12 @@ def segmentation_metrics(
     cm = get_confusion_matrix(p, t, include_background=False)
     precision = compute_confusion_matrix_metric("precision", cm)[0]
     recall = compute_confusion_matrix_metric("sensitivity", cm)[0]
-    hd95 = compute_hausdorff_distance(p, t, include_background=False, percentile=95, spacing=sp)[0]
-    asd = compute_average_surface_distance(p, t, include_background=False, symmetric=True, spacing=sp)[0]
-    nsd = compute_surface_dice(p, t, [surface_tolerance] * (classes - 1), include_background=False, spacing=sp)[0]
+    with warnings.catch_warnings():
+        # MONAI warns for every empty class; the conventions above handle them
+        warnings.filterwarnings("ignore", message=".*is all 0, this may result in nan/inf distance.*")
+        hd95 = compute_hausdorff_distance(p, t, include_background=False, percentile=95, spacing=sp)[0]
+        asd = compute_average_surface_distance(p, t, include_background=False, symmetric=True, spacing=sp)[0]
+        nsd = compute_surface_dice(p, t, [surface_tolerance] * (classes - 1), include_background=False, spacing=sp)[0]
 
     out: Dict[str, float] = {}
     for i, c in enumerate(range(1, classes)):

@@ -1,0 +1,138 @@
+"""Train each classic bundle on the default synthetic 2D task for a fixed time budget.
+
+For every bundle (``unet``, ``unetplusplus``, ``resunet``, ``resunetplusplus`` by default) this builds the
+bundle's own ``configs/train.json`` (nothing changed but the data set, the output folder, the number of
+data-loader workers and the epoch limit), trains until ``--minutes`` of wall-clock time have passed, then
+runs the bundle's validation evaluator once and reports:
+
+- validation Dice: mean over the foreground classes (blob, tube) and cases, at the end of the budget and
+  the best one seen at the validation intervals;
+- training throughput: training patches per second (the bundle samples 2 patches per image).
+
+The reference is the issue's target: Dice >= 0.90 within 5 minutes on 2 CPU cores. Writes
+``benchmarks/results/train_synthetic_<device>.json``.
+
+Run: ``python benchmarks/train_synthetic.py [--minutes 5] [--bundles unet resunet] [--cases 60]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+from ignite.engine import Events
+from monai.bundle import ConfigParser
+from tqdm import tqdm
+
+from monai_ext.data import make_synthetic_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSIC = ["unet", "unetplusplus", "resunet", "resunetplusplus"]
+logger = logging.getLogger("train_synthetic")
+
+
+def train_bundle(name: str, dataset_dir: Path, work_dir: Path, minutes: float, val_interval: int) -> dict:
+    bundle = ROOT / "bundles" / name
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "train.json"))
+    parser.read_meta(str(bundle / "configs" / "metadata.json"))
+    parser.update(
+        {
+            "bundle_root": str(work_dir / name),
+            "dataset_dir": str(dataset_dir),
+            "num_workers": 0,
+            "val_interval": val_interval,
+            "train#trainer#max_epochs": 100_000,
+            "lr_scheduler#T_max": 100,
+        }
+    )
+    parser.get_parsed_content("initialize")  # evaluates the bundle's initialize expressions (determinism)
+    trainer = parser.get_parsed_content("train#trainer")
+    evaluator = parser.get_parsed_content("validate#evaluator")
+    net = parser.get_parsed_content("network")
+
+    state = {"start": None, "patches": 0, "best": 0.0, "curve": []}
+    budget = minutes * 60.0
+
+    @trainer.on(Events.STARTED)
+    def _start(engine):
+        state["start"] = time.perf_counter()
+
+    @trainer.on(Events.ITERATION_COMPLETED)
+    def _tick(engine):
+        state["patches"] += engine.state.batch["image"].shape[0] if isinstance(engine.state.batch, dict) else len(engine.state.batch)
+        if time.perf_counter() - state["start"] > budget:
+            engine.terminate()
+
+    @evaluator.on(Events.EPOCH_COMPLETED)
+    def _record(engine):
+        dice = float(engine.state.metrics.get("val_mean_dice", 0.0))
+        state["best"] = max(state["best"], dice)
+        state["curve"].append((round(time.perf_counter() - state["start"], 1), round(dice, 4)))
+
+    logger.info("%s: %d parameters, training for %.1f min", name, sum(p.numel() for p in net.parameters()), minutes)
+    trainer.run()
+    train_seconds = time.perf_counter() - state["start"]
+    evaluator.run()
+    final = float(evaluator.state.metrics["val_mean_dice"])
+    return {
+        "bundle": name,
+        "parameters": sum(p.numel() for p in net.parameters()),
+        "train_seconds": round(train_seconds, 1),
+        "epochs": trainer.state.epoch,
+        "patches_per_second": round(state["patches"] / train_seconds, 2),
+        "val_dice_final": round(final, 4),
+        "val_dice_best": round(max(state["best"], final), 4),
+        "target_met": final >= 0.90,
+        "val_curve_seconds_dice": state["curve"],
+    }
+
+
+def main(argv: Optional[List[str]] = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bundles", nargs="+", default=CLASSIC)
+    parser.add_argument("--minutes", type=float, default=5.0)
+    parser.add_argument("--cases", type=int, default=60)
+    parser.add_argument("--val-interval", type=int, default=5)
+    parser.add_argument("--output", type=Path, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("ignite").setLevel(logging.WARNING)
+
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        dataset = make_synthetic_dataset(Path(tmp) / "synthetic2d", num_cases=args.cases, spatial_dims=2, seed=0).parent
+        logger.info("synthetic 2D data set: %d cases in %s", args.cases, dataset)
+        for name in tqdm(args.bundles, desc="train_synthetic"):
+            results.append(train_bundle(name, dataset, Path(tmp) / "runs", args.minutes, args.val_interval))
+            r = results[-1]
+            logger.info("%s: val Dice %.4f (best %.4f), %.1f patches/s", name, r["val_dice_final"], r["val_dice_best"], r["patches_per_second"])
+
+    print(f"\nsynthetic 2D task, {args.minutes:g} min per bundle, target Dice >= 0.90")
+    for r in results:
+        print(f"{r['bundle']:16s} {r['parameters']:>10,d} params  Dice {r['val_dice_final']:.4f} (best {r['val_dice_best']:.4f})  "
+              f"{r['patches_per_second']:.1f} patches/s  {r['epochs']} epochs  {'MET' if r['target_met'] else 'not met'}")
+    report = {
+        "benchmark": "train_synthetic",
+        "device": "cuda" if torch.cuda.is_available() else (platform.processor() or "cpu"),
+        "threads": torch.get_num_threads(),
+        "minutes_per_bundle": args.minutes,
+        "cases": args.cases,
+        "results": results,
+    }
+    output = args.output or Path(__file__).parent / "results" / f"train_synthetic_{'cuda' if torch.cuda.is_available() else 'cpu'}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=4) + "\n")
+    print(f"written {output}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
