@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import json
 import logging
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -31,6 +29,8 @@ from typing import Callable, Dict, List, Optional
 import pywt
 import torch
 from tqdm import tqdm
+
+from common import write_report
 
 from monai_ext.networks.blocks import DWT, IDWT
 
@@ -181,16 +181,10 @@ def main(argv: Optional[List[str]] = None) -> dict:
             print(f"      {k:17s} {v['ms']:9.1f} ms ({v['measured']}): ratio x{v['ratio']:.2f}")
 
     report = {
-        "benchmark": "bench_layers",
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "threads": torch.get_num_threads(),
         "versions": {name: _version(name) for name in ("torch", "numpy", "PyWavelets", "ptwt", "pytorch-wavelets")},
         "results": results,
     }
-    output = args.output or Path(__file__).parent / "results" / f"bench_layers_{device.type}.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=4) + "\n")
-    print(f"written {output}")
+    write_report(report, "bench_layers", device, args.output)
     return report
 
 

@@ -19,9 +19,7 @@ Run: ``python benchmarks/train_synthetic.py [--minutes 5] [--bundles unet resune
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +29,8 @@ import torch
 from ignite.engine import Events
 from monai.bundle import ConfigParser
 from tqdm import tqdm
+
+from common import write_report
 
 from monai_ext.data import make_synthetic_dataset
 
@@ -122,18 +122,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
         print(f"{r['bundle']:16s} {r['parameters']:>10,d} params  Dice {r['val_dice_final']:.4f} (best {r['val_dice_best']:.4f})  "
               f"{r['patches_per_second']:.1f} patches/s  {r['epochs']} epochs  0.90 at {r['seconds_to_0.90']} s  "
               f"{'MET' if r['target_met'] else 'not met'}")
-    report = {
-        "benchmark": "train_synthetic",
-        "device": "cuda" if torch.cuda.is_available() else (platform.processor() or "cpu"),
-        "threads": torch.get_num_threads(),
-        "minutes_per_bundle": args.minutes,
-        "cases": args.cases,
-        "results": results,
-    }
-    output = args.output or Path(__file__).parent / "results" / f"train_synthetic_{'cuda' if torch.cuda.is_available() else 'cpu'}.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=4) + "\n")
-    print(f"written {output}")
+    report = {"minutes_per_bundle": args.minutes, "cases": args.cases, "results": results}
+    write_report(report, "train_synthetic", torch.device("cuda" if torch.cuda.is_available() else "cpu"), args.output)
     return report
 
 

@@ -1,1 +1,2 @@
 from .synthetic import SYNTHETIC_LABELS, make_synthetic_dataset, synthetic_case
+from .public import DATASETS, DatasetLayoutError, prepare_dataset

@@ -138,20 +138,21 @@ def _write_datalist(
 
 def _binary_2d(
     name: str, foreground: str, pairs: List[Tuple[str, Path, Sequence[Path]]], output_dir: Path, seed: int, split: Sequence[float],
-    test_pairs: Optional[List[Tuple[str, Path, Sequence[Path]]]] = None, extra: Optional[dict] = None, threshold: int = 127,
+    test_pairs: Optional[List[Tuple[str, Path, Sequence[Path]]]] = None, threshold: int = 127,
+    case_fields: Optional[Dict[str, Dict[str, str]]] = None,
 ) -> Path:
     """Common path of the 2D binary data sets: masks to 0/1 PNG, seeded split (or the official test set)."""
     cases: Dict[str, Case] = {}
     for key, image, masks in pairs + (test_pairs or []):
         label = _binary_mask_png(masks, output_dir / "labels" / f"{key}.png", threshold)
-        cases[key] = {"image": str(image.resolve()), "label": str(label.resolve())}
+        cases[key] = {"image": str(image.resolve()), "label": str(label.resolve()), **(case_fields or {}).get(key, {})}
     keys = [k for k, _, _ in pairs]
     if test_pairs:
         train, val, _ = _split(keys, seed, (split[0], split[1], 0.0))
         test = sorted(k for k, _, _ in test_pairs)
     else:
         train, val, test = _split(keys, seed, split)
-    return _write_datalist(output_dir, name, {"0": "background", "1": foreground}, cases, (train, val, test), {"seed": seed, **(extra or {})})
+    return _write_datalist(output_dir, name, {"0": "background", "1": foreground}, cases, (train, val, test), {"seed": seed})
 
 
 # ----------------------------------------------------------------------------------------- data sets
@@ -207,7 +208,7 @@ def prepare_busi(
     if (root / "Dataset_BUSI_with_GT").is_dir():
         root = root / "Dataset_BUSI_with_GT"
     classes = ["benign", "malignant"] + (["normal"] if include_normal else [])
-    pairs, category = [], {}
+    pairs, fields = [], {}
     for cls in classes:
         folder = _folder(root, cls)
         files = _files(folder, "*.png")
@@ -220,14 +221,8 @@ def prepare_busi(
         for key, image, mask_list in _pair(images, masks, "mask"):
             case = re.sub(r"\W+", "_", key).strip("_")
             pairs.append((case, image, sorted(mask_list)))
-            category[case] = cls
-    path = _binary_2d("BUSI", "lesion", pairs, Path(output_dir), seed, split)
-    datalist = json.loads(path.read_text())
-    for key in ("training", "validation", "test"):
-        for case in datalist[key]:
-            case["category"] = category[Path(case["label"]).stem]
-    path.write_text(json.dumps(datalist, indent=4) + "\n")
-    return path
+            fields[case] = {"category": cls}
+    return _binary_2d("BUSI", "lesion", pairs, Path(output_dir), seed, split, case_fields=fields)
 
 
 def prepare_glas(source_dir: PathLike, output_dir: PathLike, seed: int = 0, split: Sequence[float] = (0.85, 0.15, 0.0)) -> Path:

@@ -122,10 +122,13 @@ def dct_basis(dct_size: Sequence[int], frequencies: Sequence[Sequence[int]]) -> 
     return torch.stack(images)
 
 
-class _DCTPooling(nn.Module):
-    """Shared set-up: the DCT grid, the frequencies, the basis buffer and the resize to the grid."""
+class _DCTAttention(nn.Module):
+    """Shared set-up: the DCT grid, the frequencies, the resize to the grid and the bias-free MLP
+    ``C -> C // reduction -> C`` (ReLU between) that both papers use."""
 
-    def __init__(self, spatial_dims: int, channels: int, dct_size: Union[int, Sequence[int]], frequencies: FrequencySelection) -> None:
+    def __init__(
+        self, spatial_dims: int, channels: int, dct_size: Union[int, Sequence[int]], frequencies: FrequencySelection, reduction: int
+    ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
@@ -140,6 +143,13 @@ class _DCTPooling(nn.Module):
         self.dct_size = list(size)
         self.frequencies = dct_frequencies(frequencies, spatial_dims, size)
         self.resize = Pool[Pool.ADAPTIVEAVG, spatial_dims](tuple(size))
+        if channels // reduction < 1:
+            raise ValueError(f"reduction ({reduction}) must leave at least one hidden unit for {channels} channels.")
+        self.mlp = nn.Sequential(
+            nn.Linear(channels, channels // reduction, bias=False),
+            nn.ReLU(inplace=True),
+            nn.Linear(channels // reduction, channels, bias=False),
+        )
 
     def _to_grid(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != self.spatial_dims + 2 or x.shape[1] != self.channels:
@@ -152,7 +162,7 @@ class _DCTPooling(nn.Module):
         return x
 
 
-class MultiSpectralChannelAttention(_DCTPooling):
+class MultiSpectralChannelAttention(_DCTAttention):
     """FcaNet's multi-spectral channel attention (Qin et al., ICCV 2021, Eq. 7-8).
 
     The ``C`` channels are split into ``K`` equal groups; channel ``c`` of group ``k`` is pooled to
@@ -180,23 +190,15 @@ class MultiSpectralChannelAttention(_DCTPooling):
         frequencies: FrequencySelection = "top16",
         reduction: int = 16,
     ) -> None:
-        super().__init__(spatial_dims, channels, dct_size, frequencies)
+        super().__init__(spatial_dims, channels, dct_size, frequencies, reduction)
         k = len(self.frequencies)
         if channels % k != 0:
             raise ValueError(
                 f"channels ({channels}) must be divisible by the number of frequencies ({k}): FcaNet assigns "
                 "one frequency to each equal channel group."
             )
-        if channels // reduction < 1:
-            raise ValueError(f"reduction ({reduction}) must leave at least one hidden unit for {channels} channels.")
         basis = dct_basis(self.dct_size, self.frequencies)
         self.register_buffer("basis", basis.repeat_interleave(channels // k, dim=0), persistent=False)
-        self.fc = nn.Sequential(
-            nn.Linear(channels, channels // reduction, bias=False),
-            nn.ReLU(inplace=True),
-            nn.Linear(channels // reduction, channels, bias=False),
-            nn.Sigmoid(),
-        )
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         """The pooled descriptor ``(B, C)``: each channel's DCT coefficient at its group's frequency."""
@@ -204,11 +206,11 @@ class MultiSpectralChannelAttention(_DCTPooling):
         return (grid * self.basis.to(grid.dtype)).flatten(2).sum(-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.fc(self.pool(x))
+        w = torch.sigmoid(self.mlp(self.pool(x)))
         return x * w.reshape(list(w.shape) + [1] * self.spatial_dims)
 
 
-class MultiFrequencyChannelAttention(_DCTPooling):
+class MultiFrequencyChannelAttention(_DCTAttention):
     """Multi-frequency channel attention (MFCA) of MADGNet (Nam et al., CVPR 2024, Fig. 1, MFMSA block).
 
     For each of the ``K`` frequencies, the product ``x * B_k`` (every channel with the same basis image)
@@ -237,16 +239,8 @@ class MultiFrequencyChannelAttention(_DCTPooling):
         frequencies: FrequencySelection = "top16",
         reduction: int = 16,
     ) -> None:
-        super().__init__(spatial_dims, channels, dct_size, frequencies)
-        if channels // reduction < 1:
-            raise ValueError(f"reduction ({reduction}) must leave at least one hidden unit for {channels} channels.")
-        basis = dct_basis(self.dct_size, self.frequencies)
-        self.register_buffer("basis", basis, persistent=False)
-        self.mlp = nn.Sequential(
-            nn.Linear(channels, channels // reduction, bias=False),
-            nn.ReLU(inplace=True),
-            nn.Linear(channels // reduction, channels, bias=False),
-        )
+        super().__init__(spatial_dims, channels, dct_size, frequencies, reduction)
+        self.register_buffer("basis", dct_basis(self.dct_size, self.frequencies), persistent=False)
 
     def frequency_pooling(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Average, max and min over space of ``x * B_k`` for every channel and frequency: 3 x ``(B, C, K)``."""
