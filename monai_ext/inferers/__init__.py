@@ -1,0 +1,2 @@
+from .slice_wise import SliceWiseInferer
+from .sliding_window import SlidingWindowInferer
