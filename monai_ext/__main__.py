@@ -4,13 +4,17 @@
   (``monai_ext.data.public``; NAME one of isic2018, kvasir_seg, cvc_clinicdb, busi, glas, monuseg, drive,
   montgomery, promise12, physionet_ich).
 - ``synthetic OUTPUT``: write the synthetic blobs-and-tubes data set (``monai_ext.data.synthetic``).
+- ``segment --bundle DIR --input PATH --output DIR``: segment a volume file, a DICOM series folder or a
+  folder of cases with a bundle (``monai_ext.apps.segment``).
 
-Errors end with exit status 2 and one line naming the file and the problem.
+Errors end with exit status 2 (1 when some cases of a folder failed) and one line naming the file and
+the problem.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import List, Optional
 
@@ -30,6 +34,36 @@ def _synthetic(args: argparse.Namespace) -> None:
     size = tuple(args.size) if args.size else None
     path = make_synthetic_dataset(args.output, args.cases, args.spatial_dims, size, args.format, seed=args.seed)
     print(f"datalist written to {path}")
+
+
+def _segment(args: argparse.Namespace) -> int:
+    import logging
+
+    from monai_ext.apps.segment import segment
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    device = None if args.device == "auto" else args.device
+    overrides = {}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    results = segment(
+        args.bundle, args.input, args.output, device, args.amp, args.tta, args.format, args.overwrite, args.checkpoint,
+        args.config or [], overrides,
+    )
+    failed = [r for r in results if r.error]
+    done = len(results) - len(failed)
+    print(f"{done} of {len(results)} case(s) segmented into {args.output}")
+    if failed:
+        for r in failed:
+            print(f"error: {r.error}", file=sys.stderr)
+        return 1 if done else 2
+    return 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -55,13 +89,26 @@ def main(argv: Optional[List[str]] = None) -> int:
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_synthetic)
 
+    g = sub.add_parser("segment", help="segment volumes (NIfTI, NRRD, MetaImage, DICOM series) with a bundle")
+    g.add_argument("--bundle", required=True, help="bundle folder, e.g. bundles/unet")
+    g.add_argument("--input", required=True, help="a volume file, a DICOM series folder, or a folder of cases")
+    g.add_argument("--output", required=True, help="folder for <case>_seg.nii.gz / <case>_seg.dcm")
+    g.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    g.add_argument("--amp", action="store_true", help="run the network in bfloat16 autocast")
+    g.add_argument("--tta", action="store_true", help="mirror test-time augmentation along every axis")
+    g.add_argument("--format", default="nifti", choices=("nifti", "dicom-seg"))
+    g.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    g.add_argument("--checkpoint", default=None, help="weights (default <bundle>/models/model.pt)")
+    g.add_argument("--config", action="append", help="config file merged on inference.json (e.g. configs/datasets/promise12.json)")
+    g.add_argument("--set", action="append", metavar="KEY=VALUE", help="config value, JSON-parsed (e.g. spatial_dims=3)")
+    g.set_defaults(func=_segment)
+
     args = parser.parse_args(argv)
     try:
-        args.func(args)
-    except (ValueError, OSError) as e:  # DatasetLayoutError is a ValueError
+        return args.func(args) or 0
+    except (ValueError, OSError) as e:  # DatasetLayoutError and InputError are ValueErrors
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

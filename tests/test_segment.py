@@ -1,0 +1,151 @@
+"""``python -m monai_ext segment``: geometry kept for NIfTI and DICOM inputs, DICOM SEG out, clear errors."""
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import highdicom as hd
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+import torch
+from monai.bundle import ConfigParser
+
+import monai_ext.data.volume_io as vio
+from monai_ext.apps import segment
+
+ROOT = Path(__file__).resolve().parents[1]
+NIB_DATA = Path(nib.__file__).parent / "tests" / "data"
+DICOM = Path(pydicom.__file__).parent / "data" / "test_files" / "dicomdirtests"
+CT5N, CT2, MR700 = DICOM / "98892001" / "CT5N", DICOM / "77654033" / "CT2", DICOM / "98892003" / "MR700"
+SMALL_3D = {"spatial_dims": 3, "patch_size": [16, 16, 16]}
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    """A copy of the U-Net bundle with (random) 3D weights: enough to test the pipeline's geometry."""
+    root = tmp_path_factory.mktemp("bundle") / "unet"
+    shutil.copytree(ROOT / "bundles" / "unet", root)
+    parser = ConfigParser()
+    parser.read_config(str(root / "configs" / "inference.json"))
+    parser.update(SMALL_3D)
+    (root / "models").mkdir()
+    torch.save(parser.get_parsed_content("network_def").state_dict(), root / "models" / "model.pt")
+    return root
+
+
+def _digest(path: Path) -> str:
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return hashlib.sha256(b"".join(p.read_bytes() for p in files)).hexdigest()
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "monai_ext", "segment", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_oblique_nifti_keeps_shape_affine_and_world_coordinates(bundle, tmp_path):
+    source = NIB_DATA / "anatomical.nii"  # big-endian int16, LAS
+    before = _digest(source)
+    (result,) = segment(bundle, source, tmp_path, device="cpu", overrides=SMALL_3D, progress=False)
+    assert result.error is None and result.output == tmp_path / "anatomical_seg.nii.gz"
+    assert set(result.seconds) == {"read", "preprocess", "predict", "invert", "write"}
+    image, mask = nib.load(str(source)), nib.load(str(result.output))
+    assert mask.shape == image.shape
+    np.testing.assert_allclose(mask.affine, image.affine, atol=1e-5)
+    index = np.array([3, 17, 9, 1.0])  # a voxel maps to the same world point in input and output
+    np.testing.assert_allclose(mask.affine @ index, image.affine @ index, atol=1e-4)
+    assert _digest(source) == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_dicom_series_to_nifti_and_to_dicom_seg(bundle, tmp_path):
+    (nifti,) = segment(bundle, CT5N, tmp_path / "nii", device="cpu", overrides=SMALL_3D, progress=False)
+    reference = vio.read_volume(CT5N)
+    mask = nib.load(str(nifti.output))
+    assert mask.shape == tuple(reference.image.shape[1:])
+    np.testing.assert_allclose(mask.affine, reference.image.affine.numpy(), atol=1e-4)
+
+    (seg,) = segment(bundle, CT5N, tmp_path / "seg", device="cpu", output_format="dicom-seg", overrides=SMALL_3D, progress=False)
+    assert seg.output.suffix == ".dcm"
+    dataset = hd.seg.segread(seg.output)
+    uids = [ds.SOPInstanceUID for ds in reference.dicom]
+    frames = dataset.get_pixels_by_source_instance(source_sop_instance_uids=uids, combine_segments=True, skip_overlap_checks=True)
+    # the SEG's frames are the NIfTI mask's slices, on the source images' grid
+    np.testing.assert_array_equal(np.transpose(frames, (2, 1, 0)), np.asarray(mask.dataobj))
+    assert dataset.ReferencedSeriesSequence[0].SeriesInstanceUID == reference.dicom[0].SeriesInstanceUID
+
+
+def test_folder_of_cases_and_no_overwrite_without_the_flag(bundle, tmp_path):
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    shutil.copy(NIB_DATA / "anatomical.nii", cases / "a.nii")
+    shutil.copytree(CT5N, cases / "ct")
+    results = segment(bundle, cases, tmp_path / "out", device="cpu", overrides=SMALL_3D, progress=False)
+    assert sorted(r.output.name for r in results) == ["a_seg.nii.gz", "ct_seg.nii.gz"]
+    again = segment(bundle, cases, tmp_path / "out", device="cpu", overrides=SMALL_3D, progress=False)
+    assert all(r.output is None and "exists (pass --overwrite" in r.error for r in again)
+    again = segment(bundle, cases, tmp_path / "out", device="cpu", overrides=SMALL_3D, overwrite=True, progress=False)
+    assert all(r.error is None for r in again)
+
+
+def test_a_2d_bundle_segments_a_volume_slice_by_slice(tmp_path):
+    root = tmp_path / "unet2d"
+    shutil.copytree(ROOT / "bundles" / "unet", root)
+    parser = ConfigParser()
+    parser.read_config(str(root / "configs" / "inference.json"))
+    (root / "models").mkdir()
+    torch.save(parser.get_parsed_content("network_def").state_dict(), root / "models" / "model.pt")
+    (result,) = segment(root, NIB_DATA / "anatomical.nii", tmp_path / "out", device="cpu", progress=False)
+    assert result.error is None and nib.load(str(result.output)).shape == (33, 41, 25)
+
+
+def _write_nifti(path, data):
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(path))
+    return path
+
+
+def test_bad_inputs_end_with_one_line_and_a_non_zero_exit(bundle, tmp_path):
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for f in list(CT5N.iterdir())[:2] + list(MR700.iterdir())[:2]:
+        shutil.copy(f, mixed / f"{f.parent.name}_{f.name}")
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(b"\x1f\x8b not a nifti file")
+    flat = _write_nifti(tmp_path / "flat.nii.gz", np.zeros((12, 12, 12), np.float32))
+    nan = _write_nifti(tmp_path / "nan.nii.gz", np.full((12, 12, 12), np.nan, np.float32))
+    image2d = _write_nifti(tmp_path / "slice.nii.gz", np.random.rand(20, 20).astype(np.float32))
+    cases = {
+        tmp_path / "missing.nii.gz": "no such file or folder",
+        broken: "unreadable",
+        flat: "empty volume",
+        nan: "NaN",
+        image2d: "not a volume",
+        NIB_DATA / "example4d.nii.gz": "wrong channel count: 2 channel(s), the network takes 1",
+        mixed: "mixed DICOM series",
+        CT2: "unevenly spaced slices",
+        MR700: "different orientations",
+    }
+    common = ["--bundle", str(bundle), "--output", str(tmp_path / "out"), "--set", "spatial_dims=3", "--set", "patch_size=[16,16,16]"]
+    for path, message in cases.items():
+        before = _digest(path) if path.exists() else None
+        proc = _cli("--input", str(path), *common)
+        assert proc.returncode != 0, path
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and message in errors[0] and path.name in errors[0], (path, proc.stderr[-2000:])
+        if before:
+            assert _digest(path) == before
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+    proc = _cli("--input", str(NIB_DATA / "anatomical.nii"), "--format", "dicom-seg", *common)
+    assert proc.returncode != 0 and "needs a DICOM series" in proc.stderr
+    empty = tmp_path / "empty_bundle"
+    shutil.copytree(bundle, empty)
+    (empty / "models" / "model.pt").unlink()
+    proc = _cli("--input", str(CT5N), "--bundle", str(empty), "--output", str(tmp_path / "o2"))
+    assert proc.returncode == 2 and "missing checkpoint" in proc.stderr and proc.stderr.count("\n") == 1
+    proc = _cli("--input", str(CT5N), "--bundle", str(bundle), "--output", str(tmp_path / "o3"))  # 3D weights, 2D config
+    assert proc.returncode == 2 and "does not fit the bundle's network" in proc.stderr
