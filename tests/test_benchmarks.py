@@ -28,3 +28,15 @@ def test_train_synthetic_trains_a_bundle_for_its_budget(tmp_path):
     train_synthetic.main(["--bundles", "unet", "--minutes", "0.05", "--cases", "6", "--val-interval", "1", "--output", str(out)])
     (row,) = json.loads(out.read_text())["results"]
     assert row["bundle"] == "unet" and 0.0 <= row["val_dice_final"] <= 1.0 and row["patches_per_second"] > 0
+
+
+def test_bench_sliding_window_compares_with_monai_and_the_zoo_way(tmp_path):
+    import bench_sliding_window
+
+    out = tmp_path / "sw.json"
+    bench_sliding_window.main(["--size", "40", "40", "40", "--e2e-size", "48", "48", "24", "--repeats", "1", "--output", str(out)])
+    report = json.loads(out.read_text())
+    assert {r["network"] for r in report["windows"]} == {"unet", "segresnet"}
+    assert all(r["ratio"] > 0 and r["ours"]["seconds"] > 0 for r in report["windows"])
+    e2e = report["end_to_end"]
+    assert set(e2e["ours_seconds"]) == {"read", "preprocess", "predict", "invert", "write"} and e2e["ratio"] > 0

@@ -69,6 +69,10 @@ def test_dicom_series_to_nifti_and_to_dicom_seg(bundle, tmp_path):
     assert mask.shape == tuple(reference.image.shape[1:])
     np.testing.assert_allclose(mask.affine, reference.image.affine.numpy(), atol=1e-4)
 
+    (other,) = segment(bundle, CT5N, tmp_path / "pydicom", device="cpu", overrides=SMALL_3D, progress=False, dicom_reader="pydicom")
+    np.testing.assert_array_equal(np.asarray(nib.load(str(other.output)).dataobj), np.asarray(mask.dataobj))
+    np.testing.assert_allclose(nib.load(str(other.output)).affine, mask.affine, atol=1e-4)
+
     (seg,) = segment(bundle, CT5N, tmp_path / "seg", device="cpu", output_format="dicom-seg", overrides=SMALL_3D, progress=False)
     assert seg.output.suffix == ".dcm"
     dataset = hd.seg.segread(seg.output)
@@ -149,3 +153,47 @@ def test_bad_inputs_end_with_one_line_and_a_non_zero_exit(bundle, tmp_path):
     assert proc.returncode == 2 and "missing checkpoint" in proc.stderr and proc.stderr.count("\n") == 1
     proc = _cli("--input", str(CT5N), "--bundle", str(bundle), "--output", str(tmp_path / "o3"))  # 3D weights, 2D config
     assert proc.returncode == 2 and "does not fit the bundle's network" in proc.stderr
+
+
+def test_demo_trains_segments_and_reports(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "monai_ext", "demo", "--output", str(tmp_path), "--epochs", "2", "--cases", "5"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = __import__("json").loads((tmp_path / "metrics.json").read_text())
+    mask = nib.load(report["mask"])
+    source = nib.load(str(tmp_path / "data" / report["case"]))
+    assert mask.shape == source.shape and np.allclose(mask.affine, source.affine)
+    assert (tmp_path / "overlay.png").stat().st_size > 0 and 0 <= report["metrics"]["dice_blob"] <= 1
+    assert {"data", "train", "segment"} <= set(report["seconds"])
+
+
+def test_oblique_volume_nrrd_and_metaimage_inputs(bundle, tmp_path):
+    import itk
+
+    four_d = nib.load(str(NIB_DATA / "example4d.nii.gz"))  # oblique, LAS
+    oblique = tmp_path / "oblique.nii.gz"
+    frame = np.asarray(four_d.dataobj)[:40, :36, :12, 0]  # a corner keeps the affine: the same index -> world map
+    nib.save(nib.Nifti1Image(frame, four_d.affine, four_d.header), str(oblique))
+    assert not np.allclose(four_d.affine[:3, :3], np.diag(np.diag(four_d.affine[:3, :3])))  # really oblique
+    volume = np.random.default_rng(0).normal(size=(20, 24, 18)).astype(np.float32)
+    image = itk.image_from_array(volume)
+    image.SetSpacing([0.8, 0.9, 2.0])
+    image.SetOrigin([10.0, -5.0, 3.0])
+    for suffix in (".nrrd", ".mhd"):
+        itk.imwrite(image, str(tmp_path / f"vol{suffix}"))
+    for i, source in enumerate((oblique, tmp_path / "vol.nrrd", tmp_path / "vol.mhd")):
+        (result,) = segment(bundle, source, tmp_path / f"out{i}", device="cpu", overrides=SMALL_3D, progress=False)
+        assert result.error is None, result.error
+        reference = vio.read_volume(source)
+        mask = nib.load(str(result.output))
+        assert mask.shape == tuple(reference.image.shape[1:])
+        np.testing.assert_allclose(mask.affine, reference.image.affine.numpy(), atol=1e-4)
+    np.testing.assert_allclose(nib.load(str(tmp_path / "out0" / "oblique_seg.nii.gz")).affine, four_d.affine, atol=1e-4)
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    for suffix in (".nrrd", ".mhd", ".raw"):
+        shutil.copy(tmp_path / f"vol{suffix}", cases / f"vol{suffix}")
+    with pytest.raises(vio.InputError, match="would both be written to"):
+        segment(bundle, cases, tmp_path / "clash", device="cpu", overrides=SMALL_3D, progress=False)

@@ -175,10 +175,12 @@ def segment(
     configs: Sequence[Union[str, Path]] = (),
     overrides: Optional[Dict[str, Any]] = None,
     progress: bool = True,
+    dicom_reader: str = "itk",
 ) -> List[CaseResult]:
     """Segment one file, one DICOM series folder, or a folder of cases; see the module docstring.
 
-    Outputs are ``<output_dir>/<case>_seg.nii.gz`` (or ``_seg.dcm``); an existing one is an error unless
+    DICOM series are read with ITK or pydicom (``dicom_reader``). Outputs are
+    ``<output_dir>/<case>_seg.nii.gz`` (or ``_seg.dcm``); an existing one is an error unless
     ``overwrite``; inputs are never written. A case that fails is reported (``error``) and the others go on.
 
     Raises:
@@ -190,6 +192,13 @@ def segment(
     cases = [c for c in find_cases(input_path) if output_dir.resolve() not in c.resolve().parents]
     if not cases:
         raise InputError(f"{input_path}: no cases outside the output folder {output_dir}")
+    suffix = ".dcm" if output_format == "dicom-seg" else ".nii.gz"
+    targets: Dict[Path, Path] = {}
+    for case in cases:
+        target = output_dir / f"{Volume(case, torch.empty(0)).name}_seg{suffix}"
+        if target in targets:
+            raise InputError(f"{targets[target]} and {case} would both be written to {target}; segment them separately")
+        targets[target] = case
     model = BundleSegmenter(bundle, device, amp, tta, checkpoint, configs, overrides)
     logger.info("%s on %s: %d case(s)", model.bundle.name, model.device, len(cases))
     results: List[CaseResult] = []
@@ -197,9 +206,8 @@ def segment(
         seconds: Dict[str, float] = {}
         start = time.perf_counter()
         try:
-            volume = read_volume(case, model.in_channels, min_dims=3 if model.spatial_dims == 3 else 2)
+            volume = read_volume(case, model.in_channels, 3 if model.spatial_dims == 3 else 2, dicom_reader)
             seconds["read"] = time.perf_counter() - start
-            suffix = ".dcm" if output_format == "dicom-seg" else ".nii.gz"
             target = output_dir / f"{volume.name}_seg{suffix}"
             if target.exists() and not overwrite:
                 raise InputError(f"{target}: exists (pass --overwrite to replace it)")

@@ -120,13 +120,14 @@ def scan_dicom_series(folder: Path) -> List:
     return datasets
 
 
-def read_volume(path: Union[str, Path], in_channels: Optional[int] = None, min_dims: int = 3) -> Volume:
+def read_volume(path: Union[str, Path], in_channels: Optional[int] = None, min_dims: int = 3, dicom_reader: str = "itk") -> Volume:
     """Load one case (see :func:`find_cases`) as a channel-first ``MetaTensor`` with a RAS affine.
 
     Args:
         path: a volume file or a DICOM series folder.
         in_channels: the channel count the network needs; another count is an error.
         min_dims: spatial dimensions required (3 for volumes; 2 also accepts images).
+        dicom_reader: ``"itk"`` (MONAI's ITKReader) or ``"pydicom"`` (MONAI's PydicomReader) for DICOM series.
 
     Raises:
         InputError: missing or unreadable file, not a volume, wrong channel count, empty (constant) or
@@ -137,10 +138,12 @@ def read_volume(path: Union[str, Path], in_channels: Optional[int] = None, min_d
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
+    if dicom_reader not in ("itk", "pydicom"):
+        raise InputError(f"dicom_reader must be 'itk' or 'pydicom', got {dicom_reader!r}")
     dicom: List = []
     if path.is_dir():
         dicom = scan_dicom_series(path)
-        reader = "ITKReader"
+        reader = "ITKReader" if dicom_reader == "itk" else "PydicomReader"
     elif path.name.lower().endswith((".nii", ".nii.gz")):
         reader = "NibabelReader"
     else:
@@ -152,6 +155,12 @@ def read_volume(path: Union[str, Path], in_channels: Optional[int] = None, min_d
     except Exception as e:  # readers raise RuntimeError, OSError, ValueError, ...
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise InputError(f"{path}: unreadable ({reason})") from e
+    if dicom and not _first_slice_at(image, dicom[0]):
+        # MONAI's PydicomReader stacks the slices in the opposite order: same geometry, reversed axis.
+        # Keep one convention, slice k = the k-th header along the normal, which DICOM SEG frames rely on.
+        from monai.transforms import Flip
+
+        image = Flip(spatial_axis=image.dim() - 2)(image)
     spatial = image.dim() - 1
     if spatial < min_dims or spatial > 3:
         raise InputError(f"{path}: not a volume (shape {list(image.shape[1:])}; need {min_dims}D{' or 3D' if min_dims < 3 else ''})")
@@ -165,6 +174,13 @@ def read_volume(path: Union[str, Path], in_channels: Optional[int] = None, min_d
     if data.max() == data.min():
         raise InputError(f"{path}: empty volume (every voxel is {float(data.max()):g})")
     return Volume(path=path, image=image, dicom=dicom)
+
+
+def _first_slice_at(image, header) -> bool:
+    """Whether voxel (0, 0, 0) of ``image`` (RAS affine) is the first pixel of the slice ``header`` describes."""
+    origin = (image.affine.double() @ torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=torch.float64))[:3].numpy()
+    x, y, z = (float(v) for v in header.ImagePositionPatient)
+    return bool(np.allclose(origin, [-x, -y, z], atol=1e-2))  # DICOM positions are LPS
 
 
 def _atomic(target: Path, write) -> Path:
