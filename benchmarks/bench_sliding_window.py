@@ -60,20 +60,24 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def _measure(fn: Callable[[], object], repeats: int) -> Dict[str, float]:
-    fn()
-    _sync()
-    times, peak = [], 0.0
-    for _ in range(repeats):
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-        start = time.perf_counter()
+def _measure(fns: Dict[str, Callable[[], object]], repeats: int) -> Dict[str, Dict[str, float]]:
+    """Median time and peak GPU memory of each function, run round-robin (load changes hit all alike)."""
+    for fn in fns.values():
         fn()
-        _sync()
-        times.append(time.perf_counter() - start)
-        if torch.cuda.is_available():
-            peak = max(peak, torch.cuda.max_memory_allocated() / 2**20)
-    return {"seconds": statistics.median(times), "peak_gpu_mib": round(peak, 1)}
+    _sync()
+    times: Dict[str, List[float]] = {k: [] for k in fns}
+    peak = {k: 0.0 for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            if torch.cuda.is_available():
+                torch.cuda.reset_peak_memory_stats()
+            start = time.perf_counter()
+            fn()
+            _sync()
+            times[name].append(time.perf_counter() - start)
+            if torch.cuda.is_available():
+                peak[name] = max(peak[name], torch.cuda.max_memory_allocated() / 2**20)
+    return {k: {"seconds": statistics.median(times[k]), "peak_gpu_mib": round(peak[k], 1)} for k in fns}
 
 
 def window_cases(size: List[int], repeats: int, sw_batch: int) -> List[dict]:
@@ -96,8 +100,11 @@ def window_cases(size: List[int], repeats: int, sw_batch: int) -> List[dict]:
         ours = SlidingWindowInferer((96, 96, 96), sw_batch, 0.5, "gaussian", sw_device=sw, device=out_device, amp_dtype=amp)
         logger.info("%s %s %s %s", name, residency, dtype, size)
         with torch.no_grad():
-            monai_m = _measure(lambda: sliding_window_inference(volume, (96, 96, 96), sw_batch, predictor, 0.5, "gaussian", sw_device=sw, device=out_device), repeats)
-            ours_m = _measure(lambda: ours(volume, net), repeats)
+            m = _measure({
+                "monai": lambda: sliding_window_inference(volume, (96, 96, 96), sw_batch, predictor, 0.5, "gaussian", sw_device=sw, device=out_device),
+                "ours": lambda: ours(volume, net),
+            }, repeats)
+        monai_m, ours_m = m["monai"], m["ours"]
         rows.append({"network": name, "residency": residency, "precision": dtype, "size": size, "sw_batch_size": sw_batch,
                      "monai": monai_m, "ours": ours_m, "ratio": monai_m["seconds"] / ours_m["seconds"]})
     return rows
