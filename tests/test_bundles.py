@@ -2,7 +2,6 @@
 through its own configs with ``python -m monai.bundle``, on a tiny synthetic data set."""
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path

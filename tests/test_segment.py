@@ -1,7 +1,6 @@
 """``python -m monai_ext segment``: geometry kept for NIfTI and DICOM inputs, DICOM SEG out, clear errors."""
 
 import hashlib
-import os
 import shutil
 import subprocess
 import sys

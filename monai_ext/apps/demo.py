@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Optional, Union
+from typing import Union
 
 import nibabel as nib
 import numpy as np
