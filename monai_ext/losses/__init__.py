@@ -1,1 +1,2 @@
 from .deep_supervision import DeepSupervisionLoss
+from .madgnet import MADGNetLoss, madgnet_targets, structure_loss

@@ -104,6 +104,8 @@ class MADGNet(nn.Module):
         skip_channels: width of the skip projections (64).
         dct_sizes: MFCA grid per decoder stage; default: the official width-keyed sizes in 2D
             (14, 28, 56, 112) and 7 per axis in 3D.
+        backbone_layers: bottlenecks per encoder stage for ``"resnest50"`` (default ``(3, 4, 6, 3)``;
+            fewer, e.g. ``(1, 1, 1, 1)``, make a lighter encoder for volumes).
         pretrained_backbone: a local file with encoder weights, loaded with ``weights_only=True`` (official or
             timm ResNeSt key names are converted); nothing is downloaded.
 
@@ -125,6 +127,7 @@ class MADGNet(nn.Module):
         decoder_channels: Sequence[int] = (256, 128, 64, 32),
         skip_channels: int = 64,
         dct_sizes: Optional[Sequence[int]] = None,
+        backbone_layers: Sequence[int] = (3, 4, 6, 3),
         pretrained_backbone: Optional[Union[str, Path]] = None,
     ) -> None:
         super().__init__()
@@ -135,7 +138,10 @@ class MADGNet(nn.Module):
         if len(decoder_channels) != 4:
             raise ValueError(f"decoder_channels must give four widths, got {decoder_channels}.")
         self.encoder_channels = 3 if spatial_dims == 2 else in_channels
-        self.encoder = (ResNeSt if backbone == "resnest50" else _ResNetFeatures)(spatial_dims, self.encoder_channels)
+        if backbone == "resnest50":
+            self.encoder: nn.Module = ResNeSt(spatial_dims, self.encoder_channels, backbone_layers)
+        else:
+            self.encoder = _ResNetFeatures(spatial_dims, self.encoder_channels)
         if pretrained_backbone is not None:
             self.load_backbone(pretrained_backbone)
         frequencies = frequencies or ("top16" if spatial_dims == 2 else "low16")
