@@ -17,8 +17,14 @@ from monai_ext.data import make_synthetic_dataset
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "schemas" / "meta_schema_20240725.json"
 CLASSIC = ["unet", "unetplusplus", "resunet", "resunetplusplus"]
+BUNDLES = CLASSIC + ["madgnet"]
 # small patches keep the run to seconds; the networks are the bundles' own, at their defaults
 PATCH = {2: "[32,32]", 3: "[16,16,16]"}
+PATCH_32 = {2: "[32,32]", 3: "[32,32,32]"}  # MADGNet down-samples 5 times
+
+
+def _patch(name, dims):
+    return (PATCH_32 if name == "madgnet" else PATCH)[dims]
 
 
 def _bundle_run(bundle: Path, configs, **overrides) -> subprocess.CompletedProcess:
@@ -46,7 +52,7 @@ def test_vendored_schema_is_the_published_file():
     assert hashlib.md5(SCHEMA.read_bytes()).hexdigest() == "76e1add273836515d0bbb3bc71962474"
 
 
-@pytest.mark.parametrize("name", CLASSIC)
+@pytest.mark.parametrize("name", BUNDLES)
 def test_metadata_and_network_checks(name, tmp_path):
     bundle = ROOT / "bundles" / name
     verify_metadata(meta_file=str(bundle / "configs" / "metadata.json"), filepath=str(SCHEMA))
@@ -64,7 +70,7 @@ def test_metadata_and_network_checks(name, tmp_path):
         assert version and version[0].isdigit(), (pkg, version)
 
 
-@pytest.mark.parametrize("name", CLASSIC)
+@pytest.mark.parametrize("name", BUNDLES)
 def test_inference_and_train_configs_have_the_bundle_properties(name, data):
     from monai.bundle.workflows import ConfigWorkflow
 
@@ -85,11 +91,11 @@ def test_inference_and_train_configs_have_the_bundle_properties(name, data):
     assert "network" in parser.config  # MONAI Label needs a top-level network id
 
 
-@pytest.mark.parametrize("name", CLASSIC)
+@pytest.mark.parametrize("name", BUNDLES)
 def test_train_evaluate_infer_export_2d(name, data, tmp_path):
     bundle = ROOT / "bundles" / name
     run_root = tmp_path / "run"
-    common = {"bundle_root": run_root, "dataset_dir": data[2], "num_workers": 0, "patch_size": PATCH[2]}
+    common = {"bundle_root": run_root, "dataset_dir": data[2], "num_workers": 0, "patch_size": _patch(name, 2)}
     _bundle_run(bundle, ["train.json"], **common, **{"train#trainer#max_epochs": 1, "batch_size": 2})
     checkpoint = run_root / "models" / "model.pt"
     assert checkpoint.is_file()
@@ -130,11 +136,11 @@ def test_train_evaluate_infer_export_2d(name, data, tmp_path):
         torch.testing.assert_close(scripted(x), net(x), atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", CLASSIC)
+@pytest.mark.parametrize("name", BUNDLES)
 def test_one_value_switches_to_3d(name, data, tmp_path):
     bundle = ROOT / "bundles" / name
     run_root = tmp_path / "run3d"
-    common = {"bundle_root": run_root, "dataset_dir": data[3], "num_workers": 0, "patch_size": PATCH[3], "spatial_dims": 3}
+    common = {"bundle_root": run_root, "dataset_dir": data[3], "num_workers": 0, "patch_size": _patch(name, 3), "spatial_dims": 3}
     _bundle_run(bundle, ["train.json"], **common, **{"train#trainer#max_epochs": 1, "batch_size": 1})
     _bundle_run(bundle, ["inference.json"], **common)
     datalist = json.loads((data[3] / "datalist.json").read_text())

@@ -71,3 +71,12 @@ def test_overlay_trains_and_infers_on_the_data_sets_own_files(name, tmp_path):
             mask = nib.load(str(out))
             assert mask.shape == tuple(reference.shape[:3])
             np.testing.assert_allclose(mask.affine, reference.affine.numpy(), atol=1e-4)
+
+
+def test_madgnet_overlays_differ_from_the_classic_ones_only_where_its_stride_needs():
+    classic = ROOT / "bundles" / "unet" / "configs" / "datasets"
+    for path in sorted((ROOT / "bundles" / "madgnet" / "configs" / "datasets").glob("*.json")):
+        ours, theirs = json.loads(path.read_text()), json.loads((classic / path.name).read_text())
+        assert all(p % 32 == 0 for p in ours["patch_size"]), path.name  # five down-samplings
+        differing = {k for k in ours if ours[k] != theirs.get(k)}
+        assert differing <= {"patch_size", "_desc_"}, (path.name, differing)

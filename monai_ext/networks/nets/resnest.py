@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import List, Sequence
 
 import torch
+import torch.nn.functional as F
 from monai.networks.layers.factories import Act, Conv, Norm, Pool
 from torch import nn
 
@@ -63,6 +64,23 @@ class SplitAttentionConv(nn.Module):
         return (splits * attention).sum(1)
 
 
+class _AvgDown(nn.Module):
+    """3x3 average pooling with stride ``stride`` and zero padding 1 (padding counted, as ResNeSt's ``avd``).
+
+    PyTorch's 3D average pooling rejects inputs smaller than the kernel even when padding covers it (2D
+    does not); padding first and pooling without padding is the same operation and works at any size.
+    """
+
+    def __init__(self, spatial_dims: int, stride: int) -> None:
+        super().__init__()
+        self.spatial_dims, self.stride = spatial_dims, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.spatial_dims == 2:
+            return F.avg_pool2d(x, 3, self.stride, 1)
+        return F.avg_pool3d(F.pad(x, [1, 1, 1, 1, 1, 1]), 3, self.stride, 0)
+
+
 class ResNeStBottleneck(nn.Module):
     """ResNeSt bottleneck: 1x1 conv, split-attention 3x3 conv, (average-pool down-sampling), 1x1 conv to
     ``4 * planes``, plus a shortcut (average pool then 1x1 conv when the shape changes), then ReLU."""
@@ -78,7 +96,7 @@ class ResNeStBottleneck(nn.Module):
         self.conv1 = conv(in_channels, width, 1, bias=False)
         self.bn1 = norm(width)
         self.conv2 = SplitAttentionConv(spatial_dims, width, width, 3, 1, radix, cardinality)
-        self.avd = avg(3, stride, padding=1) if stride > 1 else nn.Identity()
+        self.avd = _AvgDown(spatial_dims, stride) if stride > 1 else nn.Identity()
         self.conv3 = conv(width, out, 1, bias=False)
         self.bn3 = norm(out)
         self.act = Act[Act.RELU](inplace=True)
