@@ -40,3 +40,14 @@ def test_bench_sliding_window_compares_with_monai_and_the_zoo_way(tmp_path):
     assert all(r["ratio"] > 0 and r["ours"]["seconds"] > 0 for r in report["windows"])
     e2e = report["end_to_end"]
     assert set(e2e["ours_seconds"]) == {"read", "preprocess", "predict", "invert", "write"} and e2e["ratio"] > 0
+
+
+def test_bench_madgnet_compares_with_the_unet_bundle(tmp_path):
+    import bench_madgnet
+
+    out = tmp_path / "madgnet.json"
+    bench_madgnet.main(["--size", "64", "--batch", "2", "--repeats", "1", "--minutes", "0.02", "--cases", "6", "--output", str(out)])
+    report = json.loads(out.read_text())
+    assert set(report["throughput"]) == {"unet/train", "unet/infer", "madgnet/train", "madgnet/infer"}
+    assert report["throughput"]["madgnet/infer"]["parameters"] > report["throughput"]["unet/infer"]["parameters"]
+    assert set(report["dice_after_budget"]) == {"unet", "madgnet"} and all(v > 0 for v in report["throughput_ratio"].values())
