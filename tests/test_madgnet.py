@@ -175,3 +175,14 @@ def test_overfits_one_synthetic_image():
         pred = net(x)[:, -1, 0].argmax(1)  # the finest region map, as inference returns it
     dice = [2 * ((pred == c) & (y[:, 0] == c)).sum() / ((pred == c).sum() + (y[:, 0] == c).sum()) for c in (1, 2)]
     assert min(float(d) for d in dice) >= 0.9, dice
+
+
+def test_compute_at_the_paper_size_is_the_official_models():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net = MADGNet(2, 3, 1).eval()
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        net(torch.randn(1, 3, 352, 352))
+    macs = sum(v for op, v in counter.get_flop_counts()["Global"].items() if "convolution" in str(op) or "mm" in str(op)) / 2
+    assert macs / 1e9 == pytest.approx(21.5, abs=0.1)  # architectures.md 1.8: about 21.5 GMACs
