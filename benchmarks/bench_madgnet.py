@@ -88,6 +88,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--cases", type=int, default=60)
+    parser.add_argument("--same-process", action="store_true", help="measure in this process (CPU peak memory then covers all)")
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -97,7 +98,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     throughput = {}
     for bundle, mode in tqdm([(b, m) for b in ("unet", "madgnet") for m in ("train", "infer")], desc="throughput"):
         logger.info("%s %s at %dx%d, batch %d on %s", bundle, mode, args.size, args.size, args.batch, device)
-        measure = _measure if device == "cuda" else _in_fresh_process
+        measure = _measure if device == "cuda" or args.same_process else _in_fresh_process
         throughput[f"{bundle}/{mode}"] = measure(bundle, mode, args.size, args.batch, args.repeats, device)
 
     from train_synthetic import train_bundle

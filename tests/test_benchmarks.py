@@ -46,7 +46,7 @@ def test_bench_madgnet_compares_with_the_unet_bundle(tmp_path):
     import bench_madgnet
 
     out = tmp_path / "madgnet.json"
-    bench_madgnet.main(["--size", "64", "--batch", "2", "--repeats", "1", "--minutes", "0.02", "--cases", "6", "--output", str(out)])
+    bench_madgnet.main(["--size", "64", "--batch", "2", "--repeats", "1", "--minutes", "0.02", "--cases", "6", "--same-process", "--output", str(out)])
     report = json.loads(out.read_text())
     assert set(report["throughput"]) == {"unet/train", "unet/infer", "madgnet/train", "madgnet/infer"}
     assert report["throughput"]["madgnet/infer"]["parameters"] > report["throughput"]["unet/infer"]["parameters"]

@@ -43,7 +43,16 @@ def _digest(path: Path) -> str:
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "monai_ext", "segment", *args], capture_output=True, text=True, timeout=300)
+    """``python -m monai_ext segment ...`` in this process (``main`` is what the module runs)."""
+    import contextlib
+    import io
+
+    from monai_ext.__main__ import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["segment", *args])
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def test_oblique_nifti_keeps_shape_affine_and_world_coordinates(bundle, tmp_path):
@@ -150,6 +159,10 @@ def test_bad_inputs_end_with_one_line_and_a_non_zero_exit(bundle, tmp_path):
     (empty / "models" / "model.pt").unlink()
     proc = _cli("--input", str(CT5N), "--bundle", str(empty), "--output", str(tmp_path / "o2"))
     assert proc.returncode == 2 and "missing checkpoint" in proc.stderr and proc.stderr.count("\n") == 1
+    # and as a process, the way users run it
+    real = subprocess.run([sys.executable, "-m", "monai_ext", "segment", "--input", str(tmp_path / "nothing"), "--bundle", str(bundle),
+                           "--output", str(tmp_path / "o4")], capture_output=True, text=True, timeout=300)
+    assert real.returncode == 2 and real.stderr.strip().startswith("error:") and "no such file or folder" in real.stderr
     proc = _cli("--input", str(CT5N), "--bundle", str(bundle), "--output", str(tmp_path / "o3"))  # 3D weights, 2D config
     assert proc.returncode == 2 and "does not fit the bundle's network" in proc.stderr
 
