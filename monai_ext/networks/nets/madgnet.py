@@ -14,7 +14,7 @@ from monai.networks.nets import ResNet
 from torch import nn
 
 from monai_ext.networks.blocks.mfmsa import ESDM, MFMSABlock
-from monai_ext.networks.nets.resnest import ResNeSt
+from monai_ext.networks.nets.resnest import ResNeSt, StagedEncoder
 
 __all__ = ["MADGNet", "official_dct_size", "convert_resnest_state_dict"]
 
@@ -42,7 +42,7 @@ def convert_resnest_state_dict(state: Dict[str, torch.Tensor]) -> Dict[str, torc
     return out
 
 
-class _ResNetFeatures(nn.Module):
+class _ResNetFeatures(StagedEncoder):
     """MONAI's ResNet-50 as a feature encoder: stem (1/2), then the four stages (1/4 ... 1/32)."""
 
     def __init__(self, spatial_dims: int, in_channels: int) -> None:
@@ -52,15 +52,6 @@ class _ResNetFeatures(nn.Module):
         self.maxpool = net.maxpool
         self.stages = nn.ModuleList([net.layer1, net.layer2, net.layer3, net.layer4])
         self.out_channels = [64, 256, 512, 1024, 2048]
-
-    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
-        x = self.stem(x)
-        features = [x]
-        x = self.maxpool(x)
-        for stage in self.stages:
-            x = stage(x)
-            features.append(x)
-        return features
 
 
 class _DecoderStage(nn.Module):

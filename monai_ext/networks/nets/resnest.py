@@ -16,7 +16,24 @@ import torch.nn.functional as F
 from monai.networks.layers.factories import Act, Conv, Norm, Pool
 from torch import nn
 
-__all__ = ["SplitAttentionConv", "ResNeStBottleneck", "ResNeSt"]
+__all__ = ["SplitAttentionConv", "ResNeStBottleneck", "ResNeSt", "StagedEncoder"]
+
+
+class StagedEncoder(nn.Module):
+    """A ResNet-style encoder as a feature pyramid: ``stem`` (1/2), ``maxpool``, then ``stages`` (1/4 ... 1/32).
+
+    ``forward`` returns the stem's output and every stage's, finest first. Subclasses set the modules and
+    ``out_channels``.
+    """
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        x = self.stem(x)
+        features = [x]
+        x = self.maxpool(x)
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        return features
 
 
 class SplitAttentionConv(nn.Module):
@@ -112,7 +129,7 @@ class ResNeStBottleneck(nn.Module):
         return self.act(y + self.downsample(x))
 
 
-class ResNeSt(nn.Module):
+class ResNeSt(StagedEncoder):
     """ResNeSt encoder returning the features of every stage.
 
     ``forward(x)`` returns ``[f1, f2, f3, f4, f5]``: the stem output at 1/2 resolution (``2 * stem_width``
@@ -151,12 +168,3 @@ class ResNeSt(nn.Module):
                 channels = planes * ResNeStBottleneck.expansion
             self.stages.append(nn.Sequential(*stage))
         self.out_channels = [stem_width * 2, 256, 512, 1024, 2048]
-
-    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
-        x = self.stem(x)
-        features = [x]
-        x = self.maxpool(x)
-        for stage in self.stages:
-            x = stage(x)
-            features.append(x)
-        return features
