@@ -1,2 +1,3 @@
+from .diffusion import DiffusionSegmentationInferer, SegmentationDiffusionPrepareBatch, mask_to_diffusion
 from .slice_wise import SliceWiseInferer
 from .sliding_window import SlidingWindowInferer

@@ -1,4 +1,5 @@
 from .madgnet import MADGNet
+from .medsegdiff import MedSegDiff
 from .resnest import ResNeSt
 from .resunet import ResUNet
 from .resunetplusplus import ResUNetPlusPlus
