@@ -16,7 +16,7 @@ about images; :class:`DiffusionSegmentationInferer` runs the loop.
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
