@@ -17,7 +17,9 @@ from monai_ext.data import make_synthetic_dataset
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "schemas" / "meta_schema_20240725.json"
 CLASSIC = ["unet", "unetplusplus", "resunet", "resunetplusplus"]
-BUNDLES = CLASSIC + ["madgnet"]
+BUNDLES = CLASSIC + ["madgnet", "medsegdiff"]
+# sampling settings that keep the diffusion bundle's evaluation and inference to seconds
+FAST = {"medsegdiff": {"num_inference_steps": 3, "ensemble": 2, "validate_steps": 3, "validate_ensemble": 2, "val_interval": 1}}
 # small patches keep the run to seconds; the networks are the bundles' own, at their defaults
 PATCH = {2: "[32,32]", 3: "[16,16,16]"}
 PATCH_32 = {2: "[32,32]", 3: "[32,32,32]"}  # MADGNet down-samples 5 times
@@ -95,7 +97,7 @@ def test_inference_and_train_configs_have_the_bundle_properties(name, data):
 def test_train_evaluate_infer_export_2d(name, data, tmp_path):
     bundle = ROOT / "bundles" / name
     run_root = tmp_path / "run"
-    common = {"bundle_root": run_root, "dataset_dir": data[2], "num_workers": 0, "patch_size": _patch(name, 2)}
+    common = {"bundle_root": run_root, "dataset_dir": data[2], "num_workers": 0, "patch_size": _patch(name, 2), **FAST.get(name, {})}
     _bundle_run(bundle, ["train.json"], **common, **{"train#trainer#max_epochs": 1, "batch_size": 2})
     checkpoint = run_root / "models" / "model.pt"
     assert checkpoint.is_file()
@@ -121,17 +123,20 @@ def test_train_evaluate_infer_export_2d(name, data, tmp_path):
     ts = tmp_path / "model.ts"
     proc = subprocess.run(
         [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file", str(checkpoint),
-         "--meta_file", str(bundle / "configs" / "metadata.json"), "--config_file", str(bundle / "configs" / "inference.json")],
+         "--meta_file", str(bundle / "configs" / "metadata.json"), "--config_file", str(bundle / "configs" / "inference.json"),
+         "--patch_size", _patch(name, 2)],  # the values the weights were trained with (MedSegDiff's FF-Parsers)
         capture_output=True, text=True, cwd=bundle, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     scripted = torch.jit.load(str(ts))
     parser = ConfigParser()
     parser.read_config(str(bundle / "configs" / "inference.json"))
+    parser["patch_size"] = json.loads(_patch(name, 2))
     net = parser.get_parsed_content("network_def")
     net.load_state_dict(state)
     net.eval()
-    x = torch.randn(1, 1, 32, 32)
+    channels = json.loads((bundle / "configs" / "metadata.json").read_text())["network_data_format"]["inputs"]["image"]["num_channels"]
+    x = torch.randn(1, channels, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(scripted(x), net(x), atol=1e-4, rtol=1e-4)
 
@@ -140,7 +145,8 @@ def test_train_evaluate_infer_export_2d(name, data, tmp_path):
 def test_one_value_switches_to_3d(name, data, tmp_path):
     bundle = ROOT / "bundles" / name
     run_root = tmp_path / "run3d"
-    common = {"bundle_root": run_root, "dataset_dir": data[3], "num_workers": 0, "patch_size": _patch(name, 3), "spatial_dims": 3}
+    common = {"bundle_root": run_root, "dataset_dir": data[3], "num_workers": 0, "patch_size": _patch(name, 3), "spatial_dims": 3,
+              **FAST.get(name, {})}
     _bundle_run(bundle, ["train.json"], **common, **{"train#trainer#max_epochs": 1, "batch_size": 1})
     _bundle_run(bundle, ["inference.json"], **common)
     datalist = json.loads((data[3] / "datalist.json").read_text())

@@ -21,6 +21,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
+from monai.data import MetaTensor
 from monai.engines.utils import DiffusionPrepareBatch
 from monai.inferers import Inferer
 from monai.networks.schedulers import DDIMScheduler
@@ -187,8 +188,12 @@ class DiffusionSegmentationInferer(Inferer):
             return self.summarise(self.sample(w, network, generator))
 
         if self.roi_size is None or list(image.shape[2:]) == list(np.broadcast_to(self.roi_size, (image.dim() - 2,))):
-            return window(image)
-        return SlidingWindowInferer(self.roi_size, self.sw_batch_size, self.overlap, "gaussian")(image, window)
+            out = window(image)
+        else:
+            out = SlidingWindowInferer(self.roi_size, self.sw_batch_size, self.overlap, "gaussian")(image, window)
+        if isinstance(inputs, MetaTensor):  # keep the image's metadata (file name, affine), as MONAI's inferers do
+            out = MetaTensor(out, affine=inputs.affine, meta=inputs.meta)
+        return out
 
 
 def staple(members: torch.Tensor) -> torch.Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Dict, Hashable, Mapping, Sequence
 
 import torch
+from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
 from monai_ext.inferers.diffusion import OUTPUT_MAPS
@@ -41,9 +42,19 @@ class SplitDiffusionMapsd(MapTransform):
             k = stacked.shape[0] // len(self.maps)
             if k * len(self.maps) != stacked.shape[0]:
                 raise ValueError(f"{key}: {stacked.shape[0]} channels do not split into maps {self.maps}.")
+            plain = stacked.as_tensor() if isinstance(stacked, MetaTensor) else stacked
             for i, name in enumerate(self.maps):
-                d[f"{key}_{name}"] = stacked[i * k : (i + 1) * k]
-            probability = d[f"{key}_probability"]
+                d[f"{key}_{name}"] = self._like(plain[i * k : (i + 1) * k], stacked)
+            probability = plain[:k] if self.maps[0] == "probability" else plain[self.maps.index("probability") * k :][:k]
             background = torch.full_like(probability[:1], self.threshold)
-            d[key] = torch.cat([background, probability]).argmax(0, keepdim=True).to(torch.float32)
+            d[key] = self._like(torch.cat([background, probability]).argmax(0, keepdim=True).to(torch.float32), stacked)
         return d
+
+    @staticmethod
+    def _like(values: torch.Tensor, source) -> torch.Tensor:
+        """``values`` with ``source``'s metadata (file name, affine, applied operations) when it has any."""
+        if not isinstance(source, MetaTensor):
+            return values
+        out = MetaTensor(values)
+        out.copy_meta_from(source, copy_attr=True)
+        return out
