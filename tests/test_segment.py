@@ -209,3 +209,23 @@ def test_oblique_volume_nrrd_and_metaimage_inputs(bundle, tmp_path):
         shutil.copy(tmp_path / f"vol{suffix}", cases / f"vol{suffix}")
     with pytest.raises(vio.InputError, match="would both be written to"):
         segment(bundle, cases, tmp_path / "clash", device="cpu", overrides=SMALL_3D, progress=False)
+
+
+def test_a_diffusion_bundle_writes_probability_and_uncertainty_maps(tmp_path):
+    root = tmp_path / "medsegdiff"
+    shutil.copytree(ROOT / "bundles" / "medsegdiff", root)
+    settings = {"spatial_dims": 3, "patch_size": [16, 16, 16], "num_inference_steps": 2, "ensemble": 2}
+    parser = ConfigParser()
+    parser.read_config(str(root / "configs" / "inference.json"))
+    parser.update(settings)
+    (root / "models").mkdir()
+    torch.save(parser.get_parsed_content("network_def").state_dict(), root / "models" / "model.pt")
+    (result,) = segment(root, NIB_DATA / "anatomical.nii", tmp_path / "out", device="cpu", overrides=settings, progress=False)
+    assert result.error is None, result.error
+    image = nib.load(str(NIB_DATA / "anatomical.nii"))
+    written = {p.name: nib.load(str(p)) for p in (tmp_path / "out").iterdir()}
+    assert set(written) == {f"anatomical_{m}.nii.gz" for m in ("seg", "probability", "variance", "entropy")}
+    for name, img in written.items():
+        assert img.shape[:3] == image.shape and np.allclose(img.affine, image.affine, atol=1e-5), name
+    probability = np.asarray(written["anatomical_probability.nii.gz"].dataobj)
+    assert probability.shape == image.shape + (2,) and 0 <= probability.min() and probability.max() <= 1

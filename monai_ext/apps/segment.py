@@ -11,6 +11,10 @@ The pipeline follows nnU-Net's three visible stages and keeps the data on the de
 3. **export**: the label map goes back through the inverse of step 1 (nearest neighbour) onto the
    input's own grid and orientation and is written atomically as NIfTI with the input's affine, or as a
    DICOM SEG referencing the source series.
+
+A diffusion bundle (its ``inferer`` a :class:`~monai_ext.inferers.DiffusionSegmentationInferer`) is sampled
+with its own configured sampler, and its probability and uncertainty maps are written beside the mask
+as ``<case>_probability.nii.gz``, ``<case>_variance.nii.gz``, ... (one component per class).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
+import numpy as np
 import torch
 from monai.bundle import ConfigParser
 from monai.data import MetaTensor
@@ -29,6 +34,7 @@ from tqdm import tqdm
 
 from monai_ext.data.volume_io import InputError, Volume, find_cases, read_volume, write_dicom_seg, write_nifti
 from monai_ext.inferers import SliceWiseInferer, SlidingWindowInferer
+from monai_ext.transforms import SplitDiffusionMapsd
 
 __all__ = ["BundleSegmenter", "segment", "CaseResult"]
 
@@ -112,6 +118,10 @@ class BundleSegmenter:
                 "pass the values it was trained with (--set spatial_dims=3, --config <overlay>)"
             ) from e
         self.network.to(self.device).eval()
+        # a diffusion bundle segments by sampling: its own configured sampler, and extra maps to write
+        target = str((parser.get("inferer") or {}).get("_target_", "")) if isinstance(parser.get("inferer"), dict) else ""
+        self.diffusion = parser.get_parsed_content("inferer") if target.endswith("DiffusionSegmentationInferer") else None
+        self.maps: List[str] = list(parser.get_parsed_content("maps")) if self.diffusion is not None else []
         self.amp = amp
         self.tta = tta
         self.sw_batch_size = sw_batch_size
@@ -136,8 +146,24 @@ class BundleSegmenter:
                                     tta_axes=[0, 1] if self.tta else None, **kwargs)
         return SlidingWindowInferer(self.patch_size, self.sw_batch_size, tta_axes=list(range(dims)) if self.tta else None, **kwargs)
 
-    def segment_volume(self, volume: Volume, seconds: Dict[str, float]) -> MetaTensor:
-        """The label map ``(1, *spatial)`` (uint8) of a loaded case on its own grid."""
+    def _predict_maps(self, image: torch.Tensor, dims: int) -> Dict[str, torch.Tensor]:
+        """A diffusion bundle's label map and probability/uncertainty maps (``SplitDiffusionMapsd``'s keys)."""
+        def sample(x: torch.Tensor) -> torch.Tensor:
+            return self.diffusion(x, self.network)
+
+        with torch.no_grad():
+            if self.spatial_dims == 2 and dims == 3:
+                stacked = SliceWiseInferer(spatial_axis=2, roi_size=self.patch_size, sw_batch_size=1, sw_device=self.device,
+                                           device=self.device)(image.unsqueeze(0), sample)[0]
+            else:
+                stacked = sample(image.unsqueeze(0))[0]
+        out = MetaTensor(stacked.as_tensor() if isinstance(stacked, MetaTensor) else stacked)
+        out.copy_meta_from(image, copy_attr=True)
+        return SplitDiffusionMapsd("pred", self.maps)({"pred": out})
+
+    def segment_volume(self, volume: Volume, seconds: Dict[str, float]) -> Dict[str, MetaTensor]:
+        """The label map ``(1, *spatial)`` (uint8) of a loaded case on its own grid, under ``"pred"``; a
+        diffusion bundle adds its maps under ``"pred_<map>"`` (float32)."""
         dims = volume.image.dim() - 1
         start = time.perf_counter()
         pre = self._preprocessing(dims)
@@ -146,17 +172,23 @@ class BundleSegmenter:
         seconds["preprocess"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        with torch.no_grad():
-            labels = self._inferer(dims)(data["image"].unsqueeze(0), self.network)[0]
+        if self.diffusion is not None:
+            outputs = self._predict_maps(data["image"], dims)
+        else:
+            with torch.no_grad():
+                labels = self._inferer(dims)(data["image"].unsqueeze(0), self.network)[0]
+            pred = MetaTensor(labels.float())
+            pred.copy_meta_from(data["image"], copy_attr=True)  # affine, meta and the applied operations to undo
+            outputs = {"pred": pred}
         _sync(self.device)
         seconds["predict"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        pred = MetaTensor(labels.float())
-        pred.copy_meta_from(data["image"], copy_attr=True)  # affine, meta and the applied operations to undo
-        data["pred"] = pred
-        restored = Invertd(keys="pred", transform=pre, orig_keys="image", nearest_interp=True)(data)["pred"]
-        restored = restored.round().to(torch.uint8)
+        keys = list(outputs)
+        data.update(outputs)
+        data = Invertd(keys=keys, transform=pre, orig_keys="image", nearest_interp=[k == "pred" for k in keys])(data)
+        restored = {k: data[k] for k in keys}
+        restored["pred"] = restored["pred"].round().to(torch.uint8)
         _sync(self.device)
         seconds["invert"] = time.perf_counter() - start
         return restored
@@ -213,12 +245,16 @@ def segment(
                 raise InputError(f"{target}: exists (pass --overwrite to replace it)")
             if output_format == "dicom-seg" and not volume.dicom:
                 raise InputError(f"{case}: --format dicom-seg needs a DICOM series as input")
-            labels = model.segment_volume(volume, seconds)
+            outputs = model.segment_volume(volume, seconds)
             start = time.perf_counter()
             if output_format == "dicom-seg":
-                write_dicom_seg(labels[0], volume.dicom, model.class_names, target)
+                write_dicom_seg(outputs["pred"][0], volume.dicom, model.class_names, target)
             else:
-                write_nifti(labels[0], volume.image.affine, target)
+                write_nifti(outputs["pred"][0], volume.image.affine, target)
+            for key, values in outputs.items():  # a diffusion bundle's probability and uncertainty maps
+                if key != "pred":
+                    name = key.split("_", 1)[1]
+                    write_nifti(values.movedim(0, -1), volume.image.affine, output_dir / f"{volume.name}_{name}.nii.gz", dtype=np.float32)
             seconds["write"] = time.perf_counter() - start
             results.append(CaseResult(case, target, seconds))
             logger.info("%s -> %s in %.2f s (%s)", case.name, target.name, sum(seconds.values()),

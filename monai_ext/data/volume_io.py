@@ -196,12 +196,19 @@ def _atomic(target: Path, write) -> Path:
     return target
 
 
-def write_nifti(labels: Union[np.ndarray, torch.Tensor], affine: Union[np.ndarray, torch.Tensor], target: Union[str, Path]) -> Path:
-    """Write a label map ``(*spatial)`` with the given RAS affine as NIfTI (uint8, or int16 past 255 labels)."""
+def write_nifti(
+    labels: Union[np.ndarray, torch.Tensor], affine: Union[np.ndarray, torch.Tensor], target: Union[str, Path], dtype=None
+) -> Path:
+    """Write an image ``(*spatial[, components])`` with the given RAS affine as NIfTI.
+
+    ``dtype`` defaults to a label map's: uint8, or int16 past 255 labels.
+    """
     import nibabel as nib
 
     data = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
-    data = data.astype(np.uint8 if data.max(initial=0) <= 255 else np.int16)
+    if dtype is None:
+        dtype = np.uint8 if data.max(initial=0) <= 255 else np.int16
+    data = data.astype(dtype)
     aff = affine.detach().cpu().numpy() if isinstance(affine, torch.Tensor) else np.asarray(affine)
     img = nib.Nifti1Image(data, aff.astype(np.float64))
     img.set_qform(aff, code=1)
