@@ -2,6 +2,8 @@
 
 import json
 import sys
+
+import torch
 from pathlib import Path
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -51,3 +53,16 @@ def test_bench_madgnet_compares_with_the_unet_bundle(tmp_path):
     assert set(report["throughput"]) == {"unet/train", "unet/infer", "madgnet/train", "madgnet/infer"}
     assert report["throughput"]["madgnet/infer"]["parameters"] > report["throughput"]["unet/infer"]["parameters"]
     assert set(report["dice_after_budget"]) == {"unet", "madgnet"} and all(v > 0 for v in report["throughput_ratio"].values())
+
+
+def test_bench_medsegdiff_compares_samplers_after_a_training_budget(tmp_path):
+    import bench_medsegdiff
+
+    out = tmp_path / "medsegdiff.json"
+    bench_medsegdiff.main(["--minutes", "0.02", "--cases", "6", "--images", "1", "--ensemble", "2", "--settings", "ddim-10", "ddim-25",
+                           "--output", str(out)])
+    report = json.loads(out.read_text())
+    assert set(report["samplers"]) == {"ddim-10", "ddim-25"}
+    for r in report["samplers"].values():
+        assert 0 <= r["dice_0.5"] <= 1 and 0 <= r["dice_official_thresholds"] <= 1 and r["seconds_per_image"] > 0
+    assert bench_medsegdiff.score(torch.ones(1, 4, 4), torch.ones(1, 4, 4).long()) == {"dice_0.5": 1.0, "dice_official_thresholds": 1.0}
