@@ -2,9 +2,9 @@
 
 import json
 import sys
+from pathlib import Path
 
 import torch
-from pathlib import Path
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
