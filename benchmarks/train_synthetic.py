@@ -39,19 +39,22 @@ CLASSIC = ["unet", "unetplusplus", "resunet", "resunetplusplus"]
 logger = logging.getLogger("train_synthetic")
 
 
-def train_bundle(name: str, dataset_dir: Path, work_dir: Path, minutes: float, val_interval: int) -> dict:
+def train_bundle(
+    name: str, dataset_dir: Path, work_dir: Path, minutes: float, val_interval: int, overrides: Optional[dict] = None, run_name: Optional[str] = None
+) -> dict:
     bundle = ROOT / "bundles" / name
     parser = ConfigParser()
     parser.read_config(str(bundle / "configs" / "train.json"))
     parser.read_meta(str(bundle / "configs" / "metadata.json"))
     parser.update(
         {
-            "bundle_root": str(work_dir / name),
+            "bundle_root": str(work_dir / (run_name or name)),
             "dataset_dir": str(dataset_dir),
             "num_workers": 0,
             "val_interval": val_interval,
             "train#trainer#max_epochs": 100_000,
             "lr_scheduler#T_max": 100,
+            **(overrides or {}),
         }
     )
     parser.get_parsed_content("initialize")  # evaluates the bundle's initialize expressions (determinism)
@@ -85,6 +88,7 @@ def train_bundle(name: str, dataset_dir: Path, work_dir: Path, minutes: float, v
     final = float(evaluator.state.metrics["val_mean_dice"])
     return {
         "bundle": name,
+        "overrides": overrides or {},
         "parameters": sum(p.numel() for p in net.parameters()),
         "train_seconds": round(train_seconds, 1),
         "epochs": trainer.state.epoch,

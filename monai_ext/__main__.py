@@ -25,9 +25,23 @@ def _prepare(args: argparse.Namespace) -> None:
     from monai_ext.data.public import prepare_dataset
 
     split = tuple(args.split) if args.split else None
-    kwargs = {"seed": args.seed, **({"split": split} if split else {})}
+    kwargs = {"seed": args.seed, **({"split": split} if split else {}), **_key_values(args.option)}
     path = prepare_dataset(args.name, args.source, args.output, **kwargs)
     print(f"datalist written to {path}")
+
+
+def _key_values(items: Optional[List[str]]) -> dict:
+    """``["a=1", "b=[2, 3]", "c=text"]`` -> ``{"a": 1, "b": [2, 3], "c": "text"}`` (values JSON-parsed when they can be)."""
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"{item!r}: expected KEY=VALUE")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
 
 
 def _synthetic(args: argparse.Namespace) -> None:
@@ -45,15 +59,7 @@ def _segment(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     device = None if args.device == "auto" else args.device
-    overrides = {}
-    for item in args.set or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
+    overrides = _key_values(args.set)
     results = segment(
         args.bundle, args.input, args.output, device, args.amp, args.tta, args.format, args.overwrite, args.checkpoint,
         args.config or [], overrides, dicom_reader=args.reader,
@@ -92,6 +98,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("output", help="folder for datalist.json and the converted masks")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"), help="fractions (default per data set)")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="a builder option, JSON-parsed: include_normal=false (busi), slices=true (promise12, physionet_ich)")
     p.set_defaults(func=_prepare)
 
     s = sub.add_parser("synthetic", help="write the synthetic blobs-and-tubes data set")

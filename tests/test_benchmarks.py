@@ -66,3 +66,16 @@ def test_bench_medsegdiff_compares_samplers_after_a_training_budget(tmp_path):
     for r in report["samplers"].values():
         assert 0 <= r["dice_0.5"] <= 1 and 0 <= r["dice_official_thresholds"] <= 1 and r["seconds_per_image"] > 0
     assert bench_medsegdiff.score(torch.ones(1, 4, 4), torch.ones(1, 4, 4).long()) == {"dice_0.5": 1.0, "dice_official_thresholds": 1.0}
+
+
+def test_bench_higmisnet_compares_with_the_unet_bundle_with_and_without_adversarial_terms(tmp_path):
+    import bench_higmisnet
+
+    out = tmp_path / "higmisnet.json"
+    bench_higmisnet.main(["--size", "32", "--batch", "2", "--repeats", "1", "--minutes", "0.02", "--cases", "6", "--same-process",
+                          "--output", str(out)])
+    report = json.loads(out.read_text())
+    assert set(report["speed"]) == {"unet", "higmisnet"} and report["iterations_ratio"] > 0
+    assert len(report["dice_after_budget"]) == 3
+    ablation = report["dice_after_budget"]["higmisnet without adversarial and reciprocal terms"]
+    assert ablation["overrides"] == {"adversarial_weight": 0.0, "reciprocal_weight": 0.0}

@@ -17,7 +17,7 @@ from monai_ext.data import make_synthetic_dataset
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "schemas" / "meta_schema_20240725.json"
 CLASSIC = ["unet", "unetplusplus", "resunet", "resunetplusplus"]
-BUNDLES = CLASSIC + ["madgnet", "medsegdiff"]
+BUNDLES = CLASSIC + ["madgnet", "medsegdiff", "higmisnet"]
 # sampling settings that keep the diffusion bundle's evaluation and inference to seconds
 FAST = {"medsegdiff": {"num_inference_steps": 3, "ensemble": 2, "validate_steps": 3, "validate_ensemble": 2, "val_interval": 1}}
 # small patches keep the run to seconds; the networks are the bundles' own, at their defaults

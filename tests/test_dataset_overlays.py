@@ -80,3 +80,15 @@ def test_madgnet_overlays_differ_from_the_classic_ones_only_where_its_stride_nee
         assert all(p % 32 == 0 for p in ours["patch_size"]), path.name  # five down-samplings
         differing = {k for k in ours if ours[k] != theirs.get(k)}
         assert differing <= {"patch_size", "_desc_"}, (path.name, differing)
+
+
+def test_higmisnet_overlays_follow_the_papers_protocols():
+    folder = ROOT / "bundles" / "higmisnet" / "configs" / "datasets"
+    expected = {"isic2018": [128, 128], "busi": [256, 256], "cvc_clinicdb": [384, 288], "monuseg": [512, 512], "glas": [512, 512],
+                "drive": [512, 512], "montgomery": [256, 256], "promise12": [256, 256], "physionet_ich": [256, 256]}
+    for name, size in expected.items():
+        overlay = json.loads((folder / f"{name}.json").read_text())
+        assert overlay["patch_size"] == size and overlay["spatial_dims"] == 2, name
+        assert all(p % 16 == 0 for p in overlay["patch_size"])  # four down-samplings
+    assert "slices=true" in json.loads((folder / "physionet_ich.json").read_text())["_desc_"]
+    assert "include_normal=false" in json.loads((folder / "busi.json").read_text())["_desc_"]

@@ -297,3 +297,20 @@ def test_missing_folder_and_unpaired_files_are_named(tmp_path):
         prepare_dataset("drive", tmp_path / "nowhere", tmp_path / "o5")
     with pytest.raises(ValueError, match="unknown data set"):
         prepare_dataset("lits", tmp_path / "empty", tmp_path / "o6")
+
+
+@pytest.mark.parametrize("name", ["physionet_ich", "promise12"])
+def test_volumes_cut_into_foreground_slices_for_2d_protocols(name, tmp_path):
+    REPLICAS[name](tmp_path / "src")
+    from monai_ext.__main__ import main
+
+    assert main(["prepare", name, str(tmp_path / "src"), str(tmp_path / "out"), "--option", "slices=true", "--seed", "1"]) == 0
+    d = json.loads((tmp_path / "out" / "datalist.json").read_text())
+    cases = _all_cases(d)
+    # every replica volume has foreground on exactly its labelled slices (ICH: 1 per volume, PROMISE12: 2)
+    assert len(cases) == 4 * (1 if name == "physionet_ich" else 2) and d["slices"] is True
+    for case in cases:
+        label = nib.load(case["label"])
+        assert label.ndim == 2 and np.asarray(label.dataobj).any()
+        assert nib.load(case["image"]).shape == label.shape
+    assert len(d["training"]) >= len(d["validation"]) >= 1

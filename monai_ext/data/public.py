@@ -348,10 +348,13 @@ def prepare_montgomery(source_dir: PathLike, output_dir: PathLike, seed: int = 0
     return _binary_2d("Montgomery", "lung", pairs, Path(output_dir), seed, split)
 
 
-def prepare_promise12(source_dir: PathLike, output_dir: PathLike, seed: int = 0, split: Sequence[float] = (0.8, 0.1, 0.1)) -> Path:
+def prepare_promise12(
+    source_dir: PathLike, output_dir: PathLike, seed: int = 0, split: Sequence[float] = (0.8, 0.1, 0.1), slices: bool = False
+) -> Path:
     """PROMISE12: ``Case<nn>.mhd`` (+ ``.raw``/``.zraw``) with ``Case<nn>_segmentation.mhd`` (0/1), in the
     source folder or its ``TrainingData_Part*`` / ``training_data`` sub-folders. The challenge's test cases
-    have no public segmentation, so the labelled cases are split. Masks are used as they are (MetaImage)."""
+    have no public segmentation, so the labelled cases are split. Masks are used as they are (MetaImage).
+    ``slices``: 2D slices with prostate instead of volumes, split at random 8:1:1 (Hi-gMISnet's protocol)."""
     root = Path(source_dir)
     folders = [root] + sorted(p for p in root.iterdir() if p.is_dir() and re.match(r"(?i)training", p.name))
     files = [p for f in folders for p in f.glob("Case*.mhd")]
@@ -365,13 +368,18 @@ def prepare_promise12(source_dir: PathLike, output_dir: PathLike, seed: int = 0,
         if data is None or not (path.parent / data.group(1)).is_file():
             raise DatasetLayoutError(f"MetaImage header {path} names no existing data file (ElementDataFile)")
     cases = {k: {"image": str(i.resolve()), "label": str(m.resolve())} for k, i, m in _pair(images, masks, "_segmentation.mhd")}
-    splits = _split(sorted(cases), seed, split)
-    return _write_datalist(Path(output_dir), "PROMISE12", {"0": "background", "1": "prostate"}, cases, splits, {"seed": seed})
+    labels = {"0": "background", "1": "prostate"}
+    if slices:
+        return _foreground_slices("PROMISE12", cases, Path(output_dir), seed, split, labels)
+    return _write_datalist(Path(output_dir), "PROMISE12", labels, cases, _split(sorted(cases), seed, split), {"seed": seed})
 
 
-def prepare_physionet_ich(source_dir: PathLike, output_dir: PathLike, seed: int = 0, split: Sequence[float] = (0.8, 0.1, 0.1)) -> Path:
+def prepare_physionet_ich(
+    source_dir: PathLike, output_dir: PathLike, seed: int = 0, split: Sequence[float] = (0.8, 0.1, 0.1), slices: bool = False
+) -> Path:
     """PhysioNet CT-ICH (Hssayeni et al. 2020): ``ct_scans/<nnn>.nii`` with ``masks/<nnn>.nii``; masks are
-    made 0/1 (uint8, same affine) under ``output_dir/labels``."""
+    made 0/1 (uint8, same affine) under ``output_dir/labels``. ``slices``: 2D slices with haemorrhage
+    instead of volumes, split at random 8:1:1 (Hi-gMISnet's protocol: "lesion slices only")."""
     root = Path(source_dir)
     images = {p.name.split(".")[0]: p for p in _files(_folder(root, "ct_scans"), "*.nii*")}
     masks = {p.name.split(".")[0]: p for p in _files(_folder(root, "masks"), "*.nii*")}
@@ -380,8 +388,44 @@ def prepare_physionet_ich(source_dir: PathLike, output_dir: PathLike, seed: int 
     for key, image, mask in _pair(images, masks, "mask"):
         label = _binary_mask_nifti(mask, out / "labels" / f"ich_{key}.nii.gz")
         cases[f"ich_{key}"] = {"image": str(image.resolve()), "label": str(label.resolve())}
-    splits = _split(sorted(cases), seed, split)
-    return _write_datalist(out, "PhysioNet-CT-ICH", {"0": "background", "1": "hemorrhage"}, cases, splits, {"seed": seed})
+    labels = {"0": "background", "1": "hemorrhage"}
+    if slices:
+        return _foreground_slices("PhysioNet-CT-ICH", cases, out, seed, split, labels)
+    return _write_datalist(out, "PhysioNet-CT-ICH", labels, cases, _split(sorted(cases), seed, split), {"seed": seed})
+
+
+def _foreground_slices(
+    name: str, cases: Dict[str, Case], output_dir: Path, seed: int, split: Sequence[float], labels: Dict[str, str]
+) -> Path:
+    """Cut every volume into 2D slices along its last axis, keep those whose label has foreground, write
+    them as 2D NIfTI (in-plane affine kept) and split the slices 8:1:1 at random (seeded): the protocol of
+    papers that train 2D networks on these volumes (e.g. Hi-gMISnet: "lesion slices only, random 8:1:1")."""
+    import nibabel as nib
+    from monai.transforms import LoadImage
+
+    loader = LoadImage(image_only=True)
+    sliced: Dict[str, Case] = {}
+    for key in sorted(cases):
+        image, label = loader(cases[key]["image"]), loader(cases[key]["label"])
+        affine = np.eye(4)
+        affine[:2, :2] = image.affine.numpy()[:2, :2]
+        affine[:2, 3] = image.affine.numpy()[:2, 3]
+        img, lab = image.numpy(), (label.numpy() > 0).astype(np.uint8)
+        for z in range(lab.shape[-1]):
+            if not lab[..., z].any():
+                continue
+            stem = f"{key}_z{z:03d}"
+            for kind, data in (("images", img[..., z].astype(np.float32)), ("labels", lab[..., z])):
+                target = output_dir / "slices" / kind / f"{stem}.nii.gz"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp = target.with_name(f".{target.name}.tmp.nii.gz")
+                nib.save(nib.Nifti1Image(data, affine), str(tmp))
+                os.replace(tmp, target)
+            sliced[stem] = {"image": str((output_dir / "slices" / "images" / f"{stem}.nii.gz").resolve()),
+                            "label": str((output_dir / "slices" / "labels" / f"{stem}.nii.gz").resolve()), "case": key}
+    if not sliced:
+        raise DatasetLayoutError(f"{name}: no slice with foreground in any label")
+    return _write_datalist(output_dir, f"{name}-slices", labels, sliced, _split(sorted(sliced), seed, split), {"seed": seed, "slices": True})
 
 
 DATASETS: Dict[str, Callable[..., Path]] = {

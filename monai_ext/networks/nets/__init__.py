@@ -1,3 +1,4 @@
+from .higmisnet import HiGMISGenerator, HiGMISnet, PairedPatchDiscriminator
 from .madgnet import MADGNet
 from .medsegdiff import MedSegDiff
 from .resnest import ResNeSt

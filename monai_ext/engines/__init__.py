@@ -1,0 +1,1 @@
+from .pgan import ParallelGANTrainer
