@@ -29,7 +29,7 @@ import torch
 from monai.bundle import ConfigParser
 from tqdm import tqdm
 
-from common import write_report
+from common import row, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("bench_higmisnet")
@@ -127,6 +127,26 @@ def main(argv: Optional[List[str]] = None) -> dict:
     report = {"size": args.size, "batch": args.batch, "speed": speed, "iterations_ratio": ratio, "minutes": args.minutes, "dice_after_budget": runs}
     write_report(report, "bench_higmisnet", torch.device(device), args.output)
     return report
+
+
+SMOKE = ["--size", "32", "--batch", "2", "--repeats", "1", "--minutes", "0.02", "--cases", "6", "--same-process"]
+
+
+def summarize(report: dict) -> List[dict]:
+    speed, dice = report["speed"], report["dice_after_budget"]
+    ours, ref = speed["higmisnet"], speed["unet"]
+    rows = [
+        row(f"Hi-gMISnet training iterations/s {report['size']}x{report['size']}, batch {report['batch']}: ratio",
+            ours["iterations_per_second"], "U-Net bundle", ref["iterations_per_second"], report["iterations_ratio"], "it/s"),
+        row("Hi-gMISnet training peak memory: ratio (lower is better)", ours["peak_mib"], "U-Net bundle", ref["peak_mib"],
+            ours["peak_mib"] / ref["peak_mib"], "MiB"),
+    ]
+    unet = dice["unet"]["val_dice_final"]
+    for name, r in dice.items():
+        if name != "unet":
+            rows.append(row(f"{name}: validation Dice after {report['minutes']:g} min: ratio", r["val_dice_final"], "U-Net bundle", unet,
+                            r["val_dice_final"] / max(unet, 1e-9)))
+    return rows
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import pywt
 import torch
 from tqdm import tqdm
 
-from common import write_report
+from common import row, write_report
 
 from monai_ext.networks.blocks import DWT, IDWT
 
@@ -186,6 +186,20 @@ def main(argv: Optional[List[str]] = None) -> dict:
     }
     write_report(report, "bench_layers", device, args.output)
     return report
+
+
+# the arguments `python -m benchmarks --smoke` (and the tests) run this benchmark with
+SMOKE = ["--device", "cpu", "--batch", "1", "--channels", "2", "--size-2d", "16", "--size-3d", "8", "--repeats", "1"]
+
+
+def summarize(report: dict) -> List[dict]:
+    rows = []
+    for r in report["results"]:
+        for name, ref in r["references"].items():
+            ours = r["monai_ext_ms"][ref["measured"]]
+            rows.append(row(f"DWT+IDWT {r['wavelet']} {r['case']} {'x'.join(map(str, r['shape']))}, {ref['measured']}: speed-up",
+                            ours, name, ref["ms"], ref["ratio"], "ms"))
+    return rows
 
 
 if __name__ == "__main__":

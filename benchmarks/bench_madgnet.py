@@ -28,7 +28,7 @@ import torch
 from monai.bundle import ConfigParser
 from tqdm import tqdm
 
-from common import write_report
+from common import row, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("bench_madgnet")
@@ -122,6 +122,24 @@ def main(argv: Optional[List[str]] = None) -> dict:
               "minutes": args.minutes, "dice_after_budget": dice}
     write_report(report, "bench_madgnet", torch.device(device), args.output)
     return report
+
+
+SMOKE = ["--size", "64", "--batch", "2", "--repeats", "1", "--minutes", "0.02", "--cases", "6", "--same-process"]
+
+
+def summarize(report: dict) -> List[dict]:
+    t, size, batch = report["throughput"], report["size"], report["batch"]
+    rows = []
+    for mode in ("train", "infer"):
+        ours, ref = t[f"madgnet/{mode}"], t[f"unet/{mode}"]
+        rows.append(row(f"MADGNet {mode} throughput {size}x{size}, batch {batch}: ratio", ours["images_per_second"], "U-Net bundle",
+                        ref["images_per_second"], ours["images_per_second"] / ref["images_per_second"], "images/s"))
+        rows.append(row(f"MADGNet {mode} peak memory: ratio (lower is better)", ours["peak_mib"], "U-Net bundle", ref["peak_mib"],
+                        ours["peak_mib"] / ref["peak_mib"], "MiB"))
+    dice = report["dice_after_budget"]
+    rows.append(row(f"MADGNet validation Dice after {report['minutes']:g} min: ratio", dice["madgnet"]["val_dice_final"], "U-Net bundle",
+                    dice["unet"]["val_dice_final"], dice["madgnet"]["val_dice_final"] / max(dice["unet"]["val_dice_final"], 1e-9)))
+    return rows
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from monai.bundle import ConfigParser
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 from tqdm import tqdm
 
-from common import write_report
+from common import row, write_report
 
 from monai_ext.inferers import DiffusionSegmentationInferer
 
@@ -149,6 +149,28 @@ def main(argv: Optional[List[str]] = None) -> dict:
               "samplers": results, "batched_ensemble": batched}
     write_report(report, "bench_medsegdiff", device, args.output)
     return report
+
+
+SMOKE = ["--minutes", "0.02", "--cases", "6", "--images", "1", "--ensemble", "2", "--settings", "ddim-10", "ddim-25"]
+
+
+def summarize(report: dict) -> List[dict]:
+    samplers, ensemble = report["samplers"], report["ensemble"]
+    reference = samplers.get("ddpm-1000")
+    rows = []
+    for name, r in samplers.items():
+        if name == "ddpm-1000":
+            continue
+        for key, label in (("dice_0.5", "Dice at 0.5"), ("dice_official_thresholds", "Dice averaged over the official thresholds")):
+            rows.append(row(f"MedSegDiff {name} x{ensemble} {label}: ratio", r[key], f"DDPM-1000 x{ensemble}",
+                            reference[key] if reference else None, r[key] / reference[key] if reference and reference[key] else None))
+        rows.append(row(f"MedSegDiff {name} x{ensemble} seconds per image: speed-up", r["seconds_per_image"], f"DDPM-1000 x{ensemble}",
+                        reference["seconds_per_image"] if reference else None, r.get("speedup_vs_ddpm"), "s"))
+    if report.get("batched_ensemble"):
+        b = report["batched_ensemble"]
+        rows.append(row(f"MedSegDiff DDIM-50 ensemble of {ensemble} in one batch: speed-up", b["batched_seconds"],
+                        "members one after another", b["sequential_seconds"], b["speedup"], "s"))
+    return rows
 
 
 if __name__ == "__main__":

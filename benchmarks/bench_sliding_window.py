@@ -42,7 +42,7 @@ from monai.inferers import sliding_window_inference
 from monai.networks.nets import SegResNet, UNet
 from tqdm import tqdm
 
-from common import write_report
+from common import row, write_report
 
 from monai_ext.apps import segment
 from monai_ext.inferers import SlidingWindowInferer
@@ -203,6 +203,21 @@ def main(argv: Optional[List[str]] = None) -> dict:
         print(f"            segment {e2e['ours_total']:.2f} s {json.dumps({k: round(v, 3) for k, v in e2e['ours_seconds'].items()})}  x{e2e['ratio']:.2f}")
     write_report(report, "bench_sliding_window", torch.device("cuda" if torch.cuda.is_available() else "cpu"), args.output)
     return report
+
+
+SMOKE = ["--size", "40", "40", "40", "--e2e-size", "48", "48", "24", "--repeats", "1"]
+
+
+def summarize(report: dict) -> List[dict]:
+    rows = [
+        row(f"sliding window {w['network']} {w['residency']}-resident {w['precision']} {'x'.join(map(str, w['size']))}: speed-up",
+            w["ours"]["seconds"], "MONAI sliding_window_inference", w["monai"]["seconds"], w["ratio"], "s")
+        for w in report["windows"]
+    ]
+    e2e = report["end_to_end"]
+    rows.append(row(f"segment end to end {'x'.join(map(str, e2e['size']))} (read, predict, invert, write): speed-up", e2e["ours_total"],
+                    "MONAI zoo chain (LoadImage, SlidingWindowInferer, Invertd, SaveImage)", e2e["zoo_total"], e2e["ratio"], "s"))
+    return rows
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from ignite.engine import Events
 from monai.bundle import ConfigParser
 from tqdm import tqdm
 
-from common import write_report
+from common import row, write_report
 
 from monai_ext.data import make_synthetic_dataset
 
@@ -129,6 +129,18 @@ def main(argv: Optional[List[str]] = None) -> dict:
     report = {"minutes_per_bundle": args.minutes, "cases": args.cases, "results": results}
     write_report(report, "train_synthetic", torch.device("cuda" if torch.cuda.is_available() else "cpu"), args.output)
     return report
+
+
+SMOKE = ["--bundles", "unet", "--minutes", "0.05", "--cases", "6", "--val-interval", "1"]
+
+
+def summarize(report: dict) -> List[dict]:
+    minutes = report.get("minutes_per_bundle", 5.0)
+    return [
+        row(f"{r['bundle']}: validation Dice on the synthetic task after {minutes:g} min (target 0.90)", r["val_dice_final"], "target",
+            0.90, r["val_dice_final"] / 0.90)
+        for r in report["results"]
+    ]
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
-"""The benchmarks run end to end (at toy sizes) and write the JSON the results page is built from."""
+"""The benchmarks run end to end (at toy sizes, their ``SMOKE`` arguments) and write the JSON that
+``python -m benchmarks`` builds its report from."""
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,10 +14,22 @@ sys.path.insert(0, str(BENCHMARKS))
 import bench_layers  # noqa: E402
 import train_synthetic  # noqa: E402
 
+ROOT = BENCHMARKS.parent
+
+
+def _rows(module, report: dict) -> list:
+    """The report lines the benchmark contributes: each with a reference, and a positive ratio where both sides ran."""
+    rows = module.summarize(report)
+    assert rows
+    for r in rows:
+        assert r["measurement"] and r["reference"] and r["ours"] is not None
+        assert r["ratio"] is None or r["ratio"] > 0 or r["ours"] == 0
+    return rows
+
 
 def test_bench_layers_reports_ratios_against_the_references(tmp_path):
     out = tmp_path / "layers.json"
-    bench_layers.main(["--device", "cpu", "--batch", "1", "--channels", "2", "--size-2d", "16", "--size-3d", "8", "--repeats", "1", "--output", str(out)])
+    bench_layers.main(bench_layers.SMOKE + ["--output", str(out)])
     report = json.loads(out.read_text())
     assert report["benchmark"] == "bench_layers" and len(report["results"]) == 4
     for row in report["results"]:
@@ -23,59 +37,89 @@ def test_bench_layers_reports_ratios_against_the_references(tmp_path):
         assert "pywt" in row["references"]  # always installed: the reference of last resort
         for ref in row["references"].values():
             assert ref["ratio"] > 0
+    assert len(_rows(bench_layers, report)) == sum(len(r["references"]) for r in report["results"])
 
 
 def test_train_synthetic_trains_a_bundle_for_its_budget(tmp_path):
     out = tmp_path / "train.json"
-    train_synthetic.main(["--bundles", "unet", "--minutes", "0.05", "--cases", "6", "--val-interval", "1", "--output", str(out)])
-    (row,) = json.loads(out.read_text())["results"]
+    train_synthetic.main(train_synthetic.SMOKE + ["--output", str(out)])
+    report = json.loads(out.read_text())
+    (row,) = report["results"]
     assert row["bundle"] == "unet" and 0.0 <= row["val_dice_final"] <= 1.0 and row["patches_per_second"] > 0
+    (line,) = _rows(train_synthetic, report)
+    assert line["reference_value"] == 0.90
 
 
 def test_bench_sliding_window_compares_with_monai_and_the_zoo_way(tmp_path):
     import bench_sliding_window
 
     out = tmp_path / "sw.json"
-    bench_sliding_window.main(["--size", "40", "40", "40", "--e2e-size", "48", "48", "24", "--repeats", "1", "--output", str(out)])
+    bench_sliding_window.main(bench_sliding_window.SMOKE + ["--output", str(out)])
     report = json.loads(out.read_text())
     assert {r["network"] for r in report["windows"]} == {"unet", "segresnet"}
     assert all(r["ratio"] > 0 and r["ours"]["seconds"] > 0 for r in report["windows"])
     e2e = report["end_to_end"]
     assert set(e2e["ours_seconds"]) == {"read", "preprocess", "predict", "invert", "write"} and e2e["ratio"] > 0
+    assert len(_rows(bench_sliding_window, report)) == len(report["windows"]) + 1
 
 
 def test_bench_madgnet_compares_with_the_unet_bundle(tmp_path):
     import bench_madgnet
 
     out = tmp_path / "madgnet.json"
-    bench_madgnet.main(["--size", "64", "--batch", "2", "--repeats", "1", "--minutes", "0.02", "--cases", "6", "--same-process", "--output", str(out)])
+    bench_madgnet.main(bench_madgnet.SMOKE + ["--output", str(out)])
     report = json.loads(out.read_text())
     assert set(report["throughput"]) == {"unet/train", "unet/infer", "madgnet/train", "madgnet/infer"}
     assert report["throughput"]["madgnet/infer"]["parameters"] > report["throughput"]["unet/infer"]["parameters"]
     assert set(report["dice_after_budget"]) == {"unet", "madgnet"} and all(v > 0 for v in report["throughput_ratio"].values())
+    assert len(_rows(bench_madgnet, report)) == 5
 
 
 def test_bench_medsegdiff_compares_samplers_after_a_training_budget(tmp_path):
     import bench_medsegdiff
 
     out = tmp_path / "medsegdiff.json"
-    bench_medsegdiff.main(["--minutes", "0.02", "--cases", "6", "--images", "1", "--ensemble", "2", "--settings", "ddim-10", "ddim-25",
-                           "--output", str(out)])
+    bench_medsegdiff.main(bench_medsegdiff.SMOKE + ["--output", str(out)])
     report = json.loads(out.read_text())
     assert set(report["samplers"]) == {"ddim-10", "ddim-25"}
     for r in report["samplers"].values():
         assert 0 <= r["dice_0.5"] <= 1 and 0 <= r["dice_official_thresholds"] <= 1 and r["seconds_per_image"] > 0
     assert bench_medsegdiff.score(torch.ones(1, 4, 4), torch.ones(1, 4, 4).long()) == {"dice_0.5": 1.0, "dice_official_thresholds": 1.0}
+    assert len(_rows(bench_medsegdiff, report)) == 3 * 2  # two Dice lines and a time line per DDIM setting
 
 
 def test_bench_higmisnet_compares_with_the_unet_bundle_with_and_without_adversarial_terms(tmp_path):
     import bench_higmisnet
 
     out = tmp_path / "higmisnet.json"
-    bench_higmisnet.main(["--size", "32", "--batch", "2", "--repeats", "1", "--minutes", "0.02", "--cases", "6", "--same-process",
-                          "--output", str(out)])
+    bench_higmisnet.main(bench_higmisnet.SMOKE + ["--output", str(out)])
     report = json.loads(out.read_text())
     assert set(report["speed"]) == {"unet", "higmisnet"} and report["iterations_ratio"] > 0
     assert len(report["dice_after_budget"]) == 3
     ablation = report["dice_after_budget"]["higmisnet without adversarial and reciprocal terms"]
     assert ablation["overrides"] == {"adversarial_weight": 0.0, "reciprocal_weight": 0.0}
+    assert len(_rows(bench_higmisnet, report)) == 4
+
+
+def test_one_command_runs_the_benchmarks_and_writes_the_report(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--smoke", "--only", "bench_layers", "--results", str(tmp_path), "--output", str(tmp_path / "R.md")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "bench_layers_cpu.json").is_file()
+    lines = [line for line in (tmp_path / "R.md").read_text().splitlines() if line.startswith("| bench_layers |")]
+    assert len(lines) >= 4 and all(" x" in line for line in lines)
+
+
+def test_the_committed_report_is_built_from_the_committed_results(tmp_path):
+    """Every JSON in benchmarks/results/ is summarised (one benchmark, at least one line), and REPORT.md is
+    what `python -m benchmarks --table-only` writes from them."""
+    output = tmp_path / "REPORT.md"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--table-only", "--output", str(output)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = output.read_text()
+    for path in (BENCHMARKS / "results").glob("*.json"):
+        assert f"| {json.loads(path.read_text())['benchmark']} |" in text, path.name
+    assert text == (BENCHMARKS / "REPORT.md").read_text(), "regenerate: python -m benchmarks --table-only"

@@ -9,8 +9,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import onnxruntime
 import torch
-from monai.bundle import ConfigParser, verify_metadata, verify_net_in_out
+from monai.bundle import ConfigParser, onnx_export, verify_metadata, verify_net_in_out
 
 from monai_ext.data import make_synthetic_dataset
 
@@ -23,6 +24,7 @@ FAST = {"medsegdiff": {"num_inference_steps": 3, "ensemble": 2, "validate_steps"
 # small patches keep the run to seconds; the networks are the bundles' own, at their defaults
 PATCH = {2: "[32,32]", 3: "[16,16,16]"}
 PATCH_32 = {2: "[32,32]", 3: "[32,32,32]"}  # MADGNet down-samples 5 times
+ONNX_KWARGS = {"input_names": ["image"], "output_names": ["pred"], "dynamic_axes": {"image": {0: "batch"}, "pred": {0: "batch"}}}
 
 
 def _patch(name, dims):
@@ -139,6 +141,20 @@ def test_train_evaluate_infer_export_2d(name, data, tmp_path):
     x = torch.randn(1, channels, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(scripted(x), net(x), atol=1e-4, rtol=1e-4)
+
+    # ONNX through MONAI's onnx_export (the function `python -m monai.bundle onnx_export` runs), with the
+    # converter arguments each bundle's README gives: named input/output and a dynamic batch axis
+    onnx_file = tmp_path / "model.onnx"
+    onnx_export(
+        "network_def", filepath=str(onnx_file), ckpt_file=str(checkpoint), meta_file=str(bundle / "configs" / "metadata.json"),
+        config_file=str(bundle / "configs" / "inference.json"), input_shape=[1, channels, 32, 32], patch_size=json.loads(_patch(name, 2)),
+        converter_kwargs=ONNX_KWARGS,
+    )
+    session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["image"] and [o.name for o in session.get_outputs()] == ["pred"]
+    x2 = torch.randn(2, channels, 32, 32)
+    with torch.no_grad():
+        np.testing.assert_allclose(session.run(None, {"image": x2.numpy()})[0], net(x2).numpy(), atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("name", BUNDLES)
