@@ -182,3 +182,24 @@ def test_a_tiny_model_overfits_one_image_so_that_sampling_returns_its_mask():
     pred, truth = probability > 0.5, batch["label"][0, 0] > 0
     dice = 2 * (pred & truth).sum() / (pred.sum() + truth.sum())
     assert dice >= 0.9, float(dice)
+
+
+def test_the_denoiser_exports_to_onnx_with_the_timestep_as_an_input(tmp_path):
+    """The two-input export the bundle's README gives: ONNX Runtime equals eager for any batch and timesteps."""
+    import onnxruntime
+
+    torch.manual_seed(0)
+    net = MedSegDiff(spatial_dims=2, image_channels=1, mask_channels=2, spatial_size=[32, 32], channels=[8, 16], num_res_blocks=1,
+                     norm_num_groups=4).eval()
+    with torch.no_grad():
+        for p in net.parameters():  # move the zero-initialised output layers off zero
+            p.add_(0.01 * torch.randn_like(p))
+    x, t = torch.randn(2, 3, 32, 32), torch.tensor([500, 20])
+    torch.onnx.export(net, (x, t), str(tmp_path / "denoiser.onnx"), input_names=["x", "timesteps"], output_names=["pred"], dynamo=True,
+                      dynamic_axes={"x": {0: "batch"}, "timesteps": {0: "batch"}, "pred": {0: "batch"}})
+    session = onnxruntime.InferenceSession(str(tmp_path / "denoiser.onnx"), providers=["CPUExecutionProvider"])
+    x, t = torch.randn(3, 3, 32, 32), torch.tensor([999, 0, 321])
+    with torch.no_grad():
+        expected = net(x, t).numpy()
+    assert np.abs(expected).max() > 1e-3
+    np.testing.assert_allclose(session.run(None, {"x": x.numpy(), "timesteps": t.numpy()})[0], expected, atol=1e-5, rtol=1e-4)
