@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 BUNDLES = ["unet", "unetplusplus", "resunet", "resunetplusplus", "madgnet", "medsegdiff", "higmisnet"]
 # values that keep a CPU run to minutes: small patches (multiples of 32 for MADGNet), few diffusion steps
-OVERRIDES = {"patch_size": [64, 64], "resize": [64, 64], "num_workers": 0, "batch_size": 2}
+OVERRIDES = {"patch_size": [64, 64], "resize": [64, 64], "num_workers": 0, "batch_size": 2, "val_interval": 1}
 DIFFUSION = {"num_inference_steps": 5, "ensemble": 2, "validate_steps": 5, "validate_ensemble": 2}
 
 
@@ -106,8 +106,9 @@ def check_infer(client, name: str, image_id: str, studies: Path, labels: dict) -
     out = studies.parent / f"{name}_{image_id}_pred.nii.gz"
     out.write_bytes(response.content)
     mask, source = nib.load(str(out)), nib.load(str(studies / f"{image_id}.nii.gz"))
-    values = sorted(int(v) for v in np.unique(np.asarray(mask.dataobj)))
-    if mask.shape[:2] != source.shape[:2]:
+    data = np.asarray(mask.dataobj)
+    values = sorted(int(v) for v in np.unique(data))
+    if data.squeeze().shape != source.shape:  # MONAI Label writes 2D masks with a leading channel axis
         raise RuntimeError(f"/infer/{name}: mask {mask.shape} for a study of {source.shape}")
     if not set(values) <= {0, *labels.values()}:
         raise RuntimeError(f"/infer/{name}: values {values} outside the labels {labels}")
