@@ -202,3 +202,26 @@ def test_the_bundle_resumes_its_adversarial_training_from_last_pt(tmp_path):
     log = proc.stdout + proc.stderr
     assert "Epoch[1] Complete" not in log and "Epoch[2] Complete" in log
     assert "ignoring non-scalar output" not in log  # the handlers see MONAI's decollated output
+
+
+def test_monai_early_stopping_stops_the_adversarial_training():
+    from monai.handlers import EarlyStopHandler
+
+    net, disc = _small(), PairedPatchDiscriminator(2, 2, 1, 3, channels=16)
+    trainer = _trainer(net, disc, _data(1), 10)
+    EarlyStopHandler(patience=2, score_function=lambda engine: 0.0, trainer=trainer, epoch_level=True).attach(trainer)
+    trainer.run()
+    assert trainer.state.epoch == 3  # the score never improves after epoch 1: two more epochs, then stop
+
+
+def test_the_bundle_offers_early_stopping_on_the_validation_dice(tmp_path):
+    from test_bundles import ROOT, _bundle_run
+
+    from monai_ext.data.synthetic import make_synthetic_dataset
+
+    data = make_synthetic_dataset(tmp_path / "data", num_cases=6, spatial_dims=2, size=(32, 32), seed=3).parent
+    proc = _bundle_run(ROOT / "bundles" / "higmisnet", ["train.json"], bundle_root=tmp_path / "run", dataset_dir=data, num_workers=0,
+                       patch_size="[32,32]", batch_size=2, val_interval=1, early_stop_patience=1,
+                       **{"train#trainer#max_epochs": 3, "validate#early_stop#score_function": "$lambda engine: 0.0"})
+    log = proc.stdout + proc.stderr
+    assert "Epoch[2] Complete" in log and "Epoch[3] Complete" not in log
