@@ -18,10 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import multiprocessing
-import resource
 import tempfile
-import time
 from pathlib import Path
 from typing import List, Optional
 
@@ -29,7 +26,7 @@ import torch
 from monai.bundle import ConfigParser
 from tqdm import tqdm
 
-from common import row, write_report
+from common import in_fresh_process, row, time_step, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("bench_higmisnet")
@@ -65,23 +62,8 @@ def _measure(bundle: str, size: int, batch: int, repeats: int, device: str) -> d
             loss(net(x), y).backward()
             optimizer.step()
 
-    step()
-    if device == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        step()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    seconds = (time.perf_counter() - start) / repeats
-    peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"iterations_per_second": 1 / seconds, "seconds_per_iteration": seconds, "peak_mib": round(peak, 1), "parameters": parameters}
-
-
-def _in_fresh_process(*args) -> dict:
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_measure, args)
+    seconds, peak = time_step(step, repeats, device)
+    return {"iterations_per_second": 1 / seconds, "seconds_per_iteration": seconds, "peak_mib": peak, "parameters": parameters}
 
 
 def main(argv: Optional[List[str]] = None) -> dict:
@@ -100,8 +82,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
 
     speed = {}
     for bundle in tqdm(("unet", "higmisnet"), desc="iterations"):
-        measure = _measure if device == "cuda" or args.same_process else _in_fresh_process
-        speed[bundle] = measure(bundle, args.size, args.batch, args.repeats, device)
+        speed[bundle] = (_measure(bundle, args.size, args.batch, args.repeats, device) if device == "cuda" or args.same_process
+                         else in_fresh_process(_measure, bundle, args.size, args.batch, args.repeats, device))
         logger.info("%s: %s", bundle, speed[bundle])
 
     from train_synthetic import train_bundle

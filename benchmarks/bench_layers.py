@@ -171,13 +171,13 @@ def main(argv: Optional[List[str]] = None) -> dict:
     results = run_benchmark(device, args.batch, args.channels, args.levels, args.repeats, shapes)
 
     print(f"\nDWT + IDWT on {device}, {args.levels} level(s), median of {args.repeats} (ratio = reference / ours)")
-    for row in results:
-        ours = row["monai_ext_ms"]
+    for r in results:
+        ours = r["monai_ext_ms"]
         print(
-            f"{row['wavelet']:5s} {row['case']} {row['shape']}: monai_ext {ours['forward+inverse+backward']:.1f} ms "
+            f"{r['wavelet']:5s} {r['case']} {r['shape']}: monai_ext {ours['forward+inverse+backward']:.1f} ms "
             f"with backward, {ours['forward+inverse (no grad)']:.1f} ms without"
         )
-        for k, v in row["references"].items():
+        for k, v in r["references"].items():
             print(f"      {k:17s} {v['ms']:9.1f} ms ({v['measured']}): ratio x{v['ratio']:.2f}")
 
     report = {

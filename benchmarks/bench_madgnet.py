@@ -17,10 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import multiprocessing
-import resource
 import tempfile
-import time
 from pathlib import Path
 from typing import List, Optional
 
@@ -28,7 +25,7 @@ import torch
 from monai.bundle import ConfigParser
 from tqdm import tqdm
 
-from common import row, write_report
+from common import in_fresh_process, row, time_step, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("bench_madgnet")
@@ -61,24 +58,9 @@ def _measure(bundle: str, mode: str, size: int, batch: int, repeats: int, device
             with torch.no_grad():
                 net(x)
 
-    step()
-    if device == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        step()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    seconds = (time.perf_counter() - start) / repeats
-    peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"images_per_second": batch / seconds, "seconds_per_batch": seconds, "peak_mib": round(peak, 1),
+    seconds, peak = time_step(step, repeats, device)
+    return {"images_per_second": batch / seconds, "seconds_per_batch": seconds, "peak_mib": peak,
             "parameters": sum(p.numel() for p in net.parameters())}
-
-
-def _in_fresh_process(*args) -> dict:
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_measure, args)
 
 
 def main(argv: Optional[List[str]] = None) -> dict:
@@ -98,8 +80,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
     throughput = {}
     for bundle, mode in tqdm([(b, m) for b in ("unet", "madgnet") for m in ("train", "infer")], desc="throughput"):
         logger.info("%s %s at %dx%d, batch %d on %s", bundle, mode, args.size, args.size, args.batch, device)
-        measure = _measure if device == "cuda" or args.same_process else _in_fresh_process
-        throughput[f"{bundle}/{mode}"] = measure(bundle, mode, args.size, args.batch, args.repeats, device)
+        throughput[f"{bundle}/{mode}"] = (_measure(bundle, mode, args.size, args.batch, args.repeats, device) if device == "cuda" or args.same_process
+                                          else in_fresh_process(_measure, bundle, mode, args.size, args.batch, args.repeats, device))
 
     from train_synthetic import train_bundle
     from monai_ext.data import make_synthetic_dataset

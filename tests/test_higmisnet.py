@@ -68,6 +68,15 @@ def test_the_fusion_really_uses_the_dwt_subbands():
         assert not torch.allclose(g(x), reference, atol=1e-4)
 
 
+def test_without_image_subbands_the_encoder_fuses_only_its_own_subbands():
+    with_image, without = HiGMISGenerator(2, 1, 2, filters=8), HiGMISGenerator(2, 1, 2, filters=8, use_image_subbands=False)
+    assert sum(p.numel() for p in without.parameters()) < sum(p.numel() for p in with_image.parameters())
+    without.image_pyramid = None  # never called
+    x = torch.randn(1, 1, 32, 32)
+    assert without(x).shape == (1, 2, 32, 32)
+    assert torch.jit.script(HiGMISGenerator(2, 1, 2, filters=4, levels=3, use_image_subbands=False).eval())(x).shape == (1, 2, 32, 32)
+
+
 def test_multires_block_widths_follow_multiresunet():
     assert MultiResBlock(2, 3, 32).out_channels == 8 + 17 + 26  # int(1.67 * 32 * [0.167, 0.333, 0.5])
     assert MultiResBlock(2, 3, 512).out_channels == 142 + 284 + 427
@@ -144,6 +153,14 @@ def test_a_resumed_training_continues_from_the_saved_iteration(tmp_path):
     assert seen == [7, 8, 9] and resumed.state.epoch == 3  # epoch 3 only, from the saved iteration on
     for k, v in net.state_dict().items():  # the weights it resumed from are the saved ones
         torch.testing.assert_close(restored[k], v)
+
+
+def test_d_steps_updates_the_discriminators_that_many_times_per_generator_update():
+    net, disc = _small(), PairedPatchDiscriminator(2, 2, 1, 3, channels=16)
+    g_opt, d_opt = torch.optim.Adam(net.parameters()), torch.optim.Adam(disc.parameters())
+    ParallelGANTrainer("cpu", 1, _data(1), net, disc, g_opt, d_opt, DiceCELoss(to_onehot_y=True, softmax=True), num_classes=3,
+                       d_steps=3).run()
+    assert {int(s["step"]) for s in d_opt.state.values()} == {3} and {int(s["step"]) for s in g_opt.state.values()} == {1}
 
 
 def test_adversarial_and_reciprocal_terms_can_be_switched_off():

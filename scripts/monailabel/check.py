@@ -125,7 +125,6 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     import monailabel
-    import nibabel as nib  # noqa: F401  (fail early, before the long steps)
 
     shutil.rmtree(args.work, ignore_errors=True)
     app_dir, studies = args.work / "apps" / "monaibundle", args.work / "studies"

@@ -114,7 +114,7 @@ class HiGMISGenerator(nn.Module):
         for s in x.shape[2:]:
             if int(s) % factor != 0:
                 raise ValueError(f"Hi-gMISnet needs spatial sizes divisible by {factor}, got {list(x.shape[2:])}.")
-        pyramid = self.image_pyramid(x) if self.use_image_subbands else [x for _ in range(self.levels - 1)]
+        pyramid: List[torch.Tensor] = self.image_pyramid(x) if self.use_image_subbands else []
         y = self.first(x)
         skips: List[torch.Tensor] = [y]
         for level, stage in enumerate(self.encoder):
