@@ -2,7 +2,7 @@
 
 **Window stitching.** A CT-sized volume (default 1x1x384x384x256), window 96^3, overlap 0.5, Gaussian
 blending, with MONAI's UNet (channels 16..256, 2 residual units) and SegResNet (16 filters):
-``monai_ext.inferers.SlidingWindowInferer`` against ``monai.inferers.sliding_window_inference`` with the
+``monai_ext.inferers.StreamingSlidingWindowInferer`` against ``monai.inferers.sliding_window_inference`` with the
 same network and settings, for
 
 - ``gpu-resident``: the volume and the result on the GPU;
@@ -45,7 +45,7 @@ from tqdm import tqdm
 from common import row, write_report
 
 from monai_ext.apps import segment
-from monai_ext.inferers import SlidingWindowInferer
+from monai_ext.inferers import StreamingSlidingWindowInferer
 
 ROOT = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("bench_sliding_window")
@@ -97,7 +97,7 @@ def window_cases(size: List[int], repeats: int, sw_batch: int) -> List[dict]:
             with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=amp is not None):
                 return net(x)
 
-        ours = SlidingWindowInferer((96, 96, 96), sw_batch, 0.5, "gaussian", sw_device=sw, device=out_device, amp_dtype=amp)
+        ours = StreamingSlidingWindowInferer((96, 96, 96), sw_batch, 0.5, "gaussian", sw_device=sw, device=out_device, amp_dtype=amp)
         logger.info("%s %s %s %s", name, residency, dtype, size)
         with torch.no_grad():
             m = _measure({

@@ -7,7 +7,7 @@ import torch
 from monai.data import MetaTensor
 from monai.inferers import sliding_window_inference
 
-from monai_ext.inferers import SliceWiseInferer, SlidingWindowInferer
+from monai_ext.inferers import SliceWiseInferer, StreamingSlidingWindowInferer, scan_interval
 
 
 @pytest.fixture(autouse=True)
@@ -45,12 +45,12 @@ def test_equals_monai(shape, roi, overlap, mode, batch):
     net = _net(shape)
     ref = sliding_window_inference(x, roi, batch, net, overlap, mode)
     for axis in range(len(roi)):
-        out = SlidingWindowInferer(roi, batch, overlap, mode, slab_axis=axis)(x, net)
+        out = StreamingSlidingWindowInferer(roi, batch, overlap, mode, slab_axis=axis)(x, net)
         torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
-        labels = SlidingWindowInferer(roi, batch, overlap, mode, output="labels", slab_axis=axis)(x, net)
+        labels = StreamingSlidingWindowInferer(roi, batch, overlap, mode, output="labels", slab_axis=axis)(x, net)
         assert labels.dtype == torch.uint8 and labels.shape == (shape[0], 1) + shape[2:]
         _assert_argmax_equal(labels, ref)
-        probs = SlidingWindowInferer(roi, batch, overlap, mode, output="probabilities", slab_axis=axis)(x, net)
+        probs = StreamingSlidingWindowInferer(roi, batch, overlap, mode, output="probabilities", slab_axis=axis)(x, net)
         assert probs.dtype == torch.float16
         torch.testing.assert_close(probs.float(), ref.softmax(1), atol=2e-3, rtol=0)
 
@@ -58,17 +58,17 @@ def test_equals_monai(shape, roi, overlap, mode, batch):
 def test_sigmoid_outputs_and_padding_modes():
     x = torch.randn(1, 2, 9, 11, 7)
     ref = sliding_window_inference(x, (8, 8, 8), 2, NET3, 0.5, "gaussian", padding_mode="replicate")
-    inf = SlidingWindowInferer((8, 8, 8), 2, 0.5, "gaussian", padding_mode="replicate", output="labels", activation="sigmoid")
+    inf = StreamingSlidingWindowInferer((8, 8, 8), 2, 0.5, "gaussian", padding_mode="replicate", output="labels", activation="sigmoid")
     labels = inf(x, NET3)
     decided = ref.abs() > 1e-4
     assert labels.dtype == torch.uint8 and torch.equal(labels[decided], (ref > 0).to(torch.uint8)[decided])
-    probs = SlidingWindowInferer((8, 8, 8), 2, 0.5, "gaussian", padding_mode="replicate", output="probabilities", activation="sigmoid")(x, NET3)
+    probs = StreamingSlidingWindowInferer((8, 8, 8), 2, 0.5, "gaussian", padding_mode="replicate", output="probabilities", activation="sigmoid")(x, NET3)
     torch.testing.assert_close(probs.float(), ref.sigmoid(), atol=2e-3, rtol=0)
 
 
 def test_meta_tensor_in_meta_tensor_out_and_the_grid_is_cached():
     x = MetaTensor(torch.randn(1, 2, 20, 18, 17), affine=torch.diag(torch.tensor([0.5, 0.5, 2.0, 1.0])))
-    inf = SlidingWindowInferer((8, 8, 8), 3, 0.5)
+    inf = StreamingSlidingWindowInferer((8, 8, 8), 3, 0.5)
     out = inf(x, NET3)
     assert isinstance(out, MetaTensor) and torch.equal(out.affine, x.affine)
     cached = next(iter(inf._cache.values()))
@@ -82,12 +82,12 @@ def test_tuple_outputs_fall_back_to_monai():
         return y, y * 2
 
     x = torch.randn(1, 2, 12, 12, 12)
-    out = SlidingWindowInferer((8, 8, 8), 2, 0.25)(x, two_heads)
+    out = StreamingSlidingWindowInferer((8, 8, 8), 2, 0.25)(x, two_heads)
     ref = sliding_window_inference(x, (8, 8, 8), 2, two_heads, 0.25)
     for a, b in zip(out, ref):
         torch.testing.assert_close(a, b)
     with pytest.raises(ValueError, match="one tensor"):
-        SlidingWindowInferer((8, 8, 8), 2, output="labels")(x, two_heads)
+        StreamingSlidingWindowInferer((8, 8, 8), 2, output="labels")(x, two_heads)
 
 
 def test_mirror_tta_averages_every_flip_combination():
@@ -98,14 +98,14 @@ def test_mirror_tta_averages_every_flip_combination():
         return sum(torch.flip(NET3(torch.flip(w, f)), f) if f else NET3(w) for f in flips) / len(flips)
 
     ref = sliding_window_inference(x, (8, 8, 8), 2, averaged, 0.5, "gaussian")
-    out = SlidingWindowInferer((8, 8, 8), 2, 0.5, "gaussian", tta_axes=[0, 2])(x, NET3)
+    out = StreamingSlidingWindowInferer((8, 8, 8), 2, 0.5, "gaussian", tta_axes=[0, 2])(x, NET3)
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
 
 
 def test_bfloat16_autocast_and_channels_last_on_cpu():
     x = torch.randn(1, 2, 16, 16, 16)
     ref = sliding_window_inference(x, (8, 8, 8), 2, NET3, 0.5)
-    out = SlidingWindowInferer((8, 8, 8), 2, 0.5, amp_dtype="bfloat16", channels_last=True)(x, NET3)
+    out = StreamingSlidingWindowInferer((8, 8, 8), 2, 0.5, amp_dtype="bfloat16", channels_last=True)(x, NET3)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, ref, atol=0.05, rtol=0.05)
 
@@ -120,6 +120,27 @@ def test_slice_wise_equals_2d_inference_slice_by_slice():
                 image = volume[b : b + 1].select(axis + 2, s)
                 ref = sliding_window_inference(image, (8, 8), 1, NET2, 0.5)
                 torch.testing.assert_close(out[b : b + 1].select(axis + 2, s), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_scan_interval_is_the_window_stride_of_monais_grid():
+    # covered axis: the window itself; otherwise floor(roi * (1 - overlap)), at least 1
+    assert scan_interval((20, 8, 30), (8, 8, 8), (0.25, 0.5, 0.99)) == (6, 8, 1)
+    assert scan_interval((64, 64), (32, 32), (0.0, 0.5)) == (32, 16)
+
+
+def test_a_2d_window_on_a_volume_runs_slice_by_slice():
+    volume = torch.randn(2, 1, 10, 12, 7)
+    for axis in range(3):
+        inferer = StreamingSlidingWindowInferer((8, 8), sw_batch_size=16, overlap=0.5, slice_axis=axis)
+        out = inferer(volume, NET2)
+        assert out.shape == (2, 4, 10, 12, 7)
+        for b in range(2):
+            for s in range(volume.shape[axis + 2]):
+                image = volume[b : b + 1].select(axis + 2, s)
+                ref = sliding_window_inference(image, (8, 8), 1, NET2, 0.5)
+                torch.testing.assert_close(out[b : b + 1].select(axis + 2, s), ref, atol=1e-5, rtol=1e-5)
+    labels = StreamingSlidingWindowInferer((8, 8), 4, output="labels")(MetaTensor(volume, affine=torch.eye(4) * 2), NET2)
+    assert labels.shape == (2, 1, 10, 12, 7) and labels.dtype == torch.uint8 and torch.equal(labels.affine, torch.eye(4, dtype=torch.float64) * 2)
 
 
 def test_two_and_a_half_d_gives_neighbouring_slices_as_channels():
@@ -138,17 +159,19 @@ def test_two_and_a_half_d_gives_neighbouring_slices_as_channels():
 
 def test_bad_arguments_and_inputs():
     with pytest.raises(ValueError, match="overlap"):
-        SlidingWindowInferer(8, overlap=1.0)
+        StreamingSlidingWindowInferer(8, overlap=1.0)
     with pytest.raises(ValueError, match="mode"):
-        SlidingWindowInferer(8, mode="linear")
+        StreamingSlidingWindowInferer(8, mode="linear")
     with pytest.raises(ValueError, match="output"):
-        SlidingWindowInferer(8, output="argmax")
+        StreamingSlidingWindowInferer(8, output="argmax")
     with pytest.raises(ValueError, match="amp_dtype"):
-        SlidingWindowInferer(8, amp_dtype="int8")
+        StreamingSlidingWindowInferer(8, amp_dtype="int8")
     with pytest.raises(ValueError, match="5 dimensions"):
-        SlidingWindowInferer((8, 8, 8))(torch.randn(1, 2, 8, 8), NET2)
+        StreamingSlidingWindowInferer((8, 8, 8))(torch.randn(1, 2, 8, 8), NET2)
     with pytest.raises(ValueError, match="slab_axis"):
-        SlidingWindowInferer((8, 8), slab_axis=3)(torch.randn(1, 1, 8, 8), NET2)
+        StreamingSlidingWindowInferer((8, 8), slab_axis=3)(torch.randn(1, 1, 8, 8), NET2)
+    with pytest.raises(ValueError, match="slice_axis"):
+        StreamingSlidingWindowInferer((8, 8), slice_axis=3)
     with pytest.raises(ValueError, match="spatial_axis"):
         SliceWiseInferer(spatial_axis=3)
     with pytest.raises(ValueError, match="volume"):
@@ -163,7 +186,7 @@ def test_cuda_gpu_resident_and_cpu_resident_equal_monai(output):
     ref = sliding_window_inference(x.cuda(), (16, 16, 16), 4, net, 0.5, "gaussian").cpu()
     expected = {"logits": ref, "labels": ref, "probabilities": ref.softmax(1)}[output]
     for inputs, kwargs in ((x.cuda(), {}), (x, {"sw_device": "cuda", "device": "cpu"})):
-        out = SlidingWindowInferer((16, 16, 16), 4, 0.5, "gaussian", output=output, **kwargs)(inputs, net).cpu()
+        out = StreamingSlidingWindowInferer((16, 16, 16), 4, 0.5, "gaussian", output=output, **kwargs)(inputs, net).cpu()
         if output == "labels":
             _assert_argmax_equal(out, expected)
         else:

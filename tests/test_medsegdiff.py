@@ -152,6 +152,24 @@ def test_sliding_window_sampling_of_a_larger_image_is_reproducible():
     assert not torch.equal(out, other)
 
 
+def test_a_2d_sampler_on_a_volume_samples_each_slice_with_its_own_image():
+    net = _net().eval()
+    with torch.no_grad():
+        for p in net.out.parameters():  # the output layer starts at zero: make the prediction depend on the image
+            p.normal_(0, 0.1)
+    volume = torch.randn(1, 1, 32, 32, 3)
+    sampler = DiffusionSegmentationInferer(DDIMScheduler(1000), 2, ensemble=2, seed=1, roi_size=[32, 32], sw_batch_size=2)
+    out = sampler(volume, net)
+    assert out.shape == (1, 3, 32, 32, 3)
+    assert torch.equal(out, sampler(volume, net))
+    # a slice's maps depend on that slice's image: changing one slice changes only its own output
+    changed = volume.clone()
+    changed[..., 1] = torch.randn(1, 1, 32, 32)
+    other = sampler(changed, net)
+    assert not torch.equal(other[..., 1], out[..., 1])
+    assert torch.equal(other[..., 0], out[..., 0]) and torch.equal(other[..., 2], out[..., 2])
+
+
 def test_split_maps_to_label_probability_and_uncertainty():
     stacked = torch.zeros(6, 2, 2)  # 3 maps x 2 classes
     stacked[0, 0, 0] = 0.9  # class 1 probable

@@ -1,3 +1,3 @@
 from .diffusion import DiffusionSegmentationInferer, SegmentationDiffusionPrepareBatch, mask_to_diffusion
 from .slice_wise import SliceWiseInferer
-from .sliding_window import SlidingWindowInferer
+from .streaming import StreamingSlidingWindowInferer, scan_interval

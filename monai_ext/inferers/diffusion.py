@@ -27,7 +27,7 @@ from monai.inferers import Inferer
 from monai.networks.schedulers import DDIMScheduler
 from tqdm import tqdm
 
-from monai_ext.inferers.sliding_window import SlidingWindowInferer
+from monai_ext.inferers.streaming import StreamingSlidingWindowInferer
 
 __all__ = ["mask_to_diffusion", "SegmentationDiffusionPrepareBatch", "DiffusionSegmentationInferer", "OUTPUT_MAPS"]
 
@@ -90,7 +90,8 @@ class DiffusionSegmentationInferer(Inferer):
             ``(x_0 + 1) / 2``), ``"variance"`` (across members), ``"entropy"`` (binary entropy of the mean,
             nats), ``"staple"`` (ITK's STAPLE on the members thresholded at 0.5).
         roi_size: window of the network; larger inputs are sampled window by window in
-            :class:`SlidingWindowInferer` (``sw_batch_size``, ``overlap``, Gaussian blending).
+            :class:`StreamingSlidingWindowInferer` (``sw_batch_size``, ``overlap``, Gaussian blending); a 2D
+            window on a volume samples the volume slice by slice along ``slice_axis``.
         progress: show a progress bar over the steps.
 
     ``__call__(image, network)`` returns ``(B, len(maps) * mask_channels, *spatial)``;
@@ -109,6 +110,7 @@ class DiffusionSegmentationInferer(Inferer):
         sw_batch_size: int = 1,
         overlap: float = 0.25,
         progress: bool = False,
+        slice_axis: int = 2,
     ) -> None:
         super().__init__()
         if ensemble < 1:
@@ -126,6 +128,7 @@ class DiffusionSegmentationInferer(Inferer):
         self.sw_batch_size = sw_batch_size
         self.overlap = overlap
         self.progress = progress
+        self.slice_axis = slice_axis
 
     def _generator(self, device: torch.device) -> Optional[torch.Generator]:
         if self.seed is None:
@@ -187,10 +190,11 @@ class DiffusionSegmentationInferer(Inferer):
         def window(w: torch.Tensor) -> torch.Tensor:
             return self.summarise(self.sample(w, network, generator))
 
-        if self.roi_size is None or list(image.shape[2:]) == list(np.broadcast_to(self.roi_size, (image.dim() - 2,))):
+        roi = None if self.roi_size is None else list(np.broadcast_to(self.roi_size, (image.dim() - 2,)) if np.ndim(self.roi_size) == 0 else self.roi_size)
+        if roi is None or roi == list(image.shape[2:]):
             out = window(image)
         else:
-            out = SlidingWindowInferer(self.roi_size, self.sw_batch_size, self.overlap, "gaussian")(image, window)
+            out = StreamingSlidingWindowInferer(roi, self.sw_batch_size, self.overlap, "gaussian", slice_axis=self.slice_axis)(image, window)
         if isinstance(inputs, MetaTensor):  # keep the image's metadata (file name, affine), as MONAI's inferers do
             out = MetaTensor(out, affine=inputs.affine, meta=inputs.meta)
         return out

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from monai.data import MetaTensor
 from monai.inferers import Inferer
 
-from monai_ext.inferers.sliding_window import SlidingWindowInferer
+from monai_ext.inferers.streaming import StreamingSlidingWindowInferer
 
 __all__ = ["SliceWiseInferer"]
 
@@ -17,9 +17,10 @@ __all__ = ["SliceWiseInferer"]
 class SliceWiseInferer(Inferer):
     """Segment a volume ``(B, C, X, Y, Z)`` with a 2D network, slice by slice along ``spatial_axis``.
 
-    Every slice becomes one image of a batch, so :class:`SlidingWindowInferer` can put windows of many
+    Every slice becomes one image of a batch, so :class:`StreamingSlidingWindowInferer` can put windows of many
     slices into each network call (``sw_batch_size``), unlike MONAI's ``SliceInferer``, which runs one
-    slice at a time. With ``context = k`` each slice is given its ``k`` neighbours on either side as extra
+    slice at a time. Without context this is what :class:`StreamingSlidingWindowInferer` does itself for a 2D
+    window on a volume; this class adds the context. With ``context = k`` each slice is given its ``k`` neighbours on either side as extra
     channels (2.5D; slices past the volume's ends repeat the edge slice), so the network must take
     ``C * (2k + 1)`` channels, ordered slice-major (all channels of slice ``z - k`` first).
 
@@ -28,7 +29,7 @@ class SliceWiseInferer(Inferer):
         context: neighbouring slices on each side given as channels (0: plain 2D).
         roi_size: in-plane window; ``None`` or values <= 0 use the whole slice.
         sw_batch_size: windows (slices) per network call.
-        **kwargs: the other :class:`SlidingWindowInferer` arguments (``overlap``, ``mode``, ``sw_device``,
+        **kwargs: the other :class:`StreamingSlidingWindowInferer` arguments (``overlap``, ``mode``, ``sw_device``,
             ``device``, ``amp_dtype``, ``output``, ``activation``, ``tta_axes`` in the slice's two axes, ...).
 
     Returns:
@@ -50,7 +51,7 @@ class SliceWiseInferer(Inferer):
             raise ValueError(f"context must be >= 0, got {context}.")
         self.spatial_axis = spatial_axis
         self.context = context
-        self.inferer = SlidingWindowInferer(roi_size if roi_size is not None else -1, sw_batch_size, **kwargs)
+        self.inferer = StreamingSlidingWindowInferer(roi_size if roi_size is not None else -1, sw_batch_size, **kwargs)
 
     def slices(self, volume: torch.Tensor) -> torch.Tensor:
         """The batch of (2.5D) slices: ``(B * S, C * (2k + 1), H, W)`` for ``S`` slices along the axis."""

@@ -1,8 +1,8 @@
 """Sliding-window inference that stitches in place, streams CPU-resident volumes and bounds memory.
 
-A drop-in replacement for MONAI's ``SlidingWindowInferer`` (same arguments, same result within float
-tolerance: the window grid and the importance map are MONAI's own ``dense_patch_slices`` and
-``compute_importance_map``). What differs is how the windows are moved and stitched:
+:class:`StreamingSlidingWindowInferer` takes the arguments of MONAI's ``SlidingWindowInferer`` and returns
+the same result within float tolerance (the window grid and the importance map are MONAI's public
+``dense_patch_slices`` and ``compute_importance_map``). It has a name of its own because it does more:
 
 - the window grid, the importance map and the inverse of the overlap count are computed once per
   (volume size, window, overlap, mode) and cached;
@@ -16,7 +16,10 @@ tolerance: the window grid and the importance map are MONAI's own ``dense_patch_
   ``output="labels"``, the arg-max as uint8) and leaves the window device at once. Only one window's
   depth of full-channel float32 accumulation lives on the GPU, whatever the volume and class count;
 - optional bf16/fp16 autocast (``amp_dtype``), channels-last layout, and mirror test-time augmentation
-  (``tta_axes``: every combination of flips along those spatial axes, averaged, as nnU-Net does).
+  (``tta_axes``: every combination of flips along those spatial axes, averaged, as nnU-Net does);
+- a 2D window on a 3D input segments the volume slice by slice along ``slice_axis``: the slices become
+  one batch, so every network call takes ``sw_batch_size`` windows from many slices. A 2D bundle's
+  ``inference.json`` therefore runs unchanged on images and on volumes.
 
 Predictors that return a tuple or dict, or maps of another size than the window, are passed to MONAI's
 ``sliding_window_inference`` unchanged.
@@ -33,19 +36,27 @@ import torch.nn.functional as F
 from monai.data import MetaTensor
 from monai.data.utils import compute_importance_map, dense_patch_slices
 from monai.inferers import Inferer
-from monai.inferers.utils import _get_scan_interval, sliding_window_inference
+from monai.inferers.utils import sliding_window_inference
 from monai.utils import ensure_tuple_rep, fall_back_tuple
 from tqdm import tqdm
 
-__all__ = ["SlidingWindowInferer"]
+__all__ = ["StreamingSlidingWindowInferer", "scan_interval"]
 
 Window = Tuple[int, Tuple[slice, ...]]
 OUTPUTS = ("logits", "probabilities", "labels")
 _AMP = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
 
 
-class SlidingWindowInferer(Inferer):
-    """Sliding-window inference, MONAI-compatible, faster and leaner.
+def scan_interval(image_size: Sequence[int], roi_size: Sequence[int], overlap: Sequence[float]) -> Tuple[int, ...]:
+    """The stride of the window grid along each axis: the window size where it covers the axis, else
+    ``roi * (1 - overlap)`` rounded down (at least 1); the grid MONAI's sliding window uses."""
+    return tuple(
+        int(r) if r == s else max(int(r * (1 - o)), 1) for s, r, o in zip(image_size, roi_size, overlap)
+    )
+
+
+class StreamingSlidingWindowInferer(Inferer):
+    """Sliding-window inference, MONAI-compatible, faster and leaner (see the module docstring).
 
     Args:
         roi_size: window size (int or per spatial axis; values <= 0 take the input's size, as in MONAI).
@@ -67,6 +78,8 @@ class SlidingWindowInferer(Inferer):
         tta_axes: spatial axes (0-based) to mirror for test-time augmentation; every non-empty
             combination of them is run and the predictions are averaged with the unflipped one.
         slab_axis: spatial axis along which windows are ordered and finished slabs released.
+        slice_axis: for a 2D ``roi_size`` on a 3D input, the spatial axis to cut slices along (2: axial
+            for RAS volumes); ``tta_axes`` and ``slab_axis`` then refer to the slice's two axes.
 
     Raises:
         ValueError: invalid arguments, or an input whose dimensions do not match ``roi_size``.
@@ -90,6 +103,7 @@ class SlidingWindowInferer(Inferer):
         activation: str = "softmax",
         tta_axes: Optional[Sequence[int]] = None,
         slab_axis: int = 0,
+        slice_axis: int = 2,
     ) -> None:
         super().__init__()
         if sw_batch_size < 1:
@@ -122,6 +136,9 @@ class SlidingWindowInferer(Inferer):
         self.activation = activation
         self.tta_axes = list(tta_axes or [])
         self.slab_axis = slab_axis
+        if slice_axis not in (0, 1, 2):
+            raise ValueError(f"slice_axis must be 0, 1 or 2, got {slice_axis}.")
+        self.slice_axis = slice_axis
         self._cache: "OrderedDict[tuple, Tuple[List[Tuple[slice, ...]], torch.Tensor, torch.Tensor]]" = OrderedDict()
 
     # ------------------------------------------------------------------------------------- set-up
@@ -134,7 +151,7 @@ class SlidingWindowInferer(Inferer):
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        interval = _get_scan_interval(size, roi, nd, overlap)
+        interval = scan_interval(size, roi, overlap)
         slices = dense_patch_slices(size, roi, interval)
         weight = compute_importance_map(roi, mode=self.mode, sigma_scale=self.sigma_scale, device=device, dtype=torch.float32)
         count = torch.zeros(size, dtype=torch.float32, device=device)
@@ -176,6 +193,8 @@ class SlidingWindowInferer(Inferer):
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         nd = inputs.dim() - 2
+        if not isinstance(self.roi_size, int) and len(self.roi_size) == 2 and nd == 3:
+            return self._slice_wise(inputs, network, *args, **kwargs)
         if not isinstance(self.roi_size, int) and len(self.roi_size) != nd:
             raise ValueError(
                 f"inputs must have {len(self.roi_size) + 2} dimensions for a {len(self.roi_size)}D roi_size "
@@ -218,6 +237,20 @@ class SlidingWindowInferer(Inferer):
         if meta is not None:
             out = MetaTensor(out, affine=meta.affine, meta=meta.meta)
         return out
+
+    def _slice_wise(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """A 3D input ``(B, C, X, Y, Z)`` with a 2D window: its slices along ``slice_axis`` as one batch."""
+        meta = inputs if isinstance(inputs, MetaTensor) else None
+        volume = inputs.as_tensor() if meta is not None else inputs
+        axis = self.slice_axis + 2
+        b, s = volume.shape[0], volume.shape[axis]
+        moved = volume.movedim(axis, 1)  # (B, S, C, H, W)
+        slices = moved.reshape((b * s,) + tuple(moved.shape[2:]))
+        out = self(slices, network, *args, **kwargs)
+        if not isinstance(out, torch.Tensor):
+            raise ValueError("a 2D window on a volume needs a predictor that returns one tensor.")
+        out = out.reshape((b, s) + tuple(out.shape[1:])).movedim(1, axis)
+        return MetaTensor(out, affine=meta.affine, meta=meta.meta) if meta is not None else out
 
     def _monai(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """MONAI's implementation, for predictors whose output this class does not stitch itself."""
@@ -304,7 +337,7 @@ class _Stitcher:
     final (windows are sorted by start), is normalised and reduced, and goes to the result.
     """
 
-    def __init__(self, inferer: SlidingWindowInferer, batch: int, size, roi, axis: int, weight, inv_count, sw_device, device) -> None:
+    def __init__(self, inferer: StreamingSlidingWindowInferer, batch: int, size, roi, axis: int, weight, inv_count, sw_device, device) -> None:
         self.inferer, self.batch, self.size, self.roi, self.axis = inferer, batch, size, roi, axis
         self.weight, self.inv_count, self.sw_device, self.device = weight, inv_count, sw_device, device
         self.in_place = inferer.output == "logits" and device == sw_device
