@@ -1,5 +1,7 @@
 """Command line: ``python -m monai_ext <command> ...``.
 
+- ``prepare folder --images DIR --labels DIR OUTPUT``: check and split your own images and label maps,
+  write a datalist and a config overlay (``monai_ext.data.folder``).
 - ``prepare NAME SOURCE OUTPUT``: build the datalist of a public data set from its release folder
   (``monai_ext.data.public``; NAME one of isic2018, kvasir_seg, cvc_clinicdb, busi, glas, monuseg, drive,
   montgomery, promise12, physionet_ich).
@@ -8,6 +10,8 @@
   metrics (``monai_ext.apps.demo``); a few minutes on a CPU.
 - ``segment --bundle DIR --input PATH --output DIR``: segment a volume file, a DICOM series folder or a
   folder of cases with a bundle (``monai_ext.apps.segment``).
+- ``export --bundle DIR --output DIR``: a self-contained, distributable bundle with the trained weights and
+  settings baked in (``monai_ext.bundle.export``).
 
 Errors end with exit status 2 (1 when some cases of a folder failed) and one line naming the file and
 the problem.
@@ -21,13 +25,34 @@ import sys
 from typing import List, Optional
 
 
-def _prepare(args: argparse.Namespace) -> None:
+def _prepare(args: argparse.Namespace) -> int:
+    split = tuple(args.split) if args.split else None
+    if args.name == "folder":
+        from monai_ext.data.folder import DatasetCheckError, prepare_folder
+
+        if len(args.paths) != 1 or not args.images or not args.labels:
+            raise ValueError("usage: prepare folder --images DIR --labels DIR OUTPUT")
+        names = {int(k): str(v) for k, v in _key_values(args.label_name).items()}
+        try:
+            path = prepare_folder(args.images, args.labels, args.paths[0], args.seed, split or (0.7, 0.15, 0.15), names or None,
+                                  args.intensity, args.tolerance)
+        except DatasetCheckError as e:
+            for line in e.problems:
+                print(f"error: {line}", file=sys.stderr)
+            print(f"{len(e.problems)} problem(s); nothing written", file=sys.stderr)
+            return 2
+        datalist = json.loads(path.read_text())
+        print(f"datalist written to {path} ({len(datalist['training'])} training, {len(datalist['validation'])} validation, "
+              f"{len(datalist['test'])} test), overlay {path.parent / 'overlay.json'}")
+        return 0
     from monai_ext.data.public import prepare_dataset
 
-    split = tuple(args.split) if args.split else None
+    if len(args.paths) != 2 or args.images or args.labels:
+        raise ValueError(f"usage: prepare {args.name} SOURCE OUTPUT")
     kwargs = {"seed": args.seed, **({"split": split} if split else {}), **_key_values(args.option)}
-    path = prepare_dataset(args.name, args.source, args.output, **kwargs)
+    path = prepare_dataset(args.name, args.paths[0], args.paths[1], **kwargs)
     print(f"datalist written to {path}")
+    return 0
 
 
 def _key_values(items: Optional[List[str]]) -> dict:
@@ -62,7 +87,7 @@ def _segment(args: argparse.Namespace) -> int:
     overrides = _key_values(args.set)
     results = segment(
         args.bundle, args.input, args.output, device, args.amp, args.tta, args.format, args.overwrite, args.checkpoint,
-        args.config or [], overrides, dicom_reader=args.reader,
+        args.config or [], overrides, dicom_reader=args.reader, sw_batch_size=args.sw_batch_size, overlap=args.overlap,
     )
     failed = [r for r in results if r.error]
     done = len(results) - len(failed)
@@ -86,16 +111,35 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    import logging
+
+    from monai_ext.bundle.export import export_bundle
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    out = export_bundle(
+        args.bundle, args.output, checkpoint=args.checkpoint, configs=args.config or [], overrides=_key_values(args.set),
+        version=args.version, changelog=args.changelog, large_files_url=args.large_files_url, overwrite=args.overwrite,
+    )
+    print(f"bundle exported to {out}")
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     from monai_ext.data.public import DATASETS
 
     parser = argparse.ArgumentParser(prog="python -m monai_ext", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("prepare", help="build a public data set's datalist from its release folder")
-    p.add_argument("name", choices=sorted(DATASETS))
-    p.add_argument("source", help="the data set's release folder (as downloaded and unpacked)")
-    p.add_argument("output", help="folder for datalist.json and the converted masks")
+    p = sub.add_parser("prepare", help="check and split your own data (folder), or build a public data set's datalist")
+    p.add_argument("name", choices=["folder"] + sorted(DATASETS))
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="folder: OUTPUT; a public data set: SOURCE (its release folder) OUTPUT")
+    p.add_argument("--images", help="folder: the images (NIfTI, NRRD, MetaImage; PNG/JPEG/TIFF for 2D)")
+    p.add_argument("--labels", help="folder: the label maps, named as the images")
+    p.add_argument("--label-name", action="append", metavar="VALUE=NAME", help="folder: a foreground label's name, e.g. 1=tumour")
+    p.add_argument("--intensity", default="zscore", choices=("zscore", "ct"), help="folder: intensity normalisation")
+    p.add_argument("--tolerance", type=float, default=1e-3, help="folder: image/label affine tolerance (mm)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"), help="fractions (default per data set)")
     p.add_argument("--option", action="append", metavar="KEY=VALUE",
@@ -116,15 +160,31 @@ def main(argv: Optional[List[str]] = None) -> int:
     g.add_argument("--input", required=True, help="a volume file, a DICOM series folder, or a folder of cases")
     g.add_argument("--output", required=True, help="folder for <case>_seg.nii.gz / <case>_seg.dcm")
     g.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
-    g.add_argument("--amp", action="store_true", help="run the network in bfloat16 autocast")
-    g.add_argument("--tta", action="store_true", help="mirror test-time augmentation along every axis")
+    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="mixed precision (default: the bundle's amp value)")
+    g.add_argument("--tta", action="store_true", help="mirror test-time augmentation along every axis of the window")
+    g.add_argument("--sw-batch-size", type=int, default=None, help="windows per network call (default: the bundle's)")
+    g.add_argument("--overlap", type=float, default=None, help="window overlap (default: the bundle's)")
     g.add_argument("--format", default="nifti", choices=("nifti", "dicom-seg"))
     g.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     g.add_argument("--reader", default="itk", choices=("itk", "pydicom"), help="DICOM series reader")
-    g.add_argument("--checkpoint", default=None, help="weights (default <bundle>/models/model.pt)")
-    g.add_argument("--config", action="append", help="config file merged on inference.json (e.g. configs/datasets/promise12.json)")
-    g.add_argument("--set", action="append", metavar="KEY=VALUE", help="config value, JSON-parsed (e.g. spatial_dims=3)")
+    g.add_argument("--checkpoint", default=None, help="weights (default <bundle>/models/model.pt); they carry their trained settings")
+    g.add_argument("--config", action="append", help="config file merged on inference.json (e.g. bundles/datasets/promise12.json)")
+    g.add_argument("--set", action="append", metavar="KEY=VALUE", help="config value, JSON-parsed (e.g. inferer#overlap=0.25)")
     g.set_defaults(func=_segment)
+
+    x = sub.add_parser("export", help="write a self-contained bundle with the trained weights and settings baked in")
+    x.add_argument("--bundle", required=True, help="bundle folder, e.g. bundles/unet")
+    x.add_argument("--output", required=True, help="the exported bundle's folder (new, or empty)")
+    x.add_argument("--checkpoint", default=None, help="weights (default <bundle>/models/model.pt)")
+    x.add_argument("--config", action="append", help="config file merged on the bundle's configs")
+    x.add_argument("--set", action="append", metavar="KEY=VALUE", help="config value, JSON-parsed")
+    x.add_argument("--version", default=None, help="the exported bundle's version (default: the bundle's, with a build suffix)")
+    x.add_argument("--changelog", default=None, help="the changelog entry of that version")
+    x.add_argument("--large-files-url", default=None,
+                   help="base URL the files over 25 MB will be published under (written to large_files.yml)")
+    x.add_argument("--overwrite", action="store_true", help="replace an existing export")
+    x.set_defaults(func=_export)
 
     d = sub.add_parser("demo", help="train a bundle briefly on synthetic 3D data and segment a held-out volume")
     d.add_argument("--output", default="demo", help="folder for the data, the run and the results")

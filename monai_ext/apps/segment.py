@@ -1,20 +1,24 @@
-"""Segment volumes with a bundle: read, preprocess, infer, invert, write, each stage timed.
+"""Segment volumes with a bundle's own inference pipeline: read, preprocess, predict, postprocess, write.
 
 ``python -m monai_ext segment --bundle bundles/<name> --input PATH --output DIR`` runs :func:`segment`.
-The pipeline follows nnU-Net's three visible stages and keeps the data on the device between them:
+The bundle's ``configs/inference.json`` is the one definition of its pipeline: the bundle is loaded as a
+MONAI workflow (``ConfigWorkflow``, type ``infer``) and its ``preprocessing``, ``inferer``,
+``postprocessing`` and ``network`` are what runs, exactly as ``python -m monai.bundle run`` and MONAI Label
+run them. This module only
 
-1. **preprocess**: the case is read (:mod:`monai_ext.data.volume_io`), moved to the device, and put through
-   the bundle's own preprocessing values (RAS orientation, resampling to ``pixdim`` or resizing to
-   ``resize``, the bundle's ``intensity_transform``) as MONAI invertible transforms, on the device;
-2. **predict**: :class:`~monai_ext.inferers.SlidingWindowInferer` with the bundle's window, reduced on the
-   fly to a label map (a 2D bundle on a volume runs slice by slice, many slices per network call);
-3. **export**: the label map goes back through the inverse of step 1 (nearest neighbour) onto the
-   input's own grid and orientation and is written atomically as NIfTI with the input's affine, or as a
-   DICOM SEG referencing the source series.
+- overrides config values (``device``, ``amp``, the inferer's ``sw_batch_size``, ``overlap`` and
+  ``tta_axes``, the ``checkpoint``, a user's overlays and ``--set`` values);
+- reads each case itself (:mod:`monai_ext.data.volume_io`: DICOM series checked to be one evenly spaced
+  volume, one-line errors) and hands the loaded image to the bundle's preprocessing in place of its
+  ``LoadImaged``, as MONAI Label does;
+- writes what the bundle's ``SaveImaged`` steps would write, under the same names
+  (``<case>_<output_postfix>``), with its own writers: atomic NIfTI with the input's affine, or a DICOM SEG
+  referencing the source series for the ``pred`` key (``--format dicom-seg``). A diffusion bundle's
+  probability and uncertainty maps are simply more ``SaveImaged`` keys of its postprocessing.
 
-A diffusion bundle (its ``inferer`` a :class:`~monai_ext.inferers.DiffusionSegmentationInferer`) is sampled
-with its own configured sampler, and its probability and uncertainty maps are written beside the mask
-as ``<case>_probability.nii.gz``, ``<case>_variance.nii.gz``, ... (one component per class).
+A trained bundle's weights carry the settings they were trained with and the bundle's configs read them
+(:mod:`monai_ext.bundle.trained`), so nothing has to be repeated here; weights that do not fit the
+configured network are a one-line error naming the setting.
 """
 
 from __future__ import annotations
@@ -23,18 +27,15 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from monai.bundle import ConfigParser
-from monai.data import MetaTensor
-from monai.transforms import Compose, Invertd, Orientationd, Resized, Spacingd
+from monai.transforms import Compose, LoadImaged, SaveImaged
 from tqdm import tqdm
 
+from monai_ext.bundle.trained import SettingsMismatch, check_fits, differing_settings, record_of
 from monai_ext.data.volume_io import InputError, Volume, find_cases, read_volume, write_dicom_seg, write_nifti
-from monai_ext.inferers import SliceWiseInferer, SlidingWindowInferer
-from monai_ext.transforms import SplitDiffusionMapsd
 
 __all__ = ["BundleSegmenter", "segment", "CaseResult"]
 
@@ -50,148 +51,177 @@ class CaseResult:
     error: Optional[str] = None
 
 
+@dataclass
+class _Output:
+    """What one of the bundle's ``SaveImaged`` steps writes: a key, a file-name postfix and a dtype."""
+
+    key: str
+    postfix: str
+    dtype: Any
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
+def _reason(e: BaseException) -> str:
+    """The innermost cause's first line (MONAI wraps transform errors in 'applying transform ...')."""
+    while e.__cause__ is not None:
+        e = e.__cause__
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
 class BundleSegmenter:
-    """One of our bundles, loaded for inference on volumes.
+    """A bundle's inference pipeline (``configs/inference.json``), loaded once for many cases.
 
     Args:
         bundle: the bundle folder (with ``configs/inference.json`` and ``configs/metadata.json``).
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``; default: CUDA when present.
-        amp: run the network in bfloat16 autocast.
-        tta: mirror test-time augmentation along every spatial axis of the window.
-        checkpoint: the weights (default ``<bundle>/models/model.pt``), loaded with ``weights_only=True``.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``; default: the bundle's ``device``.
+        amp: the bundle's ``amp`` (mixed precision); ``None`` keeps the bundle's value.
+        tta: mirror test-time augmentation along every axis of the window (the inferer's ``tta_axes``).
+        checkpoint: the weights (default: the bundle's ``checkpoint``, ``<bundle>/models/model.pt``).
         configs: more config files merged on ``inference.json`` (e.g. a data-set overlay).
-        overrides: config values to set, as for ``python -m monai.bundle run --<id> <value>``
-            (e.g. ``{"spatial_dims": 3}``); use the values the weights were trained with.
-        sw_batch_size: windows per network call (slices per call for a 2D bundle on a volume).
-        overlap: window overlap.
+        overrides: config values, as ``python -m monai.bundle run --<id> <value>`` sets them.
+        sw_batch_size: the inferer's windows per network call (default: the bundle's).
+        overlap: the inferer's window overlap (default: the bundle's).
 
     Raises:
-        InputError: a missing bundle file or checkpoint, or weights that do not fit the network.
+        InputError: a missing bundle file or checkpoint, a config that does not parse, an option the
+            bundle's inferer does not have, or weights that do not fit the configured network.
     """
 
     def __init__(
         self,
         bundle: Union[str, Path],
         device: Optional[str] = None,
-        amp: bool = False,
+        amp: Optional[bool] = None,
         tta: bool = False,
         checkpoint: Optional[Union[str, Path]] = None,
         configs: Sequence[Union[str, Path]] = (),
         overrides: Optional[Dict[str, Any]] = None,
-        sw_batch_size: int = 4,
-        overlap: float = 0.5,
+        sw_batch_size: Optional[int] = None,
+        overlap: Optional[float] = None,
     ) -> None:
+        from monai.bundle import ConfigParser
+        from monai.bundle.workflows import ConfigWorkflow
+
         self.bundle = Path(bundle)
         folder = self.bundle / "configs"
         files = [folder / "inference.json"] + [Path(c) for c in configs]
         for f in [folder / "metadata.json"] + files:
             if not f.is_file():
                 raise InputError(f"{f}: missing config file (is {self.bundle} a bundle folder?)")
-        self.device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        parser = ConfigParser()
-        parser.read_meta(str(folder / "metadata.json"))
-        parser.read_config([str(f) for f in files])
-        parser.update({"bundle_root": str(self.bundle), **(overrides or {})})
-        self.spatial_dims = int(parser.get_parsed_content("spatial_dims"))
-        self.in_channels = int(parser.get_parsed_content("in_channels"))
-        self.patch_size = list(parser.get_parsed_content("patch_size"))
-        self.pixdim = parser.get_parsed_content("pixdim")
-        self.resize = parser.get_parsed_content("resize")
-        self.intensity = parser.get_parsed_content("intensity_transform")
-        channel_def = parser.get_parsed_content("_meta_#network_data_format#outputs#pred#channel_def", default={})
-        self.class_names = {int(k): v for k, v in channel_def.items()}
-        self.network = parser.get_parsed_content("network_def")
-        weights = Path(checkpoint) if checkpoint else self.bundle / "models" / "model.pt"
+        values: Dict[str, Any] = {"bundle_root": str(self.bundle), **(overrides or {})}
+        if checkpoint is not None:
+            values["checkpoint"] = str(checkpoint)
+        if device is not None:
+            values["device"] = torch.device(device)
+        if amp is not None:
+            values["amp"] = bool(amp)
+        raw = ConfigParser.load_config_files([str(f) for f in files])
+        inferer = raw.get("inferer") if isinstance(raw.get("inferer"), dict) else {}
+        for option, key, value in (("--sw-batch-size", "sw_batch_size", sw_batch_size), ("--overlap", "overlap", overlap),
+                                   ("--tta", "tta_axes", "$list(range(len(@patch_size)))" if tta else None)):
+            if value is None:
+                continue
+            if key not in inferer:
+                raise InputError(f"{files[0]}: {option}: the bundle's inferer ({inferer.get('_target_')}) has no {key!r}")
+            values[f"inferer#{key}"] = value
+        self.workflow = ConfigWorkflow(
+            config_file=[str(f) for f in files], meta_file=str(folder / "metadata.json"), logging_file=False, workflow_type="infer", **values
+        )
+        try:
+            self.workflow.initialize()
+            parser = self.workflow.parser
+            self.device = torch.device(parser.get_parsed_content("device"))
+            self.amp = bool(parser.get_parsed_content("amp", default=False))
+            self.network = parser.get_parsed_content("network")
+            preprocessing = parser.get_parsed_content("preprocessing")
+            self.inferer = parser.get_parsed_content("inferer")
+            postprocessing = parser.get_parsed_content("postprocessing")
+            self.spatial_dims = int(parser.get_parsed_content("spatial_dims"))
+            self.in_channels = int(parser.get_parsed_content("in_channels"))
+            weights = Path(parser.get_parsed_content("checkpoint"))
+        except InputError:
+            raise
+        except Exception as e:  # a config error surfaces as any kind of exception
+            raise InputError(f"{files[0]}: the bundle's config does not parse with these values ({_reason(e)})") from e
+        self.class_names = self._class_names(parser)
+        # the bundle's own steps, its LoadImaged replaced by our reader and its SaveImaged by our writers
+        self.preprocessing = Compose([t for t in _transforms(preprocessing) if not isinstance(t, LoadImaged)])
+        steps = _transforms(postprocessing)
+        self.postprocessing = Compose([t for t in steps if not isinstance(t, SaveImaged)])
+        self.outputs = [
+            _Output(key, t.saver.folder_layout.postfix or "seg", t.saver.init_kwargs.get("output_dtype"))
+            for t in steps if isinstance(t, SaveImaged) for key in t.keys
+        ]
+        if not any(o.key == "pred" for o in self.outputs):
+            self.outputs.insert(0, _Output("pred", "seg", np.uint8))
+        self._load_weights(weights, parser)
+
+    @staticmethod
+    def _class_names(parser) -> Dict[int, str]:
+        names = parser.get_parsed_content("class_names", default=None) if "class_names" in parser else None
+        if not names:
+            names = parser.get_parsed_content("_meta_#network_data_format#outputs#pred#channel_def", default={})
+        return {int(k): str(v) for k, v in names.items()}
+
+    def _load_weights(self, weights: Path, parser) -> None:
         if not weights.is_file():
             raise InputError(f"{weights}: missing checkpoint (train the bundle first, or pass --checkpoint)")
         try:
             state = torch.load(weights, map_location="cpu", weights_only=True)
-            self.network.load_state_dict(state.get("model", state) if isinstance(state, dict) and "model" in state else state)
         except Exception as e:
-            raise InputError(
-                f"{weights}: checkpoint does not fit the bundle's network as configured ({str(e).splitlines()[0]} ...); "
-                "pass the values it was trained with (--set spatial_dims=3, --config <overlay>)"
-            ) from e
+            raise InputError(f"{weights}: not a loadable checkpoint ({_reason(e)})") from e
+        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+            state = state["model"]  # MONAI CheckpointSaver's {"model": state_dict}
+        record = record_of(state)
+        configured = {k: parser.get_parsed_content(k) for k in (record or {}).get("settings", {}) if k in parser}
+        try:
+            check_fits(weights, state, self.network, configured)
+            self.network.load_state_dict(state)
+        except SettingsMismatch as e:
+            raise InputError(str(e)) from e
+        except RuntimeError as e:
+            raise InputError(f"{weights}: weights do not fit the configured network ({_reason(e)})") from e
+        for key, (trained, now) in differing_settings(record, configured).items():
+            logger.warning("%s: %s was %s in training and is %s now (an override or overlay changed it)", weights, key, trained, now)
         self.network.to(self.device).eval()
-        # a diffusion bundle segments by sampling: its own configured sampler, and extra maps to write
-        target = str((parser.get("inferer") or {}).get("_target_", "")) if isinstance(parser.get("inferer"), dict) else ""
-        self.diffusion = parser.get_parsed_content("inferer") if target.endswith("DiffusionSegmentationInferer") else None
-        self.maps: List[str] = list(parser.get_parsed_content("maps")) if self.diffusion is not None else []
-        self.amp = amp
-        self.tta = tta
-        self.sw_batch_size = sw_batch_size
-        self.overlap = overlap
+        self.weights, self.record = weights, record
 
-    def _preprocessing(self, dims: int) -> Compose:
-        transforms = [Orientationd(keys="image", axcodes="RAS"[:dims])]
-        if self.pixdim is not None and len(self.pixdim) == dims:
-            transforms.append(Spacingd(keys="image", pixdim=self.pixdim, mode="bilinear"))
-        if self.resize is not None and len(self.resize) == dims:
-            transforms.append(Resized(keys="image", spatial_size=self.resize, mode="area"))
-        transforms.append(self.intensity)
-        return Compose(transforms)
+    def output_names(self, case_name: str, output_format: str) -> Dict[str, str]:
+        """The file names of one case's outputs, by key (what the bundle's ``SaveImaged`` steps would write)."""
+        names = {}
+        for o in self.outputs:
+            suffix = ".dcm" if output_format == "dicom-seg" and o.key == "pred" else ".nii.gz"
+            names[o.key] = f"{case_name}_{o.postfix}{suffix}"
+        return names
 
-    def _inferer(self, dims: int):
-        kwargs = dict(
-            overlap=self.overlap, mode="gaussian", output="labels", sw_device=self.device, device=self.device,
-            amp_dtype=torch.bfloat16 if self.amp else None,
-        )
-        if self.spatial_dims == 2 and dims == 3:
-            return SliceWiseInferer(spatial_axis=2, roi_size=self.patch_size, sw_batch_size=max(self.sw_batch_size, 16),
-                                    tta_axes=[0, 1] if self.tta else None, **kwargs)
-        return SlidingWindowInferer(self.patch_size, self.sw_batch_size, tta_axes=list(range(dims)) if self.tta else None, **kwargs)
-
-    def _predict_maps(self, image: torch.Tensor, dims: int) -> Dict[str, torch.Tensor]:
-        """A diffusion bundle's label map and probability/uncertainty maps (``SplitDiffusionMapsd``'s keys)."""
-        def sample(x: torch.Tensor) -> torch.Tensor:
-            return self.diffusion(x, self.network)
-
-        with torch.no_grad():
-            if self.spatial_dims == 2 and dims == 3:
-                stacked = SliceWiseInferer(spatial_axis=2, roi_size=self.patch_size, sw_batch_size=1, sw_device=self.device,
-                                           device=self.device)(image.unsqueeze(0), sample)[0]
-            else:
-                stacked = sample(image.unsqueeze(0))[0]
-        out = MetaTensor(stacked.as_tensor() if isinstance(stacked, MetaTensor) else stacked)
-        out.copy_meta_from(image, copy_attr=True)
-        return SplitDiffusionMapsd("pred", self.maps)({"pred": out})
-
-    def segment_volume(self, volume: Volume, seconds: Dict[str, float]) -> Dict[str, MetaTensor]:
-        """The label map ``(1, *spatial)`` (uint8) of a loaded case on its own grid, under ``"pred"``; a
-        diffusion bundle adds its maps under ``"pred_<map>"`` (float32)."""
-        dims = volume.image.dim() - 1
+    def segment_volume(self, volume: Volume, seconds: Dict[str, float]) -> Dict[str, torch.Tensor]:
+        """Run the bundle's pipeline on a loaded case; the outputs ``(C, *spatial)`` on the case's own grid, by key."""
         start = time.perf_counter()
-        pre = self._preprocessing(dims)
-        data = pre({"image": volume.image.to(self.device)})
-        _sync(self.device)
+        data = self.preprocessing({"image": volume.image})
         seconds["preprocess"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        if self.diffusion is not None:
-            outputs = self._predict_maps(data["image"], dims)
-        else:
-            with torch.no_grad():
-                labels = self._inferer(dims)(data["image"].unsqueeze(0), self.network)[0]
-            pred = MetaTensor(labels.float())
-            pred.copy_meta_from(data["image"], copy_attr=True)  # affine, meta and the applied operations to undo
-            outputs = {"pred": pred}
+        image = data["image"].unsqueeze(0).to(self.device)
+        with torch.no_grad(), torch.autocast("cuda", enabled=self.amp and self.device.type == "cuda"):
+            # as MONAI's SupervisedEvaluator runs a bundle's inferer
+            pred = self.inferer(image, self.network)
+        data["pred"] = pred[0]
         _sync(self.device)
         seconds["predict"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        keys = list(outputs)
-        data.update(outputs)
-        data = Invertd(keys=keys, transform=pre, orig_keys="image", nearest_interp=[k == "pred" for k in keys])(data)
-        restored = {k: data[k] for k in keys}
-        restored["pred"] = restored["pred"].round().to(torch.uint8)
-        _sync(self.device)
-        seconds["invert"] = time.perf_counter() - start
-        return restored
+        data = self.postprocessing(data)
+        seconds["postprocess"] = time.perf_counter() - start
+        return {o.key: data[o.key] for o in self.outputs if o.key in data}
+
+
+def _transforms(compose) -> List:
+    return list(compose.transforms) if isinstance(compose, Compose) else list(compose)
 
 
 def segment(
@@ -199,7 +229,7 @@ def segment(
     input_path: Union[str, Path],
     output_dir: Union[str, Path],
     device: Optional[str] = None,
-    amp: bool = False,
+    amp: Optional[bool] = None,
     tta: bool = False,
     output_format: str = "nifti",
     overwrite: bool = False,
@@ -208,11 +238,13 @@ def segment(
     overrides: Optional[Dict[str, Any]] = None,
     progress: bool = True,
     dicom_reader: str = "itk",
+    sw_batch_size: Optional[int] = None,
+    overlap: Optional[float] = None,
 ) -> List[CaseResult]:
     """Segment one file, one DICOM series folder, or a folder of cases; see the module docstring.
 
-    DICOM series are read with ITK or pydicom (``dicom_reader``). Outputs are
-    ``<output_dir>/<case>_seg.nii.gz`` (or ``_seg.dcm``); an existing one is an error unless
+    DICOM series are read with ITK or pydicom (``dicom_reader``). Outputs go to ``output_dir`` under the
+    bundle's names (``<case>_seg.nii.gz``, or ``<case>_seg.dcm``); an existing one is an error unless
     ``overwrite``; inputs are never written. A case that fails is reported (``error``) and the others go on.
 
     Raises:
@@ -224,15 +256,15 @@ def segment(
     cases = [c for c in find_cases(input_path) if output_dir.resolve() not in c.resolve().parents]
     if not cases:
         raise InputError(f"{input_path}: no cases outside the output folder {output_dir}")
-    suffix = ".dcm" if output_format == "dicom-seg" else ".nii.gz"
+    model = BundleSegmenter(bundle, device, amp, tta, checkpoint, configs, overrides, sw_batch_size, overlap)
     targets: Dict[Path, Path] = {}
     for case in cases:
-        target = output_dir / f"{Volume(case, torch.empty(0)).name}_seg{suffix}"
-        if target in targets:
-            raise InputError(f"{targets[target]} and {case} would both be written to {target}; segment them separately")
-        targets[target] = case
-    model = BundleSegmenter(bundle, device, amp, tta, checkpoint, configs, overrides)
-    logger.info("%s on %s: %d case(s)", model.bundle.name, model.device, len(cases))
+        for name in model.output_names(Volume(case, torch.empty(0)).name, output_format).values():
+            target = output_dir / name
+            if target in targets:
+                raise InputError(f"{targets[target]} and {case} would both be written to {target}; segment them separately")
+            targets[target] = case
+    logger.info("%s (%s) on %s: %d case(s)", model.bundle.name, model.weights, model.device, len(cases))
     results: List[CaseResult] = []
     for case in tqdm(cases, desc="segment", disable=not progress):
         seconds: Dict[str, float] = {}
@@ -240,26 +272,44 @@ def segment(
         try:
             volume = read_volume(case, model.in_channels, 3 if model.spatial_dims == 3 else 2, dicom_reader)
             seconds["read"] = time.perf_counter() - start
-            target = output_dir / f"{volume.name}_seg{suffix}"
-            if target.exists() and not overwrite:
-                raise InputError(f"{target}: exists (pass --overwrite to replace it)")
+            names = model.output_names(volume.name, output_format)
+            existing = [output_dir / n for n in names.values() if (output_dir / n).exists()]
+            if existing and not overwrite:
+                raise InputError(f"{existing[0]}: exists (pass --overwrite to replace it)")
             if output_format == "dicom-seg" and not volume.dicom:
                 raise InputError(f"{case}: --format dicom-seg needs a DICOM series as input")
-            outputs = model.segment_volume(volume, seconds)
+            try:
+                outputs = model.segment_volume(volume, seconds)
+            except Exception as e:  # any failure inside the bundle's pipeline is this case's failure
+                raise InputError(f"{case}: segmentation failed ({_reason(e)})") from e
             start = time.perf_counter()
-            if output_format == "dicom-seg":
-                write_dicom_seg(outputs["pred"][0], volume.dicom, model.class_names, target)
-            else:
-                write_nifti(outputs["pred"][0], volume.image.affine, target)
-            for key, values in outputs.items():  # a diffusion bundle's probability and uncertainty maps
-                if key != "pred":
-                    name = key.split("_", 1)[1]
-                    write_nifti(values.movedim(0, -1), volume.image.affine, output_dir / f"{volume.name}_{name}.nii.gz", dtype=np.float32)
+            written = _write(outputs, model, volume, output_dir, names, output_format)
             seconds["write"] = time.perf_counter() - start
-            results.append(CaseResult(case, target, seconds))
-            logger.info("%s -> %s in %.2f s (%s)", case.name, target.name, sum(seconds.values()),
+            results.append(CaseResult(case, written, seconds))
+            logger.info("%s -> %s in %.2f s (%s)", case.name, written.name, sum(seconds.values()),
                         ", ".join(f"{k} {v:.2f} s" for k, v in seconds.items()))
         except InputError as e:
             results.append(CaseResult(case, None, seconds, str(e)))
             logger.error("%s", e)
     return results
+
+
+def _write(outputs: Dict[str, torch.Tensor], model: BundleSegmenter, volume: Volume, output_dir: Path, names: Dict[str, str], output_format: str) -> Path:
+    """Write every output (atomically, the input's affine); return the mask's path."""
+    affine = volume.image.affine
+    mask_path = output_dir / names["pred"]
+    for o in model.outputs:
+        if o.key not in outputs:
+            continue
+        values = outputs[o.key].detach().cpu()
+        if tuple(values.shape[1:]) != tuple(volume.image.shape[1:]):
+            raise InputError(f"{volume.path}: the bundle's {o.key} has shape {list(values.shape[1:])}, not the input's {list(volume.image.shape[1:])}")
+        if o.key == "pred":
+            labels = values[0].round().to(torch.int32)
+            if output_format == "dicom-seg":
+                write_dicom_seg(labels, volume.dicom, model.class_names, mask_path)
+            else:
+                write_nifti(labels, affine, mask_path, dtype=o.dtype)
+        else:
+            write_nifti(values[0] if values.shape[0] == 1 else values.movedim(0, -1), affine, output_dir / names[o.key], dtype=o.dtype or np.float32)
+    return mask_path

@@ -1,2 +1,3 @@
+from .datalist import LazyDatalist
 from .synthetic import SYNTHETIC_LABELS, make_synthetic_dataset, synthetic_case
 from .public import DATASETS, DatasetLayoutError, prepare_dataset

@@ -196,7 +196,7 @@ class DiffusionSegmentationInferer(Inferer):
         else:
             out = StreamingSlidingWindowInferer(roi, self.sw_batch_size, self.overlap, "gaussian", slice_axis=self.slice_axis)(image, window)
         if isinstance(inputs, MetaTensor):  # keep the image's metadata (file name, affine), as MONAI's inferers do
-            out = MetaTensor(out, affine=inputs.affine, meta=inputs.meta)
+            out = MetaTensor(out, meta=inputs.meta)
         return out
 
 

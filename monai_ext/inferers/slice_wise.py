@@ -73,5 +73,5 @@ class SliceWiseInferer(Inferer):
         out = self.inferer(self.slices(volume), network, *args, **kwargs)  # (B * S, C_out, H, W)
         out = out.reshape((b, s) + tuple(out.shape[1:])).movedim(1, self.spatial_axis + 2)
         if meta is not None:
-            out = MetaTensor(out, affine=meta.affine, meta=meta.meta)
+            out = MetaTensor(out, meta=meta.meta)
         return out

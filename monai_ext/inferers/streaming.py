@@ -235,7 +235,7 @@ class StreamingSlidingWindowInferer(Inferer):
             crop = [slice(None), slice(None)] + [slice(pad[2 * (nd - 1 - k)], pad[2 * (nd - 1 - k)] + size0[k]) for k in range(nd)]
             out = out[tuple(crop)]
         if meta is not None:
-            out = MetaTensor(out, affine=meta.affine, meta=meta.meta)
+            out = MetaTensor(out, meta=meta.meta)
         return out
 
     def _slice_wise(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -250,7 +250,7 @@ class StreamingSlidingWindowInferer(Inferer):
         if not isinstance(out, torch.Tensor):
             raise ValueError("a 2D window on a volume needs a predictor that returns one tensor.")
         out = out.reshape((b, s) + tuple(out.shape[1:])).movedim(1, axis)
-        return MetaTensor(out, affine=meta.affine, meta=meta.meta) if meta is not None else out
+        return MetaTensor(out, meta=meta.meta) if meta is not None else out
 
     def _monai(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """MONAI's implementation, for predictors whose output this class does not stitch itself."""

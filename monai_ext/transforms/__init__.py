@@ -1,1 +1,3 @@
 from .diffusion import SplitDiffusionMapsd
+from .geometry import CheckSameGeometryd
+from .intensity import IntensityNormalizationd

@@ -1,0 +1,14 @@
+"""Bundle support: trained settings carried by checkpoints, and export of a self-contained bundle.
+
+``export`` loads on first use (it imports more than a bundle config needs).
+"""
+
+from .trained import SETTINGS_FILE, SettingsMismatch, TrainedSettings, check_fits, differing_settings, read_record, record_of, with_record
+
+
+def __getattr__(name):
+    if name in ("export_bundle", "ExportError"):
+        from . import export
+
+        return getattr(export, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,380 @@
+"""A distributable bundle: trained weights, their settings baked into the configs, and the code it needs.
+
+:func:`export_bundle` (``python -m monai_ext export --bundle bundles/<name> --output DIR``) writes a bundle
+that runs on a machine where ``monai_ext`` is not installed, as the MONAI model zoo's CI runs bundles:
+
+- ``models/model.pt`` (the trained weights) and ``models/trained.json`` (their settings, readable);
+- ``configs/``: ``inference.json`` and ``train.json`` with every trained setting written in as a plain
+  value (no lookup in the weights), data-set overlays and ``--set`` values merged, personal data paths
+  reset to the bundle's defaults; ``evaluate.json``, ``multi_gpu_train.json``, ``logging.conf`` as they are;
+- ``configs/metadata.json``: the trained label names as the output ``channel_def``, the network's channel
+  counts and patch shape, a new version with its changelog entry, ``required_packages_version`` from
+  what the code actually imports, ``supported_apps``, and ``eval_metrics`` from the last evaluation
+  (``<run>/eval/metrics_summary.json`` beside the weights' ``models`` folder);
+- ``large_files.yml`` with the SHA-256 of every file over the zoo's 25 MB limit;
+- ``docs/data_license.txt`` when the training data set is a public one with recorded terms;
+- ``monai_ext/``: the package's modules the configs import, found by importing them in a fresh process
+  (the zoo puts the bundle folder on ``sys.path``).
+
+Everything is written into a temporary folder beside the target and renamed at the end; the export is
+checked with MONAI's ``verify_metadata`` and ``verify_net_in_out`` before that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+
+from monai_ext.bundle.trained import SETTINGS_FILE, TrainedSettings, check_fits, read_record
+
+__all__ = ["export_bundle", "LARGE_FILE_BYTES", "ExportError"]
+
+logger = logging.getLogger("monai_ext.export")
+LARGE_FILE_BYTES = 25 * 1024 * 1024  # the model zoo's limit for committed files
+PACKAGE = Path(__file__).resolve().parents[1]
+SCHEMA = "meta_schema_20240725.json"
+# packages the metadata's own fields pin, or that come with Python
+_NOT_REQUIREMENTS = {"torch", "monai", "numpy", "monai-ext"}
+_HOOK = re.compile(r"@trained\.get\(")
+
+
+class ExportError(ValueError):
+    """The bundle cannot be exported as asked; the message names the file and the problem."""
+
+
+def _dump(data: Any) -> str:
+    return json.dumps(data, indent=4, ensure_ascii=False) + "\n"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _hooked(config: Dict[str, Any]) -> List[str]:
+    """The ids whose value is read from the trained weights (``$@trained.get(...)``)."""
+    return [k for k, v in config.items() if isinstance(v, str) and _HOOK.search(v)]
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=lambda v: v.tolist() if isinstance(v, torch.Tensor) else list(v) if isinstance(v, tuple) else str(v)))
+
+
+def _bump(version: str) -> str:
+    parts = version.split(".")
+    if len(parts) == 3 and parts[2].isdigit():
+        return f"{parts[0]}.{parts[1]}.{int(parts[2]) + 1}"
+    return f"{version}.1"
+
+
+def _parser(bundle: Path, weights: Path, configs: Sequence[Path], overrides: Dict[str, Any]):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_meta(str(bundle / "configs" / "metadata.json"))
+    parser.read_config([str(bundle / "configs" / "inference.json")] + [str(c) for c in configs])
+    parser.update({"bundle_root": str(bundle), **overrides, "checkpoint": str(weights), "device": "cpu"})
+    return parser
+
+
+def _modules(configs: Sequence[Dict[str, Any]]) -> List[str]:
+    """The ``monai_ext`` modules the configs use, with everything they import, found by importing the
+    configs' ``monai_ext.*`` names in a fresh interpreter."""
+    names = set()
+    for config in configs:
+        names.update(m.group(0) for m in re.finditer(r"monai_ext(?:\.[A-Za-z_][A-Za-z0-9_]*)+", json.dumps(config)))
+    script = r"""
+import importlib, json, sys
+for name in json.loads(sys.argv[1]):
+    parts = name.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            importlib.import_module(".".join(parts[:i]))
+            break
+        except ImportError:
+            continue
+print(json.dumps(sorted(m for m in sys.modules if m == "monai_ext" or m.startswith("monai_ext."))))
+"""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PACKAGE.parent), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", script, json.dumps(sorted(names))], capture_output=True, text=True, env=env, timeout=600)
+    if proc.returncode != 0:
+        raise ExportError(f"the configs' monai_ext modules do not import: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _requirements(sources: Sequence[Path]) -> Dict[str, str]:
+    """The installed distributions (name: version) of the third-party packages the source files import."""
+    import ast
+    import importlib.metadata as md
+
+    tops = set()
+    for source in sources:
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Import):
+                tops.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                tops.add(node.module.split(".")[0])
+    tops -= set(getattr(sys, "stdlib_module_names", ())) | {"monai_ext", "__future__"}
+    dists = md.packages_distributions()
+    out = {}
+    for top in sorted(tops):
+        for dist in ([top] if _installed(top) else dists.get(top, [])[:1]):
+            if dist.lower() not in _NOT_REQUIREMENTS:
+                out[dist] = md.version(dist)
+    return out
+
+
+def _installed(dist: str) -> bool:
+    import importlib.metadata as md
+
+    try:
+        md.version(dist)
+        return True
+    except md.PackageNotFoundError:
+        return False
+
+
+def _copy_modules(modules: Sequence[str], target: Path) -> List[Path]:
+    """Copy the modules' source files (and every package ``__init__`` on their way) under ``target``."""
+    files = set()
+    for module in modules:
+        rel = Path(*module.split("."))
+        package = PACKAGE.parent / rel / "__init__.py"
+        files.add(package if package.is_file() else (PACKAGE.parent / rel).with_suffix(".py"))
+        for i in range(1, len(module.split("."))):
+            files.add(PACKAGE.parent / Path(*module.split(".")[:i]) / "__init__.py")
+    for f in sorted(files):
+        if not f.is_file():
+            raise ExportError(f"{f}: the module's source file is missing")
+        out = target / f.relative_to(PACKAGE.parent)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(f, out)
+    return sorted(files)
+
+
+def _bake(raw: Dict[str, Any], values: Dict[str, Any], defaults: Dict[str, Any]) -> Dict[str, Any]:
+    """``raw`` with each setting set to its plain value, the weights lookup gone, data paths at their defaults."""
+    out = {}
+    for k, v in raw.items():
+        if k == "trained":
+            continue
+        if k in values:
+            out[k] = values[k]
+        elif k in defaults:
+            out[k] = defaults[k]
+        else:
+            out[k] = v
+    return out
+
+
+def _eval_metrics(weights: Path) -> Dict[str, float]:
+    summary = weights.parent.parent / "eval" / "metrics_summary.json"
+    if not summary.is_file():
+        return {}
+    metrics = json.loads(summary.read_text()).get("metrics", {})
+    out = {}
+    for name, stats in metrics.items():
+        value = stats.get("mean") if isinstance(stats, dict) else stats
+        if isinstance(value, (int, float)):
+            out[f"mean_{name}" if isinstance(stats, dict) else name] = round(float(value), 4)
+    return out
+
+
+def _data_license(source: Dict[str, Any]) -> str:
+    terms = source.get("terms") or (
+        "not recorded in this bundle: read them at the address above before using or sharing weights trained on these data"
+    )
+    return (
+        f"The weights of this bundle were trained on: {source.get('name')}\n"
+        f"Source: {source.get('url')}\n"
+        f"Terms of use: {terms}\n"
+        f"Cite: {source.get('citation')}\n\n"
+        "The terms of the data apply to the weights trained on them; check them before any use beyond research.\n"
+    )
+
+
+def export_bundle(
+    bundle: Union[str, Path],
+    output: Union[str, Path],
+    checkpoint: Optional[Union[str, Path]] = None,
+    configs: Sequence[Union[str, Path]] = (),
+    overrides: Optional[Dict[str, Any]] = None,
+    version: Optional[str] = None,
+    changelog: Optional[str] = None,
+    large_files_url: Optional[str] = None,
+    overwrite: bool = False,
+    supported_apps: Optional[Dict[str, str]] = None,
+) -> Path:
+    """Export a trained bundle; see the module docstring.
+
+    Args:
+        bundle: the bundle folder whose configs to export.
+        output: the exported bundle's folder (must not exist, or be empty, unless ``overwrite``).
+        checkpoint: the trained weights (default ``<bundle>/models/model.pt``).
+        configs: config files merged on the bundle's configs (settings the weights do not record).
+        overrides: config values, as ``--set`` gives them.
+        version: the export's version (default: the bundle's with the patch number increased).
+        changelog: that version's changelog entry.
+        large_files_url: base URL under which the files over 25 MB will be published.
+        overwrite: replace an existing export.
+        supported_apps: the metadata's ``supported_apps`` (default: MONAI Label 0.8.5, which
+            ``scripts/monailabel/check.py`` runs every bundle in).
+
+    Raises:
+        ExportError: missing weights, weights that do not fit, an existing output, or a failed check.
+    """
+    from monai.bundle import ConfigParser, verify_metadata, verify_net_in_out
+
+    bundle, output = Path(bundle), Path(output)
+    weights = Path(checkpoint) if checkpoint else bundle / "models" / "model.pt"
+    if not weights.is_file():
+        raise ExportError(f"{weights}: missing checkpoint (train the bundle first, or pass --checkpoint)")
+    if output.exists() and any(output.iterdir()) and not overwrite:
+        raise ExportError(f"{output}: exists and is not empty (pass --overwrite to replace it)")
+    configs = [Path(c) for c in configs]
+    overrides = dict(overrides or {})
+    for c in configs:
+        if not c.is_file():
+            raise ExportError(f"{c}: no such config file")
+
+    # --------------------------------------------------------------------- settings the weights fit
+    parser = _parser(bundle, weights, configs, overrides)
+    record = read_record(weights)
+    merged = ConfigParser(ConfigParser.load_config_files([str(bundle / "configs" / "inference.json")] + [str(c) for c in configs]))
+    merged.update({k: v for k, v in overrides.items() if k not in ("bundle_root", "checkpoint", "device")})
+    raw_inference = merged.get()
+    hooked = _hooked(json.loads((bundle / "configs" / "inference.json").read_text()))
+    try:
+        values = {k: _plain(parser.get_parsed_content(k)) for k in hooked}
+        network = parser.get_parsed_content("network_def")
+        io = (int(parser.get_parsed_content("network_in_channels")), int(parser.get_parsed_content("network_out_channels")))
+    except Exception as e:
+        raise ExportError(f"{bundle / 'configs' / 'inference.json'}: does not parse with these settings ({str(e).splitlines()[0]})") from e
+    values.update({k: overrides[k] for k in overrides if k in values})
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    try:
+        check_fits(weights, state, network, values)
+    except ValueError as e:
+        raise ExportError(str(e)) from e
+    names = {str(k): str(v) for k, v in values.get("class_names", {}).items()}
+
+    tmp = output.with_name(f".{output.name}.export-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        (tmp / "configs").mkdir(parents=True)
+        (tmp / "models").mkdir()
+        (tmp / "docs").mkdir()
+        source_inference = json.loads((bundle / "configs" / "inference.json").read_text())
+        defaults = {k: source_inference[k] for k in ("dataset_dir", "datalist_file", "output_dir") if k in source_inference}
+        inference = _bake(raw_inference, values, defaults)
+        (tmp / "configs" / "inference.json").write_text(_dump(inference))
+        train = json.loads((bundle / "configs" / "train.json").read_text())
+        train = _bake(train, {k: v for k, v in values.items() if k in train}, {})
+        (tmp / "configs" / "train.json").write_text(_dump(train))
+        for name in ("evaluate.json", "multi_gpu_train.json", "logging.conf"):
+            if (bundle / "configs" / name).is_file():
+                shutil.copyfile(bundle / "configs" / name, tmp / "configs" / name)
+
+        # ------------------------------------------------------------------------------ weights
+        shutil.copyfile(weights, tmp / "models" / "model.pt")
+        (tmp / "models" / SETTINGS_FILE).write_text(_dump({"_desc_": "the settings the weights were trained with", **values,
+                                                           "trained_run": {k: v for k, v in (record or {}).items() if k != "settings"}}))
+        large = []
+        for f in sorted(p for p in tmp.rglob("*") if p.is_file()):
+            if f.stat().st_size > LARGE_FILE_BYTES:
+                rel = f.relative_to(tmp).as_posix()
+                url = f"{large_files_url.rstrip('/')}/{rel}" if large_files_url else ""
+                large.append({"path": rel, "url": url, "hash_val": _sha256(f), "hash_type": "sha256"})
+                if not url:
+                    logger.warning("%s is over the zoo's 25 MB limit: large_files.yml lists it; fill in its url (or pass --large-files-url) before publishing", rel)
+        if large:
+            import yaml
+
+            (tmp / "large_files.yml").write_text(yaml.safe_dump({"large_files": large}, sort_keys=False))
+
+        # ------------------------------------------------------------------------------- code
+        modules = _modules([inference, train])
+        requirements = _requirements(_copy_modules(modules, tmp))
+
+        # --------------------------------------------------------------------------- metadata
+        meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+        old_version = meta["version"]
+        meta["version"] = version or _bump(old_version)
+        metric = (record or {}).get("metric") or {}
+        entry = changelog or (
+            f"trained weights ({', '.join(f'{k} {json.dumps(v)}' for k, v in values.items() if k in ('spatial_dims', 'class_names'))}"
+            + (f"; {metric['name']} {metric['value']:.4f}" if metric.get("value") is not None else "") + f"), exported from {old_version}"
+        )
+        meta["changelog"] = {meta["version"]: entry, **{k: v for k, v in meta.get("changelog", {}).items() if k != meta["version"]}}
+        pins = {k: v for k, v in meta.get("required_packages_version", {}).items() if k not in _NOT_REQUIREMENTS}
+        pins.update({k: v for k, v in requirements.items() if k.lower() not in _NOT_REQUIREMENTS})
+        meta["required_packages_version"] = dict(sorted(pins.items()))
+        meta["supported_apps"] = supported_apps if supported_apps is not None else {"monai-label": "0.8.5"}
+        meta["eval_metrics"] = _eval_metrics(weights)
+        fmt = meta["network_data_format"]
+        image, pred = fmt["inputs"]["image"], fmt["outputs"]["pred"]
+        default_names = [v for _, v in sorted(pred.get("channel_def", {}).items())]
+        image["num_channels"], pred["num_channels"] = io
+        image["spatial_shape"] = pred["spatial_shape"] = list(values.get("patch_size", image["spatial_shape"]))
+        if len(image.get("channel_def", {})) != io[0]:
+            image["channel_def"] = {str(i): f"channel {i}" for i in range(io[0])}
+        if names:
+            pred["channel_def"] = names
+        relabelled = bool(names) and list(names.values()) != default_names
+        if relabelled:
+            meta["label_classes"] = ", ".join(f"{k} {v}" for k, v in names.items())
+            meta["pred_classes"] = f"{io[1]} channels (the label map holds {', '.join(f'{k} {v}' for k, v in names.items())})"
+        source = (record or {}).get("data_source")
+        if source:
+            meta["data_source"] = f"{source.get('name')}: {source.get('url')}"
+            (tmp / "docs" / "data_license.txt").write_text(_data_license(source))
+        elif relabelled:
+            meta["data_source"] = "the trainer's own data (the training run names no public data set)"
+        (tmp / "configs" / "metadata.json").write_text(_dump(meta))
+
+        # ------------------------------------------------------------------------- docs, licence
+        shutil.copyfile(bundle / "LICENSE", tmp / "LICENSE")
+        readme = (bundle / "docs" / "README.md").read_text() if (bundle / "docs" / "README.md").is_file() else f"# {meta.get('name')}\n"
+        rows = "\n".join(f"| `{k}` | `{json.dumps(v)}` |" for k, v in values.items())
+        readme += (
+            f"\n## This export (version {meta['version']})\n\n"
+            f"Exported on {time.strftime('%Y-%m-%d')} with `python -m monai_ext export` from weights trained with these settings "
+            f"(baked into `configs/inference.json` and `configs/train.json`):\n\n| setting | value |\n|---|---|\n{rows}\n\n"
+            + (f"Last evaluation: {', '.join(f'{k} {v}' for k, v in meta['eval_metrics'].items())}.\n\n" if meta["eval_metrics"] else "")
+            + "The `monai_ext` modules the configs use are inside the bundle (`monai_ext/`); the bundle needs the packages "
+            "of `required_packages_version`, not the `monai_ext` package.\n"
+        )
+        (tmp / "docs" / "README.md").write_text(readme)
+
+        # -------------------------------------------------------------------------------- checks
+        schema = PACKAGE.parent / "schemas" / SCHEMA
+        if schema.is_file():
+            verify_metadata(meta_file=str(tmp / "configs" / "metadata.json"), filepath=str(schema))
+        verify_net_in_out(net_id="network_def", meta_file=str(tmp / "configs" / "metadata.json"),
+                          config_file=str(tmp / "configs" / "inference.json"), bundle_root=str(tmp), device="cpu")
+
+        if output.exists():
+            shutil.rmtree(output)
+        os.replace(tmp, output)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    logger.info("exported %s (%s) to %s: %d monai_ext module(s), %d large file(s)", bundle.name, weights, output, len(modules), len(large))
+    return output

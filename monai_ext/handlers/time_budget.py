@@ -1,0 +1,83 @@
+"""Train for a wall-clock budget instead of a guessed number of epochs."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Optional
+
+import torch
+from monai.utils import min_version, optional_import
+
+Events, _ = optional_import("ignite.engine", "0.4.4", min_version, "Events")
+
+__all__ = ["TimeBudget"]
+
+logger = logging.getLogger("monai_ext.time_budget")
+
+
+class TimeBudget:
+    """Stop a trainer cleanly when ``minutes`` of wall-clock time are spent.
+
+    After each epoch (and its validation: attach this after the ``ValidationHandler``) training stops when
+    the next epoch, at the mean epoch time so far, would end past the budget; within an epoch it stops
+    after the iteration that reaches the budget, and then, when a ``validator`` is given, validates the
+    final weights once so that the best checkpoint can still take them. Ignite then fires ``COMPLETED``,
+    so checkpoint handlers write the last weights as after a full run. ``max_epochs`` stays an upper bound.
+
+    Under ``torch.distributed`` rank 0's clock decides for every rank (one broadcast per iteration).
+
+    Args:
+        minutes: the budget; ``None`` or a value <= 0 turns the budget off.
+        validator: an evaluator to run on the final weights after a stop within an epoch.
+    """
+
+    def __init__(self, minutes: Optional[float], validator: Optional[Any] = None) -> None:
+        self.seconds = None if minutes is None or minutes <= 0 else float(minutes) * 60.0
+        self.validator = validator
+        self.start = 0.0
+        self.epoch_seconds: list = []
+        self._epoch_start = 0.0
+
+    def attach(self, engine) -> None:
+        if self.seconds is None:
+            return
+        engine.add_event_handler(Events.STARTED, self._started)
+        engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch)
+
+    def _started(self, engine) -> None:
+        self.start = time.perf_counter()
+        self.epoch_seconds = []
+        logger.info("time budget: %.1f min", self.seconds / 60)
+
+    def _epoch_started(self, engine) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def _agreed(self, stop: bool) -> bool:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            flag = torch.tensor([1 if stop else 0], device="cuda" if torch.distributed.get_backend() == "nccl" else "cpu")
+            torch.distributed.broadcast(flag, src=0)
+            return bool(flag.item())
+        return stop
+
+    def _iteration(self, engine) -> None:
+        elapsed = time.perf_counter() - self.start
+        if not self._agreed(elapsed >= self.seconds):
+            return
+        logger.info("time budget of %.1f min spent during epoch %d (%.1f min): stopping", self.seconds / 60, engine.state.epoch, elapsed / 60)
+        engine.terminate()
+        if self.validator is not None:
+            self.validator.run(engine.state.epoch)
+
+    def _epoch(self, engine) -> None:
+        now = time.perf_counter()
+        self.epoch_seconds.append(now - self._epoch_start)
+        mean = sum(self.epoch_seconds) / len(self.epoch_seconds)
+        if self._agreed(now - self.start + mean > self.seconds) and engine.state.epoch < engine.state.max_epochs:
+            logger.info(
+                "time budget: epoch %d ended at %.1f of %.1f min and the next would take %.1f: stopping",
+                engine.state.epoch, (now - self.start) / 60, self.seconds / 60, mean / 60,
+            )
+            engine.terminate()

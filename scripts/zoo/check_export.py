@@ -1,0 +1,109 @@
+"""Run the MONAI model zoo's own ``ci/verify_bundle.py`` (full mode) on exported bundles, without monai_ext.
+
+For each bundle: train briefly on a small synthetic data set through its own ``train.json``, export it
+with ``python -m monai_ext export``, lay it out as the zoo's repository does (``models/<bundle>/``, an
+empty ``models/model_info.json``, the metadata schema at ``models/<bundle>/eval/schema.json`` as
+``ci/prepare_schema.py`` puts it), and run ``verify_bundle.py -b <bundle> -p models -m full`` in an
+interpreter that has this project's dependencies but not ``monai_ext`` itself (a virtual environment whose
+only link to ours is a ``.pth`` line naming our site-packages, so our editable install's hook is not
+loaded). The exported bundle must bring the code it needs.
+
+The zoo's CI code is not part of this repository: get it as the zoo publishes it and pass its folder::
+
+    git clone --depth 1 https://github.com/Project-MONAI/model-zoo /tmp/model-zoo
+    .venv/bin/python scripts/zoo/check_export.py --zoo-ci /tmp/model-zoo/ci [--bundles unet madgnet ...]
+
+Prints one line per bundle and writes ``<work>/zoo_check.json``; exits non-zero if any bundle failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import site
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BUNDLES = ["unet", "unetplusplus", "resunet", "resunetplusplus", "madgnet", "medsegdiff", "higmisnet"]
+CI_FILES = ("verify_bundle.py", "utils.py", "bundle_custom_data.py")
+# values that keep a CPU run to a minute per bundle (multiples of 32 for MADGNet)
+SMALL = {"patch_size": [32, 32], "num_workers": 0, "batch_size": 2, "train#trainer#max_epochs": 1}
+DIFFUSION = {"validate_steps": 2, "validate_ensemble": 1, "val_interval": 1}
+
+
+def isolated_python(work: Path) -> Path:
+    """A Python with our dependencies importable but without monai_ext (see the module docstring)."""
+    env = work / "env"
+    if not (env / "bin" / "python").exists():
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
+    python = env / "bin" / "python"
+    target = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                 capture_output=True, text=True, check=True).stdout.strip())
+    (target / "project_dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    probe = subprocess.run([str(python), "-c", "import monai_ext"], capture_output=True, text=True, cwd=work)
+    if probe.returncode == 0:
+        raise RuntimeError(f"{python}: monai_ext is importable; the check would not show that the export is self-contained")
+    return python
+
+
+def train_and_export(name: str, work: Path) -> Path:
+    from monai.bundle import run
+
+    from monai_ext.bundle.export import export_bundle
+    from monai_ext.data import make_synthetic_dataset
+
+    data = work / "data"
+    if not (data / "datalist.json").exists():
+        make_synthetic_dataset(data, num_cases=6, spatial_dims=2, size=(40, 40), seed=3)
+    bundle = ROOT / "bundles" / name
+    run_root = work / "runs" / name
+    overrides = {**SMALL, **(DIFFUSION if name == "medsegdiff" else {})}
+    run(config_file=str(bundle / "configs" / "train.json"), meta_file=str(bundle / "configs" / "metadata.json"),
+        logging_file=str(bundle / "configs" / "logging.conf"), bundle_root=str(run_root), dataset_dir=str(data), **overrides)
+    out = work / "models" / name
+    export_bundle(bundle, out, checkpoint=run_root / "models" / "model.pt", overwrite=True)
+    (out / "eval").mkdir(exist_ok=True)
+    shutil.copyfile(ROOT / "schemas" / "meta_schema_20240725.json", out / "eval" / "schema.json")
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--zoo-ci", required=True, type=Path, help="the model zoo's ci/ folder")
+    parser.add_argument("--bundles", nargs="+", default=BUNDLES, choices=BUNDLES)
+    parser.add_argument("--work", type=Path, default=ROOT / ".zoo_check")
+    args = parser.parse_args()
+    missing = [f for f in CI_FILES if not (args.zoo_ci / f).is_file()]
+    if missing:
+        print(f"error: {args.zoo_ci}: not the model zoo's ci/ folder (missing {', '.join(missing)})", file=sys.stderr)
+        return 2
+    args.work.mkdir(parents=True, exist_ok=True)
+    ci = args.work / "ci"
+    shutil.rmtree(ci, ignore_errors=True)
+    shutil.copytree(args.zoo_ci, ci)
+    (args.work / "models").mkdir(exist_ok=True)
+    (args.work / "models" / "model_info.json").write_text("{}\n")
+    python = isolated_python(args.work)
+    results = {}
+    for name in args.bundles:
+        start = time.perf_counter()
+        try:
+            train_and_export(name, args.work)
+            proc = subprocess.run([str(python), "ci/verify_bundle.py", "-b", name, "-p", "models", "-m", "full"],
+                                  capture_output=True, text=True, cwd=args.work, timeout=1800)
+            ok = proc.returncode == 0
+            tail = (proc.stdout + proc.stderr).strip().splitlines()[-12:]
+        except Exception as e:  # report and go on with the next bundle
+            ok, tail = False, [f"{type(e).__name__}: {e}"]
+        results[name] = {"passed": ok, "seconds": round(time.perf_counter() - start, 1), "output_tail": tail}
+        print(f"{name}: {'passed' if ok else 'FAILED'} ({results[name]['seconds']} s)" + ("" if ok else "\n  " + "\n  ".join(tail)))
+    (args.work / "zoo_check.json").write_text(json.dumps(results, indent=4) + "\n")
+    return 0 if all(r["passed"] for r in results.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
