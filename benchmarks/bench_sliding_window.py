@@ -156,7 +156,7 @@ def end_to_end(size: List[int], repeats: int, sw_batch: int) -> dict:
         shutil.copytree(ROOT / "bundles" / "unet", bundle, ignore=shutil.ignore_patterns("models", "eval"))
         overrides = {
             "spatial_dims": 3, "patch_size": [96, 96, 96], "pixdim": [1.5, 1.5, 1.5],
-            "intensity_transform": {"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": -57, "a_max": 164, "b_min": 0.0, "b_max": 1.0, "clip": True},
+            "intensity": {"scheme": "window", "a_min": -57, "a_max": 164},  # ScaleIntensityRanged to [0, 1], clipped
         }
         parser = ConfigParser()
         parser.read_config(str(bundle / "configs" / "inference.json"))

@@ -5,8 +5,14 @@ config expressions such as ``$monai_ext.bundle.TrainedSettings(@checkpoint)`` ne
 """
 
 import importlib
+import warnings
 
 __version__ = "0.1.0"
+
+# The bundles orient every image with axcodes "RAS", so one config serves 2D images and 3D volumes; MONAI's
+# Orientation uses the first D codes for a D-dimensional image and warns each time (with a message that
+# reads the comparison backwards). Only that message is silenced.
+warnings.filterwarnings("ignore", message=r"axcodes \('RAS'\) length is smaller than number of input spatial dimensions", category=UserWarning)
 
 _SUBPACKAGES = ("apps", "bundle", "data", "engines", "handlers", "inferers", "losses", "metrics", "networks", "transforms", "visualize")
 

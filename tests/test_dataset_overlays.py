@@ -1,5 +1,6 @@
-"""Every data-set overlay works with its data: a training batch through the network and loss, and
-inference writing masks with the source's size (and affine for volumes), through the bundles' configs."""
+"""Data-set overlays are stored once (``bundles/datasets``) and merged with config lists; each works with
+its data: a training batch through the network and loss, and inference writing masks with the source's
+size (and affine for volumes), through the bundles' configs."""
 
 import json
 from pathlib import Path
@@ -16,32 +17,44 @@ from test_public_datasets import REPLICAS
 from monai_ext.data.public import prepare_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
-CLASSIC = ["unet", "unetplusplus", "resunet", "resunetplusplus"]
+OVERLAYS = ROOT / "bundles" / "datasets"
+BUNDLES = ["unet", "unetplusplus", "resunet", "resunetplusplus", "madgnet", "medsegdiff", "higmisnet"]
 
 
 def _parser(bundle: str, config: str, overlay: str, **overrides) -> ConfigParser:
     configs = ROOT / "bundles" / bundle / "configs"
     parser = ConfigParser()
-    parser.read_config([str(configs / config), str(configs / "datasets" / f"{overlay}.json")])
+    parser.read_config([str(configs / config), str(OVERLAYS / f"{overlay}.json")])
     parser.read_meta(str(configs / "metadata.json"))
     parser.update(overrides)
     return parser
 
 
-def test_overlays_are_the_same_in_every_classic_bundle():
-    names = sorted(p.name for p in (ROOT / "bundles" / "unet" / "configs" / "datasets").glob("*.json"))
-    assert names == sorted(f"{n}.json" for n in REPLICAS)
-    for bundle in CLASSIC[1:]:
-        for name in names:
-            a = (ROOT / "bundles" / "unet" / "configs" / "datasets" / name).read_text()
-            assert (ROOT / "bundles" / bundle / "configs" / "datasets" / name).read_text() == a, (bundle, name)
+def test_one_overlay_per_data_set_and_no_copies_in_the_bundles():
+    assert sorted(p.stem for p in OVERLAYS.glob("*.json")) == sorted(REPLICAS)
+    assert not [b for b in BUNDLES if (ROOT / "bundles" / b / "configs" / "datasets").exists()]
+
+
+@pytest.mark.parametrize("name", sorted(REPLICAS))
+def test_overlays_hold_settings_as_data_that_every_bundle_takes(name):
+    overlay = json.loads((OVERLAYS / f"{name}.json").read_text())
+    assert not any(isinstance(v, dict) and "_target_" in v for v in overlay.values())  # data, so training can record it
+    assert all(p % 32 == 0 for p in overlay["patch_size"])  # MADGNet down-samples five times
+    assert overlay["data_source"]["name"] and overlay["data_source"]["url"].startswith("https://")
+    from monai_ext.transforms import IntensityNormalizationd
+
+    IntensityNormalizationd("image", **overlay["intensity"])
+    for bundle in BUNDLES:
+        parser = _parser(bundle, "inference.json", name)
+        assert parser.get_parsed_content("spatial_dims") == overlay["spatial_dims"]
+        assert parser.get_parsed_content("class_names") == overlay["class_names"]
 
 
 @pytest.mark.parametrize("name", sorted(REPLICAS))
 def test_overlay_trains_and_infers_on_the_data_sets_own_files(name, tmp_path):
     REPLICAS[name](tmp_path / "source")
     data = prepare_dataset(name, tmp_path / "source", tmp_path / "prepared").parent
-    overlay = json.loads((ROOT / "bundles" / "unet" / "configs" / "datasets" / f"{name}.json").read_text())
+    overlay = json.loads((OVERLAYS / f"{name}.json").read_text())
     common = {"dataset_dir": str(data), "num_workers": 0, "bundle_root": str(tmp_path / "run")}
 
     train = _parser("unet", "train.json", name, **common, batch_size=2)
@@ -73,22 +86,17 @@ def test_overlay_trains_and_infers_on_the_data_sets_own_files(name, tmp_path):
             np.testing.assert_allclose(mask.affine, reference.affine.numpy(), atol=1e-4)
 
 
-def test_madgnet_overlays_differ_from_the_classic_ones_only_where_its_stride_needs():
-    classic = ROOT / "bundles" / "unet" / "configs" / "datasets"
-    for path in sorted((ROOT / "bundles" / "madgnet" / "configs" / "datasets").glob("*.json")):
-        ours, theirs = json.loads(path.read_text()), json.loads((classic / path.name).read_text())
-        assert all(p % 32 == 0 for p in ours["patch_size"]), path.name  # five down-samplings
-        differing = {k for k in ours if ours[k] != theirs.get(k)}
-        assert differing <= {"patch_size", "_desc_"}, (path.name, differing)
-
-
-def test_higmisnet_overlays_follow_the_papers_protocols():
-    folder = ROOT / "bundles" / "higmisnet" / "configs" / "datasets"
+def test_higmisnet_protocols_merge_after_the_shared_overlays():
+    folder = ROOT / "bundles" / "higmisnet" / "configs" / "protocols"
     expected = {"isic2018": [128, 128], "busi": [256, 256], "cvc_clinicdb": [384, 288], "monuseg": [512, 512], "glas": [512, 512],
                 "drive": [512, 512], "montgomery": [256, 256], "promise12": [256, 256], "physionet_ich": [256, 256]}
+    configs = ROOT / "bundles" / "higmisnet" / "configs"
     for name, size in expected.items():
-        overlay = json.loads((folder / f"{name}.json").read_text())
-        assert overlay["patch_size"] == size and overlay["spatial_dims"] == 2, name
-        assert all(p % 16 == 0 for p in overlay["patch_size"])  # four down-samplings
+        parser = ConfigParser()
+        parser.read_config([str(configs / "train.json"), str(OVERLAYS / f"{name}.json"), str(folder / f"{name}.json")])
+        assert parser.get_parsed_content("patch_size") == size and parser.get_parsed_content("spatial_dims") == 2, name
+        assert all(p % 16 == 0 for p in size)  # four down-samplings
+        protocol = json.loads((folder / f"{name}.json").read_text())
+        assert set(protocol) <= {"_desc_", "patch_size", "resize", "pixdim", "spatial_dims"}  # only what the paper changes
     assert "slices=true" in json.loads((folder / "physionet_ich.json").read_text())["_desc_"]
     assert "include_normal=false" in json.loads((folder / "busi.json").read_text())["_desc_"]

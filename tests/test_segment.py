@@ -60,7 +60,7 @@ def test_oblique_nifti_keeps_shape_affine_and_world_coordinates(bundle, tmp_path
     before = _digest(source)
     (result,) = segment(bundle, source, tmp_path, device="cpu", overrides=SMALL_3D, progress=False)
     assert result.error is None and result.output == tmp_path / "anatomical_seg.nii.gz"
-    assert set(result.seconds) == {"read", "preprocess", "predict", "invert", "write"}
+    assert set(result.seconds) == {"read", "preprocess", "predict", "postprocess", "write"}
     image, mask = nib.load(str(source)), nib.load(str(result.output))
     assert mask.shape == image.shape
     np.testing.assert_allclose(mask.affine, image.affine, atol=1e-5)
@@ -164,7 +164,7 @@ def test_bad_inputs_end_with_one_line_and_a_non_zero_exit(bundle, tmp_path):
                            "--output", str(tmp_path / "o4")], capture_output=True, text=True, timeout=300)
     assert real.returncode == 2 and real.stderr.strip().startswith("error:") and "no such file or folder" in real.stderr
     proc = _cli("--input", str(CT5N), "--bundle", str(bundle), "--output", str(tmp_path / "o3"))  # 3D weights, 2D config
-    assert proc.returncode == 2 and "does not fit the bundle's network" in proc.stderr
+    assert proc.returncode == 2 and "weights do not fit the configured network" in proc.stderr
 
 
 def test_demo_trains_segments_and_reports(tmp_path):

@@ -8,9 +8,11 @@ run them. This module only
 
 - overrides config values (``device``, ``amp``, the inferer's ``sw_batch_size``, ``overlap`` and
   ``tta_axes``, the ``checkpoint``, a user's overlays and ``--set`` values);
-- reads each case itself (:mod:`monai_ext.data.volume_io`: DICOM series checked to be one evenly spaced
-  volume, one-line errors) and hands the loaded image to the bundle's preprocessing in place of its
-  ``LoadImaged``, as MONAI Label does;
+- loads each file with the bundle's own ``LoadImaged`` and checks what it loaded (channels, dimensions,
+  finite and non-constant values: one-line errors); a DICOM folder is first checked to be one evenly
+  spaced series (:mod:`monai_ext.data.volume_io`) and read with that module's series reader, which
+  keeps the headers a DICOM SEG needs. The loaded image then goes through the rest of the bundle's
+  preprocessing, as MONAI Label hands its loaded images to a bundle;
 - writes what the bundle's ``SaveImaged`` steps would write, under the same names
   (``<case>_<output_postfix>``), with its own writers: atomic NIfTI with the input's affine, or a DICOM SEG
   referencing the source series for the ``pred`` key (``--format dicom-seg``). A diffusion bundle's
@@ -35,7 +37,7 @@ from monai.transforms import Compose, LoadImaged, SaveImaged
 from tqdm import tqdm
 
 from monai_ext.bundle.trained import SettingsMismatch, check_fits, differing_settings, record_of
-from monai_ext.data.volume_io import InputError, Volume, find_cases, read_volume, write_dicom_seg, write_nifti
+from monai_ext.data.volume_io import InputError, Volume, check_image, find_cases, is_dicom_folder, read_volume, write_dicom_seg, write_nifti
 
 __all__ = ["BundleSegmenter", "segment", "CaseResult"]
 
@@ -149,7 +151,8 @@ class BundleSegmenter:
         except Exception as e:  # a config error surfaces as any kind of exception
             raise InputError(f"{files[0]}: the bundle's config does not parse with these values ({_reason(e)})") from e
         self.class_names = self._class_names(parser)
-        # the bundle's own steps, its LoadImaged replaced by our reader and its SaveImaged by our writers
+        # the bundle's own steps; its SaveImaged replaced by our writers
+        self.loaders = [t for t in _transforms(preprocessing) if isinstance(t, LoadImaged)]
         self.preprocessing = Compose([t for t in _transforms(preprocessing) if not isinstance(t, LoadImaged)])
         steps = _transforms(postprocessing)
         self.postprocessing = Compose([t for t in steps if not isinstance(t, SaveImaged)])
@@ -190,6 +193,21 @@ class BundleSegmenter:
             logger.warning("%s: %s was %s in training and is %s now (an override or overlay changed it)", weights, key, trained, now)
         self.network.to(self.device).eval()
         self.weights, self.record = weights, record
+
+    def load(self, case: Path, dicom_reader: str = "itk") -> Volume:
+        """Load and check one case: a file with the bundle's ``LoadImaged``, a DICOM series folder with
+        :func:`~monai_ext.data.volume_io.read_volume` (which also checks the series and keeps its headers)."""
+        min_dims = 3 if self.spatial_dims == 3 else 2
+        if not case.exists():
+            raise InputError(f"{case}: no such file or folder")
+        if case.is_dir() or is_dicom_folder(case) or not self.loaders:
+            return read_volume(case, self.in_channels, min_dims, dicom_reader)
+        try:
+            image = Compose(self.loaders)({"image": str(case)})["image"]
+        except Exception as e:  # readers raise many kinds
+            raise InputError(f"{case}: unreadable ({_reason(e)})") from e
+        check_image(case, image, self.in_channels, min_dims)
+        return Volume(path=case, image=image)
 
     def output_names(self, case_name: str, output_format: str) -> Dict[str, str]:
         """The file names of one case's outputs, by key (what the bundle's ``SaveImaged`` steps would write)."""
@@ -270,7 +288,7 @@ def segment(
         seconds: Dict[str, float] = {}
         start = time.perf_counter()
         try:
-            volume = read_volume(case, model.in_channels, 3 if model.spatial_dims == 3 else 2, dicom_reader)
+            volume = model.load(case, dicom_reader)
             seconds["read"] = time.perf_counter() - start
             names = model.output_names(volume.name, output_format)
             existing = [output_dir / n for n in names.values() if (output_dir / n).exists()]

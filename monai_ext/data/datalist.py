@@ -1,17 +1,22 @@
 """A datalist read when it is first used, not when the config is parsed.
 
 MONAI's bundle property check (``check_properties``, what the model zoo's CI runs) instantiates a
-bundle's ``dataset``; a ``load_decathlon_datalist`` call in the config then reads the data folder at that
-moment and fails on a machine without the data. :class:`LazyDatalist` defers the read to the first
-``len`` or index, and then fails with one line naming the file.
+bundle's ``dataset`` and ``evaluator`` (which takes the data loader's length); a ``load_decathlon_datalist``
+call in the config then reads the data folder at that moment and fails on a machine without the data.
+:class:`LazyDatalist` reads the file on first use and counts a missing file as no cases, as the model
+zoo's bundles do with a glob over an absent folder; a bundle's ``run`` then calls :func:`require_cases`,
+so that a real run without its data stops with one line naming the file instead of doing nothing.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
-__all__ = ["LazyDatalist"]
+__all__ = ["LazyDatalist", "require_cases"]
+
+logger = logging.getLogger("monai_ext.data")
 
 
 class LazyDatalist(Sequence):
@@ -33,12 +38,24 @@ class LazyDatalist(Sequence):
         self.keys = list(keys) if keys is not None else None
         self._items: Optional[List[Dict]] = None
 
+    def require(self) -> None:
+        """Read the datalist now.
+
+        Raises:
+            FileNotFoundError: the file is missing; ValueError: it has no case under ``key``.
+        """
+        if not self.datalist_file.is_file():
+            raise FileNotFoundError(f"{self.datalist_file}: no such datalist (prepare the data set first, or set dataset_dir)")
+        if not self._load():
+            raise ValueError(f"{self.datalist_file}: no cases under {self.key!r}")
+
     def _load(self) -> List[Dict]:
         if self._items is None:
             from monai.data import load_decathlon_datalist
 
             if not self.datalist_file.is_file():
-                raise FileNotFoundError(f"{self.datalist_file}: no such datalist (prepare the data set first, or set dataset_dir)")
+                logger.warning("%s: no such datalist; no %s cases", self.datalist_file, self.key)
+                return []
             try:
                 items = load_decathlon_datalist(str(self.datalist_file), True, self.key, self.base_dir)
             except ValueError as e:
@@ -54,3 +71,18 @@ class LazyDatalist(Sequence):
 
     def __repr__(self) -> str:
         return f"LazyDatalist({str(self.datalist_file)!r}, {self.key!r})"
+
+
+def require_cases(*datasets: Any) -> None:
+    """Stop a run whose data is missing: each argument (a dataset, a :class:`LazyDatalist` or a list of
+    cases) must hold at least one case.
+
+    Raises:
+        FileNotFoundError: a datalist file is missing; ValueError: a data source is empty.
+    """
+    for data in datasets:
+        data = getattr(data, "data", data)  # a MONAI Dataset holds its cases in .data
+        if isinstance(data, LazyDatalist):
+            data.require()
+        elif len(data) == 0:
+            raise ValueError("no cases to run on (an empty data list)")

@@ -109,7 +109,7 @@ def _pair(images: Dict[str, Path], labels: Dict[str, Path]) -> Tuple[List[_Case]
 def _load(path: Path):
     from monai.transforms import LoadImage
 
-    return LoadImage(image_only=True, ensure_channel_first=True, dtype=None)(str(path))
+    return LoadImage(image_only=True, ensure_channel_first=True)(str(path))  # float32, as the bundles load (any byte order)
 
 
 def _geometry_problem(label_path: Path, image_path: Path, image, label, tolerance: float) -> Optional[str]:

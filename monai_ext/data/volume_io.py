@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-__all__ = ["InputError", "Volume", "find_cases", "read_volume", "write_nifti", "write_dicom_seg", "VOLUME_SUFFIXES"]
+__all__ = ["InputError", "Volume", "find_cases", "read_volume", "check_image", "is_dicom_folder", "write_nifti", "write_dicom_seg", "VOLUME_SUFFIXES"]
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
@@ -57,7 +57,7 @@ def _is_dicom_file(path: Path) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
-def _is_dicom_folder(path: Path) -> bool:
+def is_dicom_folder(path: Path) -> bool:
     return path.is_dir() and any(_is_dicom_file(p) for p in path.iterdir() if p.is_file())
 
 
@@ -69,11 +69,11 @@ def find_cases(path: Union[str, Path]) -> List[Path]:
         raise InputError(f"{path}: no such file or folder")
     if path.is_file():
         return [path]
-    if _is_dicom_folder(path):
+    if is_dicom_folder(path):
         return [path]
     cases = sorted(
         p for p in path.iterdir()
-        if (p.is_file() and p.name.lower().endswith(VOLUME_SUFFIXES)) or (p.is_dir() and _is_dicom_folder(p))
+        if (p.is_file() and p.name.lower().endswith(VOLUME_SUFFIXES)) or (p.is_dir() and is_dicom_folder(p))
     )
     if not cases:
         raise InputError(f"{path}: no volumes found (NIfTI, NRRD, MetaImage files or DICOM series folders)")
@@ -161,6 +161,17 @@ def read_volume(path: Union[str, Path], in_channels: Optional[int] = None, min_d
         from monai.transforms import Flip
 
         image = Flip(spatial_axis=image.dim() - 2)(image)
+    check_image(path, image, in_channels, min_dims)
+    return Volume(path=path, image=image, dicom=dicom)
+
+
+def check_image(path: Union[str, Path], image, in_channels: Optional[int] = None, min_dims: int = 3) -> None:
+    """Check a loaded channel-first image: a 2D/3D image with the network's channel count and finite,
+    non-constant values.
+
+    Raises:
+        InputError: one line naming ``path`` and the problem.
+    """
     spatial = image.dim() - 1
     if spatial < min_dims or spatial > 3:
         raise InputError(f"{path}: not a volume (shape {list(image.shape[1:])}; need {min_dims}D{' or 3D' if min_dims < 3 else ''})")
@@ -168,12 +179,11 @@ def read_volume(path: Union[str, Path], in_channels: Optional[int] = None, min_d
         raise InputError(f"{path}: empty image (shape {list(image.shape)})")
     if in_channels is not None and image.shape[0] != in_channels:
         raise InputError(f"{path}: wrong channel count: {image.shape[0]} channel(s), the network takes {in_channels}")
-    data = image.as_tensor()
+    data = image.as_tensor() if hasattr(image, "as_tensor") else image
     if not torch.isfinite(data).all():
         raise InputError(f"{path}: contains NaN or infinite values")
     if data.max() == data.min():
         raise InputError(f"{path}: empty volume (every voxel is {float(data.max()):g})")
-    return Volume(path=path, image=image, dicom=dicom)
 
 
 def _first_slice_at(image, header) -> bool:

@@ -18,6 +18,15 @@ def _name(image) -> str:
     return "a case"
 
 
+def _spatial(affine, dims: int) -> np.ndarray:
+    """The affine restricted to the image's spatial axes (readers give 2D images 3x3 or 4x4 affines)."""
+    a = np.asarray(affine, dtype=float)
+    out = np.eye(dims + 1)
+    out[:dims, :dims] = a[:dims, :dims]
+    out[:dims, dims] = a[:dims, -1]
+    return out
+
+
 class CheckSameGeometryd(MapTransform):
     """Check that every key has the first key's spatial shape and (for ``MetaTensor``) affine.
 
@@ -50,11 +59,11 @@ class CheckSameGeometryd(MapTransform):
                     f"{_name(other)}: {key} shape {list(other.shape[1:])} differs from {keys[0]} shape {list(ref.shape[1:])} ({_name(ref)})"
                 )
             if isinstance(ref, MetaTensor) and isinstance(other, MetaTensor):
-                a, b = np.asarray(ref.affine, dtype=float), np.asarray(other.affine, dtype=float)
-                if a.shape != b.shape or not np.allclose(a, b, atol=self.atol):
+                a, b = _spatial(ref.affine, ref.dim() - 1), _spatial(other.affine, ref.dim() - 1)
+                if not np.allclose(a, b, atol=self.atol):
                     raise ValueError(
                         f"{_name(other)}: {key} affine differs from {keys[0]} affine ({_name(ref)}): "
-                        f"spacing {np.round(np.linalg.norm(b[:3, :3], axis=0), 4).tolist()} vs "
-                        f"{np.round(np.linalg.norm(a[:3, :3], axis=0), 4).tolist()}, origin {np.round(b[:3, 3], 3).tolist()} vs {np.round(a[:3, 3], 3).tolist()}"
+                        f"spacing {np.round(np.linalg.norm(b[:-1, :-1], axis=0), 4).tolist()} vs "
+                        f"{np.round(np.linalg.norm(a[:-1, :-1], axis=0), 4).tolist()}, origin {np.round(b[:-1, -1], 3).tolist()} vs {np.round(a[:-1, -1], 3).tolist()}"
                     )
         return d

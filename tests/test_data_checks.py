@@ -1,0 +1,79 @@
+"""Intensity schemes equal their numpy definitions; mismatched training pairs and missing datalists fail
+with one line naming the file; every bundle's properties check passes with no data present."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+
+from monai_ext.data import LazyDatalist, require_cases
+from monai_ext.transforms import CheckSameGeometryd, IntensityNormalizationd
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLES = ["unet", "unetplusplus", "resunet", "resunetplusplus", "madgnet", "medsegdiff", "higmisnet"]
+
+
+def test_intensity_schemes_equal_numpy():
+    x = np.random.default_rng(0).normal(50, 20, (3, 8, 9)).astype(np.float32)
+    x[:, :2] = 0
+    out = IntensityNormalizationd("image", scheme="zscore", channel_wise=True)({"image": torch.from_numpy(x)})["image"].numpy()
+    ref = (x - x.mean(axis=(1, 2), keepdims=True)) / x.std(axis=(1, 2), keepdims=True)
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
+    out = IntensityNormalizationd("image", scheme="zscore", nonzero=True, channel_wise=True)({"image": torch.from_numpy(x)})["image"].numpy()
+    for c in range(3):
+        nz = x[c] != 0
+        np.testing.assert_allclose(out[c][nz], (x[c][nz] - x[c][nz].mean()) / x[c][nz].std(), rtol=1e-4, atol=1e-4)
+        assert (out[c][~nz] == 0).all()
+    out = IntensityNormalizationd("image", scheme="window", a_min=0, a_max=80)({"image": torch.from_numpy(x)})["image"].numpy()
+    np.testing.assert_allclose(out, np.clip(x / 80.0, 0, 1), rtol=1e-6, atol=1e-6)
+    out = IntensityNormalizationd("image", scheme="none", channels=1)({"image": torch.from_numpy(x)})["image"].numpy()
+    np.testing.assert_array_equal(out, x[:1])
+    with pytest.raises(ValueError, match="a_min < a_max"):
+        IntensityNormalizationd("image", scheme="window", a_min=5, a_max=5)
+    with pytest.raises(ValueError, match="scheme"):
+        IntensityNormalizationd("image", scheme="minmax")
+
+
+def test_image_and_label_on_other_grids_is_one_line_naming_the_file():
+    image = MetaTensor(torch.zeros(1, 8, 8, 4), affine=torch.diag(torch.tensor([1.0, 1.0, 2.0, 1.0])), meta={"filename_or_obj": "img.nii"})
+    label = MetaTensor(torch.zeros(1, 8, 8, 3), affine=image.affine, meta={"filename_or_obj": "lab.nii"})
+    with pytest.raises(ValueError, match=r"^lab.nii: label shape \[8, 8, 3\] differs from image shape \[8, 8, 4\] \(img.nii\)$"):
+        CheckSameGeometryd(["image", "label"])({"image": image, "label": label})
+    flipped = MetaTensor(torch.zeros(1, 8, 8, 4), affine=torch.diag(torch.tensor([-1.0, -1.0, 2.0, 1.0])), meta={"filename_or_obj": "lab.nii"})
+    with pytest.raises(ValueError, match="lab.nii: label affine differs"):
+        CheckSameGeometryd(["image", "label"])({"image": image, "label": flipped})
+    # readers give a 2D image a 3x3 or a 4x4 affine: the same grid either way
+    a = MetaTensor(torch.zeros(3, 6, 5), affine=torch.eye(3))
+    b = MetaTensor(torch.zeros(1, 6, 5), affine=torch.eye(4))
+    CheckSameGeometryd(["image", "label"])({"image": a, "label": b})
+
+
+def test_a_datalist_is_read_on_first_use_and_a_run_requires_its_cases(tmp_path):
+    lazy = LazyDatalist(tmp_path / "absent" / "datalist.json", "training")
+    assert len(lazy) == 0  # what a property check sees without the data, as with the zoo's globs
+    with pytest.raises(FileNotFoundError, match=r"absent/datalist.json: no such datalist"):
+        require_cases(lazy)
+    (tmp_path / "datalist.json").write_text('{"test": [{"image": "a.nii.gz", "label": "b.nii.gz"}], "validation": []}')
+    test = LazyDatalist(tmp_path / "datalist.json", "test", keys=["image"])
+    assert list(test) == [{"image": str(tmp_path / "a.nii.gz")}]
+    require_cases(test, [{"image": "x"}])
+    with pytest.raises(ValueError, match=r"datalist.json: no cases under 'validation'"):
+        require_cases(LazyDatalist(tmp_path / "datalist.json", "validation"))
+    with pytest.raises(ValueError, match="no cases"):
+        require_cases([])
+
+
+@pytest.mark.parametrize("name", BUNDLES)
+def test_inference_properties_check_passes_with_no_data_present(name, tmp_path):
+    from monai.bundle.workflows import ConfigWorkflow
+
+    bundle = ROOT / "bundles" / name
+    workflow = ConfigWorkflow(
+        config_file=str(bundle / "configs" / "inference.json"), meta_file=str(bundle / "configs" / "metadata.json"),
+        logging_file=False, workflow_type="infer", bundle_root=str(tmp_path), dataset_dir=str(tmp_path / "no_data_here"),
+    )
+    workflow.initialize()
+    assert not workflow.check_properties()
+    assert not any(tmp_path.iterdir())  # nothing written either

@@ -1,0 +1,79 @@
+"""A bundle's ``inference.json`` is the one definition of its pipeline: ``python -m monai_ext segment`` and
+``python -m monai.bundle run --config_file configs/inference.json`` write the same files for the same case,
+for every bundle, with a 2D config (slice by slice) and a 3D config on a real scanner volume."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser
+
+from monai_ext.apps import segment
+
+ROOT = Path(__file__).resolve().parents[1]
+VOLUME = Path(nib.__file__).parent / "tests" / "data" / "anatomical.nii"  # T1 crop, int16, LAS
+BUNDLES = ["unet", "unetplusplus", "resunet", "resunetplusplus", "madgnet", "medsegdiff", "higmisnet"]
+SMALL = {"medsegdiff": {"num_inference_steps": 2, "ensemble": 2}}
+# random weights large enough that the untrained network's labels vary over the volume
+WEIGHT_STD = {"higmisnet": 0.5}
+
+
+def _settings(name: str, dims: int) -> dict:
+    size = 32 if name == "madgnet" else 16  # MADGNet down-samples five times
+    return {"spatial_dims": dims, "patch_size": [size] * dims, **SMALL.get(name, {})}
+
+
+def _random_weights(name: str, settings: dict, root: Path) -> None:
+    parser = ConfigParser()
+    parser.read_config(str(ROOT / "bundles" / name / "configs" / "inference.json"))
+    parser.update({"bundle_root": str(root), **settings})
+    net = parser.get_parsed_content("network_def")
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in net.parameters():  # some bundles start their output layer at zero: make every weight count
+            p.normal_(0, WEIGHT_STD.get(name, 0.2))
+    (root / "models").mkdir(parents=True)
+    torch.save(net.state_dict(), root / "models" / "model.pt")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dims", [2, 3])
+@pytest.mark.parametrize("name", BUNDLES)
+def test_segment_and_monai_bundle_run_write_the_same_files(name, dims, tmp_path):
+    bundle = ROOT / "bundles" / name
+    settings = _settings(name, dims)
+    weights_root = tmp_path / "trained"
+    _random_weights(name, settings, weights_root)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "datalist.json").write_text(json.dumps({"test": [{"image": str(VOLUME)}]}))
+
+    args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json",
+            "--bundle_root", str(weights_root), "--dataset_dir", str(data), "--output_dir", str(tmp_path / "bundle_run"),
+            "--dataloader#num_workers", "0", "--device", "cpu"]
+    for key, value in settings.items():
+        args += [f"--{key}", json.dumps(value)]
+    proc = subprocess.run(args, capture_output=True, text=True, cwd=bundle, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+    (result,) = segment(bundle, VOLUME, tmp_path / "segment", device="cpu", overrides={"bundle_root": str(weights_root), **settings},
+                        progress=False)
+    assert result.error is None, result.error
+
+    theirs = sorted(p.name for p in (tmp_path / "bundle_run").iterdir())
+    ours = sorted(p.name for p in (tmp_path / "segment").iterdir())
+    assert ours == theirs and "anatomical_seg.nii.gz" in ours
+    source = nib.load(str(VOLUME))
+    for file in ours:
+        a, b = nib.load(str(tmp_path / "segment" / file)), nib.load(str(tmp_path / "bundle_run" / file))
+        assert a.shape[:3] == source.shape, file
+        np.testing.assert_allclose(a.affine, source.affine, atol=1e-5)
+        np.testing.assert_allclose(b.affine, source.affine, atol=1e-5)
+        np.testing.assert_array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj).reshape(a.shape), err_msg=file)
+    mask = np.asarray(nib.load(str(tmp_path / "segment" / "anatomical_seg.nii.gz")).dataobj)
+    assert len(np.unique(mask)) > 1  # a mask with content, so that agreeing means something

@@ -1,0 +1,127 @@
+"""Training writes self-describing checkpoints, atomically, never over a better one, and stops on a time budget."""
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from ignite.engine import Engine, Events
+
+from monai_ext.bundle import TrainedSettings, check_fits, read_record
+from monai_ext.bundle.trained import SettingsMismatch, fingerprint
+from monai_ext.handlers import BundleCheckpointSaver, TimeBudget
+
+SETTINGS = {"spatial_dims": 2, "in_channels": 1, "out_channels": 3, "class_names": {"0": "background", "1": "a", "2": "b"}}
+
+
+class _Validator(Engine):
+    """An evaluator that reports the next score of a list as its key metric."""
+
+    def __init__(self, scores, cases=("case1", "case2")):
+        super().__init__(lambda engine, batch: None)
+        self.scores = list(scores)
+        self.data_loader = type("Loader", (), {"dataset": type("Dataset", (), {"data": [{"image": c} for c in cases]})()})()
+        self.add_event_handler(Events.COMPLETED, self._score)
+        self.add_event_handler(Events.COMPLETED(once=1), lambda e: None)
+
+    def _score(self, engine):
+        engine.state.key_metric_name = "val_mean_dice"
+        engine.state.metrics["val_mean_dice"] = self.scores.pop(0)
+
+
+def _train(save_dir: Path, net: torch.nn.Module, scores, settings=SETTINGS, cases=("case1", "case2"), epochs=None) -> BundleCheckpointSaver:
+    validator = _Validator(scores, cases)
+    trainer = Engine(lambda engine, batch: None)
+    saver = BundleCheckpointSaver(save_dir, net, settings, validator, data_source={"name": "X", "url": "https://x"})
+    saver.attach(trainer)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: validator.run([0]))
+    trainer.run([0], max_epochs=epochs or len(scores))
+    return saver
+
+
+def test_best_and_last_checkpoints_carry_the_settings(tmp_path):
+    net = torch.nn.Conv2d(1, 3, 3)
+    _train(tmp_path, net, [0.5, 0.8, 0.6])
+    best, last = read_record(tmp_path / "model.pt"), read_record(tmp_path / "model_last.pt")
+    assert best["metric"] == {"name": "val_mean_dice", "value": 0.8, "epoch": 2} and best["settings"] == SETTINGS
+    assert last["epoch"] == 3 and best["fingerprint"] == fingerprint(net.state_dict())
+    assert best["data_source"] == {"name": "X", "url": "https://x"}
+    state = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state.values())  # still a plain state dict (the bundle spec)
+    torch.nn.Conv2d(1, 3, 3).load_state_dict(state)
+    assert TrainedSettings(tmp_path / "model.pt").get("class_names") == SETTINGS["class_names"]
+    assert TrainedSettings(tmp_path / "missing.pt").get("spatial_dims", 3) == 3
+    overlay = json.loads((tmp_path / "trained.json").read_text())
+    assert {k: overlay[k] for k in SETTINGS} == SETTINGS and overlay["trained_run"]["best"]["value"] == 0.8
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+def test_a_worse_run_of_the_same_experiment_never_replaces_the_best(tmp_path):
+    net = torch.nn.Conv2d(1, 3, 3)
+    _train(tmp_path, net, [0.9])
+    before = (tmp_path / "model.pt").read_bytes()
+    _train(tmp_path, net, [0.4, 0.7])  # started again: same network, settings and validation cases
+    assert (tmp_path / "model.pt").read_bytes() == before
+    assert read_record(tmp_path / "model_last.pt")["epoch"] == 2
+    _train(tmp_path, net, [0.95])
+    assert read_record(tmp_path / "model.pt")["metric"]["value"] == 0.95
+
+
+def test_another_experiments_weights_are_moved_aside_not_overwritten(tmp_path):
+    net = torch.nn.Conv2d(1, 3, 3)
+    _train(tmp_path, net, [0.9])
+    first = (tmp_path / "model.pt").read_bytes()
+    _train(tmp_path, net, [0.3], cases=("other",))  # other validation cases: another experiment
+    (moved,) = [p for p in tmp_path.iterdir() if p.name.startswith("replaced-")]
+    assert (moved / "model.pt").read_bytes() == first and (moved / "trained.json").is_file()
+    assert read_record(tmp_path / "model.pt")["metric"]["value"] == 0.3
+
+
+def test_weights_that_do_not_fit_name_the_setting():
+    trained = torch.nn.Conv3d(1, 3, 3)
+    from monai_ext.bundle import with_record
+
+    state = with_record(trained.state_dict(), {"spatial_dims": 3, "out_channels": 3})
+    with pytest.raises(SettingsMismatch, match=r"spatial_dims: trained 3, configured 2"):
+        check_fits("model.pt", state, torch.nn.Conv2d(1, 3, 3), {"spatial_dims": 2, "out_channels": 3})
+    with pytest.raises(SettingsMismatch, match=r"weight has shape \[3, 1, 3, 3, 3\] in the weights, \[3, 1, 3, 3\]"):
+        check_fits("model.pt", trained.state_dict(), torch.nn.Conv2d(1, 3, 3), {})  # plain weights: the parameter
+    check_fits("model.pt", state, torch.nn.Conv3d(1, 3, 3), {"spatial_dims": 3})
+
+
+class _Evaluator(Engine):
+    """Runs as MONAI's evaluators do: ``run(global_epoch)``."""
+
+    def __init__(self):
+        super().__init__(lambda engine, batch: None)
+
+    def run(self, global_epoch=1):
+        return super().run([0])
+
+
+def _slow_trainer(seconds_per_iteration: float) -> Engine:
+    return Engine(lambda engine, batch: time.sleep(seconds_per_iteration))
+
+
+def test_time_budget_stops_between_epochs_when_the_next_would_overrun():
+    trainer = _slow_trainer(0.05)
+    completed = []
+    trainer.add_event_handler(Events.COMPLETED, lambda e: completed.append(e.state.epoch))
+    TimeBudget(minutes=0.5 / 60).attach(trainer)  # 0.5 s; an epoch of 4 iterations takes 0.2 s
+    start = time.perf_counter()
+    trainer.run(range(4), max_epochs=100)
+    assert completed == [2] and time.perf_counter() - start < 0.5
+
+
+def test_time_budget_inside_an_epoch_stops_and_validates_the_final_weights():
+    trainer = _slow_trainer(0.05)
+    validated = []
+    validator = _Evaluator()
+    validator.add_event_handler(Events.COMPLETED, lambda e: validated.append(trainer.state.iteration))
+    completed = []
+    trainer.add_event_handler(Events.COMPLETED, lambda e: completed.append(e.state.iteration))
+    TimeBudget(minutes=0.3 / 60, validator=validator).attach(trainer)
+    trainer.run(range(100), max_epochs=1)
+    assert completed and completed[0] < 100 and validated == completed
+    assert TimeBudget(None).seconds is None and TimeBudget(0).seconds is None  # no budget: epochs decide
