@@ -75,7 +75,7 @@ def test_metadata_and_network_checks(name, tmp_path):
 
 
 @pytest.mark.parametrize("name", BUNDLES)
-def test_inference_and_train_configs_have_the_bundle_properties(name, data):
+def test_inference_and_train_configs_have_the_bundle_properties(name, data, tmp_path):
     from monai.bundle.workflows import ConfigWorkflow
 
     bundle = ROOT / "bundles" / name
@@ -85,6 +85,7 @@ def test_inference_and_train_configs_have_the_bundle_properties(name, data):
             meta_file=str(bundle / "configs" / "metadata.json"),
             logging_file=False,
             workflow_type=kind,
+            bundle_root=str(tmp_path),  # the handlers it instantiates write logs there, not into the checkout
             dataset_dir=str(data[2]),
             num_workers=0,
         )

@@ -79,7 +79,7 @@ def test_export_bakes_the_training_into_a_bundle_that_runs_without_monai_ext(nam
     train = json.loads((out / "configs" / "train.json").read_text())
     assert train["patch_size"] == settings["patch_size"] and train["out_channels"] == 2  # fine-tuning starts from the same settings
     meta = json.loads((out / "configs" / "metadata.json").read_text())
-    assert meta["version"] == "0.1.1" and "val_mean_dice 0.8100" in meta["changelog"]["0.1.1"]
+    assert meta["version"] == "0.2.1" and "val_mean_dice 0.8100" in meta["changelog"]["0.2.1"]
     assert meta["network_data_format"]["outputs"]["pred"]["channel_def"] == settings["class_names"]
     assert meta["network_data_format"]["inputs"]["image"]["spatial_shape"] == settings["patch_size"]
     assert meta["eval_metrics"] == {"mean_dice_prostate": 0.8123} and meta["supported_apps"] == {"monai-label": "0.8.5"}

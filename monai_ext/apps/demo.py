@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from monai_ext.apps.segment import segment
+from monai_ext.bundle.shipped import shipped
 from monai_ext.data.synthetic import make_synthetic_dataset
 from monai_ext.metrics import segmentation_metrics
 from monai_ext.visualize import overlay_png
@@ -28,7 +29,6 @@ from monai_ext.visualize import overlay_png
 __all__ = ["run_demo"]
 
 logger = logging.getLogger("monai_ext.demo")
-REPOSITORY = Path(__file__).resolve().parents[2]
 
 
 def _one_hot(labels: np.ndarray, classes: int) -> np.ndarray:
@@ -47,7 +47,7 @@ def run_demo(
     from monai.bundle import run as bundle_run
 
     out = Path(output_dir)
-    bundle = Path(bundle) if bundle else REPOSITORY / "bundles" / "unet"
+    bundle = Path(bundle) if bundle else shipped("bundles") / "unet"
     overrides = {"spatial_dims": 3, "patch_size": [size] * 3}
     timings = {}
 
@@ -75,8 +75,9 @@ def run_demo(
     start = time.perf_counter()
     datalist = json.loads((data / "datalist.json").read_text())
     case = datalist["test"][0]
+    # the checkpoint carries the settings it was trained with: nothing to repeat here
     (result,) = segment(bundle, data / case["image"], out / "segmentation", checkpoint=run_root / "models" / "model.pt",
-                        overrides=overrides, overwrite=True, progress=False)
+                        overwrite=True, progress=False)
     if result.error:
         raise RuntimeError(result.error)
     timings["segment"] = time.perf_counter() - start

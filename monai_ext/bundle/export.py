@@ -36,7 +36,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from monai_ext.bundle.trained import SETTINGS_FILE, TrainedSettings, check_fits, read_record
+from monai_ext.bundle.shipped import shipped
+from monai_ext.bundle.trained import SETTINGS_FILE, check_fits, read_record
 
 __all__ = ["export_bundle", "LARGE_FILE_BYTES", "ExportError"]
 
@@ -364,7 +365,7 @@ def export_bundle(
         (tmp / "docs" / "README.md").write_text(readme)
 
         # -------------------------------------------------------------------------------- checks
-        schema = PACKAGE.parent / "schemas" / SCHEMA
+        schema = shipped("schemas") / SCHEMA
         if schema.is_file():
             verify_metadata(meta_file=str(tmp / "configs" / "metadata.json"), filepath=str(schema))
         verify_net_in_out(net_id="network_def", meta_file=str(tmp / "configs" / "metadata.json"),
