@@ -23,6 +23,25 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(scope="session")
+def python_without_monai_ext(tmp_path_factory):
+    """An interpreter with this environment's packages but not monai_ext: a virtual environment whose only
+    link to ours is a .pth line naming our site-packages (the editable install's hook, itself a .pth file
+    there, is not run from a folder a .pth file names)."""
+    import site
+    import subprocess
+    import sys
+
+    env = tmp_path_factory.mktemp("env_without_monai_ext")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
+    python = env / "bin" / "python"
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    (__import__("pathlib").Path(purelib) / "dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    assert subprocess.run([str(python), "-c", "import monai_ext"], cwd=env, capture_output=True).returncode != 0
+    return python
+
+
 # ------------------------------------------------------------------------------ the checkout stays clean
 # Tests write into temporary folders only. The controller process lists what git sees in the checkout
 # (untracked and ignored files included) before and after the session; anything new fails the run.

@@ -5,7 +5,6 @@ installed). The model zoo's own ``ci/verify_bundle.py`` runs on exports when its
 import hashlib
 import json
 import os
-import site
 import subprocess
 import sys
 from pathlib import Path
@@ -37,19 +36,6 @@ def _trained(name: str, root: Path, settings: dict, metric: float = 0.81) -> Pat
     return root / "models" / "model.pt"
 
 
-@pytest.fixture(scope="module")
-def isolated_python(tmp_path_factory):
-    """A Python with this environment's packages but not monai_ext."""
-    env = tmp_path_factory.mktemp("env")
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
-    python = env / "bin" / "python"
-    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                             capture_output=True, text=True, check=True).stdout.strip()
-    (Path(purelib) / "dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
-    assert subprocess.run([str(python), "-c", "import monai_ext"], cwd=env, capture_output=True).returncode != 0
-    return python
-
-
 SELF_CHECK = """
 import sys
 from monai.bundle import verify_net_in_out
@@ -69,7 +55,7 @@ assert monai_ext.__file__.startswith(sys.argv[1]), monai_ext.__file__
     ("madgnet", {"spatial_dims": 2, "patch_size": [64, 64], "out_channels": 2, "class_names": {"0": "background", "1": "prostate"}}),
     ("medsegdiff", {"spatial_dims": 3, "patch_size": [16, 16, 16], "out_channels": 2, "class_names": {"0": "background", "1": "prostate"}}),
 ])
-def test_export_bakes_the_training_into_a_bundle_that_runs_without_monai_ext(name, settings, tmp_path, isolated_python, monkeypatch):
+def test_export_bakes_the_training_into_a_bundle_that_runs_without_monai_ext(name, settings, tmp_path, python_without_monai_ext):
     weights = _trained(name, tmp_path / "run", settings)
     out = export_bundle(ROOT / "bundles" / name, tmp_path / f"{name}_prostate", checkpoint=weights, large_files_url="https://example.org/b")
     inference = json.loads((out / "configs" / "inference.json").read_text())
@@ -93,7 +79,7 @@ def test_export_bakes_the_training_into_a_bundle_that_runs_without_monai_ext(nam
     else:
         assert not large.exists()
     assert not any(p.stat().st_size > 1024 * 1024 for p in out.rglob("*") if p.is_file() and p.parent.name != "models")
-    proc = subprocess.run([str(isolated_python), "-c", SELF_CHECK, str(out)], capture_output=True, text=True, cwd=out, timeout=600,
+    proc = subprocess.run([str(python_without_monai_ext), "-c", SELF_CHECK, str(out)], capture_output=True, text=True, cwd=out, timeout=600,
                           env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     assert proc.returncode == 0, proc.stderr[-3000:]
 

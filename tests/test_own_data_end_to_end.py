@@ -4,7 +4,6 @@ the inputs' grids, the trained label name in the DICOM SEG -> ``export`` -> the 
 ``python -m monai.bundle run`` (where ``monai_ext`` is not installed) writes the same mask."""
 
 import json
-import site
 import subprocess
 import sys
 from pathlib import Path
@@ -42,20 +41,8 @@ def _own_cases(folder: Path) -> None:
         nib.save(nib.Nifti1Image(label.astype(np.uint8), affine), str(folder / "labels" / f"subject{i}.nii.gz"))
 
 
-def _python_without_monai_ext(work: Path) -> Path:
-    """An interpreter with this environment's packages but not monai_ext (our editable install's hook
-    lives in a .pth file that a .pth-listed folder does not run)."""
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(work)], check=True)
-    python = work / "bin" / "python"
-    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                             capture_output=True, text=True, check=True).stdout.strip()
-    (Path(purelib) / "dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
-    assert subprocess.run([str(python), "-c", "import monai_ext"], cwd=work, capture_output=True).returncode != 0
-    return python
-
-
 @pytest.mark.slow
-def test_own_data_prepare_train_segment_export(tmp_path):
+def test_own_data_prepare_train_segment_export(tmp_path, python_without_monai_ext):
     own = tmp_path / "own"
     _own_cases(own)
     prepared = tmp_path / "prepared"
@@ -115,7 +102,7 @@ def test_own_data_prepare_train_segment_export(tmp_path):
     meta = json.loads((exported / "configs" / "metadata.json").read_text())
     assert meta["network_data_format"]["outputs"]["pred"]["channel_def"] == {"0": "background", "1": "lesion"}  # MONAI Label's /info
     assert "monai-ext" not in meta["required_packages_version"] and (exported / "monai_ext" / "inferers" / "streaming.py").is_file()
-    python = _python_without_monai_ext(tmp_path / "env")
+    python = python_without_monai_ext
     (tmp_path / "test_case").mkdir()
     (tmp_path / "test_case" / "datalist.json").write_text(json.dumps({"test": [{"image": str(case)}]}))
     proc = subprocess.run([str(python), "-m", "monai.bundle", "run", "--config_file", "configs/inference.json", "--dataset_dir",

@@ -20,7 +20,6 @@ Inputs are only read. Both outputs are written under a temporary name and rename
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,9 +172,9 @@ def _patch_size(shapes: List[Tuple[int, ...]], cap: int) -> List[int]:
 
 
 def _atomic_json(data: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=4) + "\n")
-    os.replace(tmp, path)
+    from monai_ext.data.volume_io import write_atomically
+
+    write_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=4) + "\n"))
 
 
 def prepare_folder(

@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-__all__ = ["InputError", "Volume", "find_cases", "read_volume", "check_image", "is_dicom_folder", "write_nifti", "write_dicom_seg", "VOLUME_SUFFIXES"]
+__all__ = ["InputError", "Volume", "find_cases", "read_volume", "check_image", "is_dicom_folder", "write_atomically", "write_nifti", "write_dicom_seg", "VOLUME_SUFFIXES"]
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
@@ -193,8 +193,9 @@ def _first_slice_at(image, header) -> bool:
     return bool(np.allclose(origin, [-x, -y, z], atol=1e-2))  # DICOM positions are LPS
 
 
-def _atomic(target: Path, write) -> Path:
-    """Run ``write(temporary_path)`` in the target's folder, then rename it to ``target``."""
+def write_atomically(target: Path, write) -> Path:
+    """Run ``write(temporary_path)`` in the target's folder, then rename it to ``target``: no half-written
+    file ever has the target's name (a crash leaves the old file, or none)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp{''.join(target.suffixes)}")
     try:
@@ -223,7 +224,7 @@ def write_nifti(
     img = nib.Nifti1Image(data, aff.astype(np.float64))
     img.set_qform(aff, code=1)
     img.set_sform(aff, code=1)
-    return _atomic(Path(target), lambda tmp: nib.save(img, str(tmp)))
+    return write_atomically(Path(target), lambda tmp: nib.save(img, str(tmp)))
 
 
 def write_dicom_seg(
@@ -281,4 +282,4 @@ def write_dicom_seg(
         device_serial_number="0",
         omit_empty_frames=False,
     )
-    return _atomic(Path(target), lambda tmp: seg.save_as(str(tmp)))
+    return write_atomically(Path(target), lambda tmp: seg.save_as(str(tmp)))

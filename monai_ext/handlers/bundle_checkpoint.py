@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import time
 from pathlib import Path
@@ -22,28 +21,13 @@ import torch
 from monai.utils import min_version, optional_import
 
 from monai_ext.bundle.trained import SETTINGS_FILE, fingerprint, read_record, with_record
+from monai_ext.data.volume_io import write_atomically
 
 Events, _ = optional_import("ignite.engine", "0.4.4", min_version, "Events")
 
 __all__ = ["BundleCheckpointSaver"]
 
 logger = logging.getLogger("monai_ext.checkpoint")
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _atomic_text(text: str, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _is_writer() -> bool:
@@ -161,7 +145,7 @@ class BundleCheckpointSaver:
         self._prepare()
         state = with_record(self._module().state_dict(), self.settings, **self._record(**extra))
         path = self.save_dir / filename
-        _atomic_save(state, path)
+        write_atomically(path, lambda tmp: torch.save(state, tmp))
         return path
 
     def _write_settings(self, engine) -> None:
@@ -175,7 +159,7 @@ class BundleCheckpointSaver:
                 "fingerprint": fingerprint(self._module().state_dict()),
             },
         }
-        _atomic_text(json.dumps(overlay, indent=4) + "\n", self.save_dir / SETTINGS_FILE)
+        write_atomically(self.save_dir / SETTINGS_FILE, lambda tmp: tmp.write_text(json.dumps(overlay, indent=4) + "\n"))
 
     # ----------------------------------------------------------------------------------------- events
 
