@@ -125,3 +125,16 @@ def test_time_budget_inside_an_epoch_stops_and_validates_the_final_weights():
     trainer.run(range(100), max_epochs=1)
     assert completed and completed[0] < 100 and validated == completed
     assert TimeBudget(None).seconds is None and TimeBudget(0).seconds is None  # no budget: epochs decide
+
+
+def test_records_are_read_from_any_checkpoint_form_and_a_bad_file_leaves_the_defaults(tmp_path):
+    from monai_ext.bundle import with_record
+
+    state = with_record(torch.nn.Conv2d(1, 3, 3).state_dict(), SETTINGS)
+    torch.save(state, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)  # cannot be memory-mapped
+    torch.save({"model": state}, tmp_path / "wrapped.pt")  # MONAI CheckpointSaver's form
+    assert read_record(tmp_path / "legacy.pt")["settings"] == SETTINGS == read_record(tmp_path / "wrapped.pt")["settings"]
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="bad.pt: not a loadable checkpoint"):
+        read_record(tmp_path / "bad.pt")
+    assert TrainedSettings(tmp_path / "bad.pt").get("spatial_dims", 3) == 3  # the config still parses; loading reports it

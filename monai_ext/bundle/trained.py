@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Union
 
@@ -26,6 +27,7 @@ import torch
 
 __all__ = ["RECORD_KEY", "SETTINGS_FILE", "TrainedSettings", "SettingsMismatch", "fingerprint", "read_record", "with_record", "check_fits", "differing_settings", "record_of"]
 
+logger = logging.getLogger("monai_ext.bundle")
 RECORD_KEY = "monai_ext"
 SETTINGS_FILE = "trained.json"
 
@@ -69,14 +71,19 @@ def read_record(checkpoint: Union[str, Path]) -> Optional[Dict[str, Any]]:
     if not path.is_file():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # a checkpoint in torch's legacy format cannot be memory-mapped
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several kinds for corrupt or foreign files
         raise ValueError(f"{path}: not a loadable checkpoint ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from e
     return record_of(state)
 
 
 def record_of(state: Any) -> Optional[Dict[str, Any]]:
-    """The record carried by a loaded state dict, or ``None``."""
+    """The record carried by a loaded state dict (or MONAI's ``{"model": state_dict}``), or ``None``."""
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
     metadata = getattr(state, "_metadata", None) or {}
     text = metadata.get("", {}).get(RECORD_KEY)
     return json.loads(text) if text else None
@@ -96,7 +103,11 @@ class TrainedSettings:
 
     def __init__(self, checkpoint: Union[str, Path]) -> None:
         self.checkpoint = Path(checkpoint)
-        self.record = read_record(self.checkpoint) or {}
+        try:
+            self.record = read_record(self.checkpoint) or {}
+        except ValueError as e:  # the weights loader reports the file when it is loaded; the config still parses
+            logger.warning("%s", e)
+            self.record = {}
 
     @property
     def settings(self) -> Dict[str, Any]:

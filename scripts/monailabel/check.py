@@ -1,6 +1,9 @@
 """Load every bundle in MONAI Label's bundle app (``monaibundle``) and use it as a MONAI Label user would:
 ``/info`` (the model and its label names from the metadata's channel definitions), ``/infer`` on a NIfTI
-study, ``/train`` on the labelled studies, then ``/infer`` again with the trained weights.
+study, ``/train`` on the labelled studies, then ``/infer`` again with the trained weights. Then a trained
+bundle as users get one: the U-Net trained (outside MONAI Label) on data whose one foreground label is
+"lesion", exported with ``python -m monai_ext export`` into the app as ``unet_lesion``: ``/info`` must list
+the trained label, ``/infer`` must run the exported pipeline.
 
 Runs headlessly in the environment ``scripts/monailabel/setup_env.sh`` builds, against the FastAPI app
 through its TestClient (no port is opened), with a local studies folder of synthetic NIfTI images in
@@ -27,6 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 BUNDLES = ["unet", "unetplusplus", "resunet", "resunetplusplus", "madgnet", "medsegdiff", "higmisnet"]
+EXPORTED = "unet_lesion"
 # values that keep a CPU run to minutes: small patches (multiples of 32 for MADGNet), few diffusion steps
 OVERRIDES = {"patch_size": [64, 64], "resize": [64, 64], "num_workers": 0, "batch_size": 2, "val_interval": 1}
 DIFFUSION = {"num_inference_steps": 5, "ensemble": 2, "validate_steps": 5, "validate_ensemble": 2}
@@ -71,6 +75,30 @@ def install_bundle(name: str, model_dir: Path) -> Path:
     (target / "models").mkdir()
     torch.save(parser.get_parsed_content("network_def").state_dict(), target / "models" / "model.pt")
     return target
+
+
+def install_exported(model_dir: Path, work: Path) -> None:
+    """Train the U-Net bundle briefly on 2D cases whose one foreground label is "lesion" and export it into
+    the app's model folder (what a user who trained on their own data hands to MONAI Label)."""
+    import nibabel as nib
+    import numpy as np
+    from monai.bundle import run
+
+    from monai_ext.bundle.export import export_bundle
+    from monai_ext.data import make_synthetic_dataset
+
+    data = make_synthetic_dataset(work / "own", num_cases=6, spatial_dims=2, size=(64, 64), seed=11).parent
+    for case in json.loads((data / "datalist.json").read_text())["training"] + json.loads((data / "datalist.json").read_text())["validation"]:
+        label = nib.load(str(data / case["label"]))
+        nib.save(nib.Nifti1Image((np.asarray(label.dataobj) == 1).astype(np.uint8), label.affine), str(data / case["label"]))
+    overlay = work / "own_overlay.json"
+    overlay.write_text(json.dumps({"dataset_dir": str(data), "out_channels": 2, "class_names": {"0": "background", "1": "lesion"},
+                                   "patch_size": [64, 64]}))
+    bundle = ROOT / "bundles" / "unet"
+    run(config_file=[str(bundle / "configs" / "train.json"), str(overlay)], meta_file=str(bundle / "configs" / "metadata.json"),
+        logging_file=str(bundle / "configs" / "logging.conf"), bundle_root=str(work / "own_run"),
+        **{"train#trainer#max_epochs": 2, "num_workers": 0, "batch_size": 2})
+    export_bundle(bundle, model_dir / EXPORTED, checkpoint=work / "own_run" / "models" / "model.pt")
 
 
 def create_client(app_dir: Path, studies: Path, work: Path, models: list):
@@ -121,6 +149,7 @@ def main(argv=None) -> int:
     parser.add_argument("--work", type=Path, default=ROOT / ".monailabel_check")
     parser.add_argument("--cases", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--skip-exported", action="store_true", help="skip the exported, relabelled U-Net")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
@@ -136,24 +165,36 @@ def main(argv=None) -> int:
     ids = make_studies(studies, args.cases)
     for name in args.bundles:
         install_bundle(name, app_dir / "model")
-    print(f"MONAI Label {monailabel.__version__}: app {app_dir}, {len(ids)} studies, bundles {args.bundles}", flush=True)
+    names = list(args.bundles)
+    if not args.skip_exported:
+        install_exported(app_dir / "model", args.work)
+        names.append(EXPORTED)
+    print(f"MONAI Label {monailabel.__version__}: app {app_dir}, {len(ids)} studies, bundles {names}", flush=True)
 
-    client = create_client(app_dir, studies, args.work, args.bundles)
+    client = create_client(app_dir, studies, args.work, names)
     results, failed = {}, False
     info = client.get("/info/").json()
-    for name in args.bundles:
+    for name in names:
         result: dict = {}
         try:
             model = info["models"].get(name)
             if model is None:
                 raise RuntimeError(f"/info: {name} not among the models {sorted(info['models'])}")
-            metadata = json.loads((ROOT / "bundles" / name / "configs" / "metadata.json").read_text())
+            metadata = json.loads((app_dir / "model" / name / "configs" / "metadata.json").read_text())  # the installed copy
             expected = {v.lower(): int(k) for k, v in metadata["network_data_format"]["outputs"]["pred"]["channel_def"].items()
                         if v.lower() != "background"}
             if model["labels"] != expected:
                 raise RuntimeError(f"/info: {name} labels {model['labels']}, the metadata says {expected}")
             result["labels"] = model["labels"]
             print(f"{name}: /info lists it with labels {model['labels']}", flush=True)
+            if name == EXPORTED:
+                if expected != {"lesion": 1}:
+                    raise RuntimeError(f"/info: {name} labels {expected}, trained with 'lesion' = 1")
+                result["infer_exported"] = check_infer(client, name, ids[-1], studies, expected)
+                print(f"{name}: /infer with the exported bundle {result['infer_exported']}", flush=True)
+                result["ok"] = True
+                results[name] = result
+                continue
             result["infer_untrained"] = check_infer(client, name, ids[-1], studies, expected)
             print(f"{name}: /infer {result['infer_untrained']}", flush=True)
 
