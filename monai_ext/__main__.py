@@ -159,7 +159,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     g.add_argument("--bundle", required=True, help="bundle folder, e.g. bundles/unet")
     g.add_argument("--input", required=True, help="a volume file, a DICOM series folder, or a folder of cases")
     g.add_argument("--output", required=True, help="folder for <case>_seg.nii.gz / <case>_seg.dcm")
-    g.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    g.add_argument("--device", default="auto", help="auto: the bundle's device (CUDA when present); cpu, cuda, cuda:N")
     g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="mixed precision (default: the bundle's amp value)")
     g.add_argument("--tta", action="store_true", help="mirror test-time augmentation along every axis of the window")

@@ -240,3 +240,16 @@ def test_a_diffusion_bundle_writes_probability_and_uncertainty_maps(tmp_path):
         assert img.shape[:3] == image.shape and np.allclose(img.affine, image.affine, atol=1e-5), name
     probability = np.asarray(written["anatomical_probability.nii.gz"].dataobj)
     assert probability.shape == image.shape + (2,) and 0 <= probability.min() and probability.max() <= 1
+
+
+def test_options_override_the_bundles_inferer_values_and_name_what_it_lacks(bundle, tmp_path):
+    (plain,) = segment(bundle, NIB_DATA / "anatomical.nii", tmp_path / "plain", device="cpu", overrides=SMALL_3D, progress=False)
+    (tta,) = segment(bundle, NIB_DATA / "anatomical.nii", tmp_path / "tta", device="cpu", overrides=SMALL_3D, progress=False,
+                     tta=True, sw_batch_size=2, overlap=0.25)
+    a, b = nib.load(str(plain.output)), nib.load(str(tta.output))
+    assert a.shape == b.shape and np.allclose(a.affine, b.affine)
+    assert not np.array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj))  # eight mirrored passes averaged: another mask
+    medsegdiff = tmp_path / "medsegdiff"
+    shutil.copytree(ROOT / "bundles" / "medsegdiff", medsegdiff)
+    with pytest.raises(vio.InputError, match="--tta: the bundle's inferer .*DiffusionSegmentationInferer.* has no 'tta_axes'"):
+        segment(medsegdiff, NIB_DATA / "anatomical.nii", tmp_path / "out", device="cpu", tta=True, progress=False)
