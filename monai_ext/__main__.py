@@ -169,7 +169,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     g.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     g.add_argument("--reader", default="itk", choices=("itk", "pydicom"), help="DICOM series reader")
     g.add_argument("--checkpoint", default=None, help="weights (default <bundle>/models/model.pt); they carry their trained settings")
-    g.add_argument("--config", action="append", help="config file merged on inference.json (e.g. bundles/datasets/promise12.json)")
+    g.add_argument("--config", action="append", help="config file merged on inference.json (e.g. datasets/promise12.json)")
     g.add_argument("--set", action="append", metavar="KEY=VALUE", help="config value, JSON-parsed (e.g. inferer#overlap=0.25)")
     g.set_defaults(func=_segment)
 

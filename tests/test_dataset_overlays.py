@@ -1,4 +1,4 @@
-"""Data-set overlays are stored once (``bundles/datasets``) and merged with config lists; each works with
+"""Data-set overlays are stored once (``datasets/``) and merged with config lists; each works with
 its data: a training batch through the network and loss, and inference writing masks with the source's
 size (and affine for volumes), through the bundles' configs."""
 
@@ -17,7 +17,7 @@ from test_public_datasets import REPLICAS
 from monai_ext.data.public import prepare_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
-OVERLAYS = ROOT / "bundles" / "datasets"
+OVERLAYS = ROOT / "datasets"
 BUNDLES = ["unet", "unetplusplus", "resunet", "resunetplusplus", "madgnet", "medsegdiff", "higmisnet"]
 
 

@@ -170,13 +170,20 @@ def test_bad_inputs_end_with_one_line_and_a_non_zero_exit(bundle, tmp_path):
 def test_demo_runs_from_an_installed_package(tmp_path):
     """The wheel carries the bundles: the demo runs from it, away from the checkout."""
     pytest.importorskip("setuptools", reason="building the wheel offline needs setuptools in the environment")
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "wheel")],
+    source = tmp_path / "source"  # a copy: building writes build/ and *.egg-info into the source folder
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, source / name)
+    for name in ("monai_ext", "bundles", "datasets", "schemas"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "models", "eval"))
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "wheel")],
                            capture_output=True, text=True, timeout=600)
     assert build.returncode == 0, build.stderr[-3000:]
     import zipfile
 
     (wheel,) = (tmp_path / "wheel").glob("monai_ext-*.whl")
     zipfile.ZipFile(wheel).extractall(tmp_path / "site")
+    assert (tmp_path / "site" / "monai_ext" / "datasets" / "promise12.json").is_file()  # the overlays ship too
     run = ("import runpy, sys, monai_ext; assert monai_ext.__file__.startswith(sys.argv[1]), monai_ext.__file__; "
            "sys.argv = ['monai_ext', 'demo', '--output', sys.argv[2], '--epochs', '2', '--cases', '5']; runpy.run_module('monai_ext', run_name='__main__')")
     env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path / "site")}

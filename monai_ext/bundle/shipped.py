@@ -1,6 +1,6 @@
-"""Where the bundles, their data-set overlays and the metadata schema are: inside an installed package
-(``monai_ext/bundles``, ``monai_ext/schemas``, see ``pyproject.toml``) or in the source checkout
-(``bundles/``, ``schemas/``, for an editable install)."""
+"""Where the bundles, the data-set overlays and the metadata schema are: inside an installed package
+(``monai_ext/bundles``, ``monai_ext/datasets``, ``monai_ext/schemas``, see ``pyproject.toml``) or in the
+source checkout (``bundles/``, ``datasets/``, ``schemas/``, for an editable install)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ _PACKAGE = Path(__file__).resolve().parents[1]
 
 
 def shipped(name: str) -> Path:
-    """The folder ``name`` (``"bundles"`` or ``"schemas"``) as installed, else as in the checkout.
+    """The folder ``name`` (``"bundles"``, ``"datasets"`` or ``"schemas"``) as installed, else as in the checkout.
 
     Raises:
         FileNotFoundError: neither exists.
