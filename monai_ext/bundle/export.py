@@ -190,7 +190,7 @@ def _eval_metrics(weights: Path) -> Dict[str, float]:
     out = {}
     for name, stats in metrics.items():
         value = stats.get("mean") if isinstance(stats, dict) else stats
-        if isinstance(value, (int, float)):
+        if isinstance(value, (int, float)) and value == value:  # NaN: the metric had no case (e.g. an absent class)
             out[f"mean_{name}" if isinstance(stats, dict) else name] = round(float(value), 4)
     return out
 
@@ -265,7 +265,6 @@ def export_bundle(
         io = (int(parser.get_parsed_content("network_in_channels")), int(parser.get_parsed_content("network_out_channels")))
     except Exception as e:
         raise ExportError(f"{bundle / 'configs' / 'inference.json'}: does not parse with these settings ({str(e).splitlines()[0]})") from e
-    values.update({k: overrides[k] for k in overrides if k in values})
     state = torch.load(weights, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
