@@ -23,7 +23,6 @@ class _Validator(Engine):
         self.scores = list(scores)
         self.data_loader = type("Loader", (), {"dataset": type("Dataset", (), {"data": [{"image": c} for c in cases]})()})()
         self.add_event_handler(Events.COMPLETED, self._score)
-        self.add_event_handler(Events.COMPLETED(once=1), lambda e: None)
 
     def _score(self, engine):
         engine.state.key_metric_name = "val_mean_dice"

@@ -36,7 +36,7 @@ import torch
 from monai.transforms import Compose, LoadImaged, SaveImaged
 from tqdm import tqdm
 
-from monai_ext.bundle.trained import SettingsMismatch, check_fits, differing_settings, record_of
+from monai_ext.bundle.trained import SettingsMismatch, check_fits, differing_settings, load_state, record_of
 from monai_ext.data.volume_io import InputError, Volume, check_image, find_cases, is_dicom_folder, read_volume, write_dicom_seg, write_nifti
 
 __all__ = ["BundleSegmenter", "segment", "CaseResult"]
@@ -106,7 +106,6 @@ class BundleSegmenter:
         sw_batch_size: Optional[int] = None,
         overlap: Optional[float] = None,
     ) -> None:
-        from monai.bundle import ConfigParser
         from monai.bundle.workflows import ConfigWorkflow
 
         self.bundle = Path(bundle)
@@ -122,18 +121,18 @@ class BundleSegmenter:
             values["device"] = torch.device(device)
         if amp is not None:
             values["amp"] = bool(amp)
-        raw = ConfigParser.load_config_files([str(f) for f in files])
-        inferer = raw.get("inferer") if isinstance(raw.get("inferer"), dict) else {}
+        self.workflow = ConfigWorkflow(
+            config_file=[str(f) for f in files], meta_file=str(folder / "metadata.json"), logging_file=False, workflow_type="infer", **values
+        )
+        inferer = self.workflow.parser.get("inferer")
+        inferer = inferer if isinstance(inferer, dict) else {}
         for option, key, value in (("--sw-batch-size", "sw_batch_size", sw_batch_size), ("--overlap", "overlap", overlap),
                                    ("--tta", "tta_axes", "$list(range(len(@patch_size)))" if tta else None)):
             if value is None:
                 continue
             if key not in inferer:
                 raise InputError(f"{files[0]}: {option}: the bundle's inferer ({inferer.get('_target_')}) has no {key!r}")
-            values[f"inferer#{key}"] = value
-        self.workflow = ConfigWorkflow(
-            config_file=[str(f) for f in files], meta_file=str(folder / "metadata.json"), logging_file=False, workflow_type="infer", **values
-        )
+            self.workflow.parser[f"inferer#{key}"] = value
         try:
             self.workflow.initialize()
             parser = self.workflow.parser
@@ -152,7 +151,8 @@ class BundleSegmenter:
             raise InputError(f"{files[0]}: the bundle's config does not parse with these values ({_reason(e)})") from e
         self.class_names = self._class_names(parser)
         # the bundle's own steps; its SaveImaged replaced by our writers
-        self.loaders = [t for t in _transforms(preprocessing) if isinstance(t, LoadImaged)]
+        loaders = [t for t in _transforms(preprocessing) if isinstance(t, LoadImaged)]
+        self.loader = Compose(loaders) if loaders else None
         self.preprocessing = Compose([t for t in _transforms(preprocessing) if not isinstance(t, LoadImaged)])
         steps = _transforms(postprocessing)
         self.postprocessing = Compose([t for t in steps if not isinstance(t, SaveImaged)])
@@ -175,11 +175,9 @@ class BundleSegmenter:
         if not weights.is_file():
             raise InputError(f"{weights}: missing checkpoint (train the bundle first, or pass --checkpoint)")
         try:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise InputError(f"{weights}: not a loadable checkpoint ({_reason(e)})") from e
-        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-            state = state["model"]  # MONAI CheckpointSaver's {"model": state_dict}
+            state = load_state(weights)
+        except ValueError as e:
+            raise InputError(str(e)) from e
         record = record_of(state)
         configured = {k: parser.get_parsed_content(k) for k in (record or {}).get("settings", {}) if k in parser}
         try:
@@ -192,7 +190,7 @@ class BundleSegmenter:
         for key, (trained, now) in differing_settings(record, configured).items():
             logger.warning("%s: %s was %s in training and is %s now (an override or overlay changed it)", weights, key, trained, now)
         self.network.to(self.device).eval()
-        self.weights, self.record = weights, record
+        self.weights = weights
 
     def load(self, case: Path, dicom_reader: str = "itk") -> Volume:
         """Load and check one case: a file with the bundle's ``LoadImaged``, a DICOM series folder with
@@ -200,10 +198,10 @@ class BundleSegmenter:
         min_dims = 3 if self.spatial_dims == 3 else 2
         if not case.exists():
             raise InputError(f"{case}: no such file or folder")
-        if case.is_dir() or is_dicom_folder(case) or not self.loaders:
+        if case.is_dir() or is_dicom_folder(case) or self.loader is None:
             return read_volume(case, self.in_channels, min_dims, dicom_reader)
         try:
-            image = Compose(self.loaders)({"image": str(case)})["image"]
+            image = self.loader({"image": str(case)})["image"]
         except Exception as e:  # readers raise many kinds
             raise InputError(f"{case}: unreadable ({_reason(e)})") from e
         check_image(case, image, self.in_channels, min_dims)

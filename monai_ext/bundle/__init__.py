@@ -3,7 +3,9 @@
 ``export`` loads on first use (it imports more than a bundle config needs).
 """
 
-from .trained import SETTINGS_FILE, SettingsMismatch, TrainedSettings, check_fits, differing_settings, read_record, record_of, with_record
+from .trained import (
+    SETTINGS_FILE, SettingsMismatch, TrainedSettings, check_fits, differing_settings, load_state, read_record, record_of, with_record,
+)
 
 
 def __getattr__(name):

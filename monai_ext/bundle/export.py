@@ -37,7 +37,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import torch
 
 from monai_ext.bundle.shipped import shipped
-from monai_ext.bundle.trained import SETTINGS_FILE, check_fits, read_record
+from monai_ext.bundle.trained import SETTINGS_FILE, check_fits, load_state, record_of
 
 __all__ = ["export_bundle", "LARGE_FILE_BYTES", "ExportError"]
 
@@ -254,21 +254,20 @@ def export_bundle(
 
     # --------------------------------------------------------------------- settings the weights fit
     parser = _parser(bundle, weights, configs, overrides)
-    record = read_record(weights)
     merged = ConfigParser(ConfigParser.load_config_files([str(bundle / "configs" / "inference.json")] + [str(c) for c in configs]))
     merged.update({k: v for k, v in overrides.items() if k not in ("bundle_root", "checkpoint", "device")})
     raw_inference = merged.get()
-    hooked = _hooked(json.loads((bundle / "configs" / "inference.json").read_text()))
+    source_inference = json.loads((bundle / "configs" / "inference.json").read_text())
+    hooked = _hooked(source_inference)
     try:
         values = {k: _plain(parser.get_parsed_content(k)) for k in hooked}
         network = parser.get_parsed_content("network_def")
         io = (int(parser.get_parsed_content("network_in_channels")), int(parser.get_parsed_content("network_out_channels")))
     except Exception as e:
         raise ExportError(f"{bundle / 'configs' / 'inference.json'}: does not parse with these settings ({str(e).splitlines()[0]})") from e
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
     try:
+        state = load_state(weights)
+        record = record_of(state)
         check_fits(weights, state, network, values)
     except ValueError as e:
         raise ExportError(str(e)) from e
@@ -281,7 +280,6 @@ def export_bundle(
         (tmp / "configs").mkdir(parents=True)
         (tmp / "models").mkdir()
         (tmp / "docs").mkdir()
-        source_inference = json.loads((bundle / "configs" / "inference.json").read_text())
         defaults = {k: source_inference[k] for k in ("dataset_dir", "datalist_file", "output_dir") if k in source_inference}
         inference = _bake(raw_inference, values, defaults)
         (tmp / "configs" / "inference.json").write_text(_dump(inference))

@@ -25,7 +25,7 @@ from typing import Any, Dict, Mapping, Optional, Union
 
 import torch
 
-__all__ = ["RECORD_KEY", "SETTINGS_FILE", "TrainedSettings", "SettingsMismatch", "fingerprint", "read_record", "with_record", "check_fits", "differing_settings", "record_of"]
+__all__ = ["RECORD_KEY", "SETTINGS_FILE", "TrainedSettings", "SettingsMismatch", "fingerprint", "read_record", "with_record", "check_fits", "differing_settings", "record_of", "load_state"]
 
 logger = logging.getLogger("monai_ext.bundle")
 RECORD_KEY = "monai_ext"
@@ -59,31 +59,42 @@ def with_record(state: Dict[str, torch.Tensor], settings: Mapping[str, Any], **e
     return state
 
 
+def load_state(checkpoint: Union[str, Path], mmap: bool = False) -> Dict[str, torch.Tensor]:
+    """A checkpoint's state dict (MONAI's ``{"model": state_dict}`` unwrapped), loaded with ``weights_only=True``.
+
+    ``mmap`` maps the file instead of reading it (for the record of a large checkpoint); a checkpoint in
+    torch's legacy format, which cannot be mapped, is read.
+
+    Raises:
+        ValueError: one line naming the file, when it is not a loadable checkpoint.
+    """
+    path = Path(checkpoint)
+    try:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except RuntimeError:
+            if not mmap:
+                raise
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several kinds for corrupt or foreign files
+        raise ValueError(f"{path}: not a loadable checkpoint ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from e
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    return state
+
+
 def read_record(checkpoint: Union[str, Path]) -> Optional[Dict[str, Any]]:
     """The record of a checkpoint file, or ``None`` when it has none (plain weights) or does not exist.
-
-    The file is memory-mapped, so reading the record of a large checkpoint does not read its weights.
 
     Raises:
         ValueError: the file exists but is not a loadable checkpoint.
     """
     path = Path(checkpoint)
-    if not path.is_file():
-        return None
-    try:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # a checkpoint in torch's legacy format cannot be memory-mapped
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several kinds for corrupt or foreign files
-        raise ValueError(f"{path}: not a loadable checkpoint ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from e
-    return record_of(state)
+    return record_of(load_state(path, mmap=True)) if path.is_file() else None
 
 
 def record_of(state: Any) -> Optional[Dict[str, Any]]:
-    """The record carried by a loaded state dict (or MONAI's ``{"model": state_dict}``), or ``None``."""
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
+    """The record carried by a state dict (as :func:`load_state` returns it), or ``None``."""
     metadata = getattr(state, "_metadata", None) or {}
     text = metadata.get("", {}).get(RECORD_KEY)
     return json.loads(text) if text else None

@@ -81,6 +81,8 @@ class BundleCheckpointSaver:
         self.last_metric: Optional[Dict[str, Any]] = None
         self._move_aside = False
         self._trainer = None
+        self._digest: Optional[str] = None  # of the validation cases, fixed for a run
+        self._fingerprint: Optional[str] = None
 
     def attach(self, engine) -> None:
         self._trainer = engine
@@ -104,10 +106,11 @@ class BundleCheckpointSaver:
             return None
 
     def _record(self, **extra: Any) -> Dict[str, Any]:
-        return {"data": self._data(), "data_source": self.data_source, "saved": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
+        return {"data": self._digest, "data_source": self.data_source, "saved": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
 
     def _started(self, engine) -> None:
         self.best, self.best_epoch = None, None
+        self._digest, self._fingerprint = self._data(), fingerprint(self._module().state_dict())
         existing = self.save_dir / self.best_filename
         if not existing.exists():
             return
@@ -117,10 +120,10 @@ class BundleCheckpointSaver:
             record = None
         same = (
             record is not None
-            and record.get("fingerprint") == fingerprint(self._module().state_dict())
+            and record.get("fingerprint") == self._fingerprint
             and record.get("settings") == self.settings
             and record.get("data") is not None
-            and record.get("data") == self._data()
+            and record.get("data") == self._digest
             and record.get("metric") is not None
         )
         if same:
@@ -155,8 +158,8 @@ class BundleCheckpointSaver:
             "trained_run": {
                 "best": {"file": self.best_filename, "metric": self.last_metric and self.last_metric["name"], "value": self.best, "epoch": self.best_epoch},
                 "epochs": engine.state.epoch if engine is not None else None,
-                "data": self._data(),
-                "fingerprint": fingerprint(self._module().state_dict()),
+                "data": self._digest,
+                "fingerprint": self._fingerprint,
             },
         }
         write_atomically(self.save_dir / SETTINGS_FILE, lambda tmp: tmp.write_text(json.dumps(overlay, indent=4) + "\n"))
