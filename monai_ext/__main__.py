@@ -8,8 +8,8 @@
 - ``synthetic OUTPUT``: write the synthetic blobs-and-tubes data set (``monai_ext.data.synthetic``).
 - ``demo [--output DIR]``: synthetic 3D data, brief training of a bundle, ``segment``, mask, overlay and
   metrics (``monai_ext.apps.demo``); a few minutes on a CPU.
-- ``segment --bundle DIR --input PATH --output DIR``: segment a volume file, a DICOM series folder or a
-  folder of cases with a bundle (``monai_ext.apps.segment``).
+- ``segment --bundle DIR --input PATH --output DIR``: segment a volume file, a DICOM input (folder,
+  DICOMDIR, file, DICOMweb URL) or a folder of cases with a bundle (``monai_ext.apps.segment``).
 - ``export --bundle DIR --output DIR``: a self-contained, distributable bundle with the trained weights and
   settings baked in (``monai_ext.bundle.export``).
 
@@ -87,7 +87,8 @@ def _segment(args: argparse.Namespace) -> int:
     overrides = _key_values(args.set)
     results = segment(
         args.bundle, args.input, args.output, device, args.amp, args.tta, args.format, args.overwrite, args.checkpoint,
-        args.config or [], overrides, dicom_reader=args.reader, sw_batch_size=args.sw_batch_size, overlap=args.overlap,
+        args.config or [], overrides, sw_batch_size=args.sw_batch_size, overlap=args.overlap, series=args.series,
+        each_series=args.each_series, allow_gaps=args.allow_gaps, slice_tolerance=args.slice_tolerance, store=args.store,
     )
     failed = [r for r in results if r.error]
     done = len(results) - len(failed)
@@ -157,7 +158,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     g = sub.add_parser("segment", help="segment volumes (NIfTI, NRRD, MetaImage, DICOM series) with a bundle")
     g.add_argument("--bundle", required=True, help="bundle folder, e.g. bundles/unet")
-    g.add_argument("--input", required=True, help="a volume file, a DICOM series folder, or a folder of cases")
+    g.add_argument("--input", required=True,
+                   help="a volume file; a DICOM folder, DICOMDIR or file; a DICOMweb study or series URL "
+                        "(http://HOST:PORT/dicom-web/studies/UID[/series/UID]); or a folder of cases")
     g.add_argument("--output", required=True, help="folder for <case>_seg.nii.gz / <case>_seg.dcm")
     g.add_argument("--device", default="auto", help="auto: the bundle's device (CUDA when present); cpu, cuda, cuda:N")
     g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
@@ -165,9 +168,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     g.add_argument("--tta", action="store_true", help="mirror test-time augmentation along every axis of the window")
     g.add_argument("--sw-batch-size", type=int, default=None, help="windows per network call (default: the bundle's)")
     g.add_argument("--overlap", type=float, default=None, help="window overlap (default: the bundle's)")
-    g.add_argument("--format", default="nifti", choices=("nifti", "dicom-seg"))
+    g.add_argument("--format", default="nifti", choices=("nifti", "dicom-seg", "rtstruct"),
+                   help="NIfTI mask (default), DICOM SEG or RT Structure Set (DICOM inputs) referencing the source series")
+    g.add_argument("--series", default=None, metavar="UID", help="the DICOM series to segment (SeriesInstanceUID), where the input holds several")
+    g.add_argument("--each-series", action="store_true", help="segment every series of a DICOM input, one output each")
+    g.add_argument("--allow-gaps", action="store_true",
+                   help="interpolate missing DICOM slices along the slice normal (with a warning) instead of refusing the series")
+    g.add_argument("--slice-tolerance", type=float, default=None, metavar="MM",
+                   help="how far a DICOM slice may lie off the fitted slice grid (default: 0.1 mm or 2%% of the pitch)")
+    g.add_argument("--store", action="store_true", help="store the DICOM output back on the DICOMweb server of the --input URL (STOW-RS)")
     g.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    g.add_argument("--reader", default="itk", choices=("itk", "pydicom"), help="DICOM series reader")
     g.add_argument("--checkpoint", default=None, help="weights (default <bundle>/models/model.pt); they carry their trained settings")
     g.add_argument("--config", action="append", help="config file merged on inference.json (e.g. datasets/promise12.json)")
     g.add_argument("--set", action="append", metavar="KEY=VALUE", help="config value, JSON-parsed (e.g. inferer#overlap=0.25)")

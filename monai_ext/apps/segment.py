@@ -26,6 +26,7 @@ configured network are a one-line error naming the setting.
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,12 +38,14 @@ from monai.transforms import Compose, LoadImaged, SaveImaged
 from tqdm import tqdm
 
 from monai_ext.bundle.trained import SettingsMismatch, check_fits, differing_settings, load_state, record_of
-from monai_ext.data.volume_io import InputError, Volume, check_image, find_cases, is_dicom_folder, read_volume, write_dicom_seg, write_nifti
+from monai_ext.data.dicom_seg import write_dicom_seg, write_rtstruct
+from monai_ext.data.volume_io import Case, InputError, Volume, check_image, find_cases, read_volume, write_nifti
 
 __all__ = ["BundleSegmenter", "segment", "CaseResult"]
 
 logger = logging.getLogger("monai_ext.segment")
-FORMATS = ("nifti", "dicom-seg")
+FORMATS = ("nifti", "dicom-seg", "rtstruct")
+DICOM_FORMATS = ("dicom-seg", "rtstruct")
 
 
 @dataclass
@@ -150,6 +153,7 @@ class BundleSegmenter:
         except Exception as e:  # a config error surfaces as any kind of exception
             raise InputError(f"{files[0]}: the bundle's config does not parse with these values ({_reason(e)})") from e
         self.class_names = self._class_names(parser)
+        self.version = str(parser.get_parsed_content("_meta_#version", default="0"))
         # the bundle's own steps; its SaveImaged replaced by our writers
         loaders = [t for t in _transforms(preprocessing) if isinstance(t, LoadImaged)]
         self.loader = Compose(loaders) if loaders else None
@@ -192,26 +196,28 @@ class BundleSegmenter:
         self.network.to(self.device).eval()
         self.weights = weights
 
-    def load(self, case: Path, dicom_reader: str = "itk") -> Volume:
-        """Load and check one case: a file with the bundle's ``LoadImaged``, a DICOM series folder with
-        :func:`~monai_ext.data.volume_io.read_volume` (which also checks the series and keeps its headers)."""
+    def load(self, case: Case, allow_gaps: bool = False, slice_tolerance: Optional[float] = None) -> Volume:
+        """Load and check one case: a file with the bundle's ``LoadImaged``, a DICOM series with
+        :func:`~monai_ext.data.volume_io.read_volume` (which checks the series' geometry and keeps its headers)."""
         min_dims = 3 if self.spatial_dims == 3 else 2
-        if not case.exists():
-            raise InputError(f"{case}: no such file or folder")
-        if case.is_dir() or is_dicom_folder(case) or self.loader is None:
-            return read_volume(case, self.in_channels, min_dims, dicom_reader)
+        if case.error:
+            raise InputError(case.error)
+        if not case.path.exists():
+            raise InputError(f"{case.path}: no such file or folder")
+        if case.series is not None or case.path.is_dir() or self.loader is None:
+            return read_volume(case, self.in_channels, min_dims, allow_gaps, slice_tolerance)
         try:
-            image = self.loader({"image": str(case)})["image"]
+            image = self.loader({"image": str(case.path)})["image"]
         except Exception as e:  # readers raise many kinds
-            raise InputError(f"{case}: unreadable ({_reason(e)})") from e
-        check_image(case, image, self.in_channels, min_dims)
-        return Volume(path=case, image=image)
+            raise InputError(f"{case.path}: unreadable ({_reason(e)})") from e
+        check_image(case.path, image, self.in_channels, min_dims)
+        return Volume(case.path, image, case.name)
 
     def output_names(self, case_name: str, output_format: str) -> Dict[str, str]:
         """The file names of one case's outputs, by key (what the bundle's ``SaveImaged`` steps would write)."""
         names = {}
         for o in self.outputs:
-            suffix = ".dcm" if output_format == "dicom-seg" and o.key == "pred" else ".nii.gz"
+            suffix = ".dcm" if output_format in DICOM_FORMATS and o.key == "pred" else ".nii.gz"
             names[o.key] = f"{case_name}_{o.postfix}{suffix}"
         return names
 
@@ -253,61 +259,91 @@ def segment(
     configs: Sequence[Union[str, Path]] = (),
     overrides: Optional[Dict[str, Any]] = None,
     progress: bool = True,
-    dicom_reader: str = "itk",
     sw_batch_size: Optional[int] = None,
     overlap: Optional[float] = None,
+    series: Optional[str] = None,
+    each_series: bool = False,
+    allow_gaps: bool = False,
+    slice_tolerance: Optional[float] = None,
+    store: bool = False,
 ) -> List[CaseResult]:
-    """Segment one file, one DICOM series folder, or a folder of cases; see the module docstring.
+    """Segment one file, one DICOM input (folder, ``DICOMDIR``, file, or a DICOMweb study or series URL), or a
+    folder of cases; see the module docstring.
 
-    DICOM series are read with ITK or pydicom (``dicom_reader``). Outputs go to ``output_dir`` under the
-    bundle's names (``<case>_seg.nii.gz``, or ``<case>_seg.dcm``); an existing one is an error unless
-    ``overwrite``; inputs are never written. A case that fails is reported (``error``) and the others go on.
+    DICOM inputs are read by :mod:`monai_ext.data.dicom`: one series (``series`` picks it by
+    SeriesInstanceUID, ``each_series`` segments every one), its geometry checked (``allow_gaps``,
+    ``slice_tolerance``). Outputs go to ``output_dir`` under the bundle's names (``<case>_seg.nii.gz``, or
+    ``<case>_seg.dcm`` for ``dicom-seg`` and ``rtstruct``); an existing one is an error unless ``overwrite``;
+    inputs are never written. With a DICOMweb input and ``store``, each DICOM output is also stored on that
+    server (STOW-RS). A case that fails is reported (``error``) and the others go on.
 
     Raises:
         InputError: a bad bundle, checkpoint, format or input path (before any case runs).
     """
     if output_format not in FORMATS:
         raise InputError(f"--format must be one of {', '.join(FORMATS)}, got {output_format!r}")
+    from monai_ext.data import dicomweb
+
+    url = str(input_path)
+    web = dicomweb.is_url(url)
+    if store and not (web and output_format in DICOM_FORMATS):
+        raise InputError(f"--store sends a DICOM output (--format {' or '.join(DICOM_FORMATS)}) back to the DICOMweb server of a DICOMweb --input")
     output_dir = Path(output_dir)
-    cases = [c for c in find_cases(input_path) if output_dir.resolve() not in c.resolve().parents]
-    if not cases:
-        raise InputError(f"{input_path}: no cases outside the output folder {output_dir}")
-    model = BundleSegmenter(bundle, device, amp, tta, checkpoint, configs, overrides, sw_batch_size, overlap)
-    targets: Dict[Path, Path] = {}
-    for case in cases:
-        for name in model.output_names(Volume(case, torch.empty(0)).name, output_format).values():
-            target = output_dir / name
-            if target in targets:
-                raise InputError(f"{targets[target]} and {case} would both be written to {target}; segment them separately")
-            targets[target] = case
-    logger.info("%s (%s) on %s: %d case(s)", model.bundle.name, model.weights, model.device, len(cases))
-    results: List[CaseResult] = []
-    for case in tqdm(cases, desc="segment", disable=not progress):
-        seconds: Dict[str, float] = {}
-        start = time.perf_counter()
-        try:
-            volume = model.load(case, dicom_reader)
-            seconds["read"] = time.perf_counter() - start
-            names = model.output_names(volume.name, output_format)
-            existing = [output_dir / n for n in names.values() if (output_dir / n).exists()]
-            if existing and not overwrite:
-                raise InputError(f"{existing[0]}: exists (pass --overwrite to replace it)")
-            if output_format == "dicom-seg" and not volume.dicom:
-                raise InputError(f"{case}: --format dicom-seg needs a DICOM series as input")
-            try:
-                outputs = model.segment_volume(volume, seconds)
-            except Exception as e:  # any failure inside the bundle's pipeline is this case's failure
-                raise InputError(f"{case}: segmentation failed ({_reason(e)})") from e
-            start = time.perf_counter()
-            written = _write(outputs, model, volume, output_dir, names, output_format)
-            seconds["write"] = time.perf_counter() - start
-            results.append(CaseResult(case, written, seconds))
-            logger.info("%s -> %s in %.2f s (%s)", case.name, written.name, sum(seconds.values()),
-                        ", ".join(f"{k} {v:.2f} s" for k, v in seconds.items()))
-        except InputError as e:
-            results.append(CaseResult(case, None, seconds, str(e)))
-            logger.error("%s", e)
+    model = BundleSegmenter(bundle, device, amp, tta, checkpoint, configs, overrides, sw_batch_size, overlap) if web else None
+    with tempfile.TemporaryDirectory(prefix="monai_ext_dicomweb_") as download:
+        if web:
+            input_path = dicomweb.download(url, Path(download), series, each_series)
+        cases = [c for c in find_cases(input_path, series, each_series) if output_dir.resolve() not in c.path.resolve().parents]
+        if not cases:
+            raise InputError(f"{input_path}: no cases outside the output folder {output_dir}")
+        model = model or BundleSegmenter(bundle, device, amp, tta, checkpoint, configs, overrides, sw_batch_size, overlap)
+        targets: Dict[Path, Path] = {}
+        for case in cases:
+            for name in model.output_names(case.name, output_format).values():
+                target = output_dir / name
+                if target in targets:
+                    raise InputError(f"{targets[target]} and {case.path} would both be written to {target}; segment them separately")
+                targets[target] = case.path
+        logger.info("%s (%s) on %s: %d case(s)", model.bundle.name, model.weights, model.device, len(cases))
+        results = [_segment_case(model, case, output_dir, output_format, overwrite, allow_gaps, slice_tolerance)
+                   for case in tqdm(cases, desc="segment", disable=not progress)]
+        for r in results if store else []:
+            if r.error is None:
+                try:
+                    dicomweb.store(url, r.output)
+                    logger.info("%s stored on %s", r.output.name, dicomweb.base_url(url))
+                except InputError as e:
+                    r.error = str(e)
+                    logger.error("%s", e)
     return results
+
+
+def _segment_case(model: BundleSegmenter, case: Case, output_dir: Path, output_format: str, overwrite: bool, allow_gaps: bool,
+                  slice_tolerance: Optional[float]) -> CaseResult:
+    seconds: Dict[str, float] = {}
+    start = time.perf_counter()
+    try:
+        names = model.output_names(case.name, output_format)
+        existing = [output_dir / n for n in names.values() if (output_dir / n).exists()]
+        if existing and not overwrite:
+            raise InputError(f"{existing[0]}: exists (pass --overwrite to replace it)")
+        volume = model.load(case, allow_gaps, slice_tolerance)
+        seconds["read"] = time.perf_counter() - start
+        if output_format in DICOM_FORMATS and volume.series is None:
+            raise InputError(f"{case.path}: --format {output_format} needs a DICOM series as input")
+        try:
+            outputs = model.segment_volume(volume, seconds)
+        except Exception as e:  # any failure inside the bundle's pipeline is this case's failure
+            raise InputError(f"{case.path}: segmentation failed ({_reason(e)})") from e
+        start = time.perf_counter()
+        written = _write(outputs, model, volume, output_dir, names, output_format)
+        seconds["write"] = time.perf_counter() - start
+        logger.info("%s -> %s in %.2f s (%s)", case.name, written.name, sum(seconds.values()),
+                    ", ".join(f"{k} {v:.2f} s" for k, v in seconds.items()))
+        return CaseResult(case.path, written, seconds)
+    except InputError as e:
+        logger.error("%s", e)
+        return CaseResult(case.path, None, seconds, str(e))
 
 
 def _write(outputs: Dict[str, torch.Tensor], model: BundleSegmenter, volume: Volume, output_dir: Path, names: Dict[str, str], output_format: str) -> Path:
@@ -323,7 +359,9 @@ def _write(outputs: Dict[str, torch.Tensor], model: BundleSegmenter, volume: Vol
         if o.key == "pred":
             labels = values[0].round().to(torch.int32)
             if output_format == "dicom-seg":
-                write_dicom_seg(labels, volume.dicom, model.class_names, mask_path)
+                write_dicom_seg(labels, volume, model.class_names, mask_path, algorithm=model.bundle.name, version=model.version)
+            elif output_format == "rtstruct":
+                write_rtstruct(labels, volume, model.class_names, mask_path)
             else:
                 write_nifti(labels, affine, mask_path, dtype=o.dtype)
         else:

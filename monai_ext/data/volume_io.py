@@ -1,12 +1,13 @@
 """Reading and writing volumes for the ``segment`` command: DICOM series, NIfTI, NRRD, MetaImage.
 
-- :func:`find_cases` turns a path into cases: one file, one DICOM series folder, or a folder of both.
-- :func:`read_volume` loads a case with MONAI's readers (ITK for DICOM series, NRRD and MetaImage; nibabel
-  for NIfTI) as a channel-first ``MetaTensor`` whose affine is in RAS, the input's own orientation kept.
-  A DICOM folder is checked first: one series, one orientation, evenly spaced slices.
-- :func:`write_nifti` writes a label map with a given affine; :func:`write_dicom_seg` writes a DICOM
-  Segmentation (highdicom) that references the source series. Both write to a temporary name in the
-  output folder and rename, so no half-written file is ever left under the final name.
+- :func:`find_cases` turns a path into cases: one file, one DICOM input (a series folder, a ``DICOMDIR``, a
+  DICOM file; one series of it, or each), or a folder of such cases.
+- :func:`read_volume` loads a case as a channel-first ``MetaTensor`` whose affine is in RAS, the input's
+  own orientation kept: DICOM with :mod:`monai_ext.data.dicom` (geometry checked, decoded in parallel),
+  NIfTI with nibabel, NRRD and MetaImage with ITK.
+- :func:`write_nifti` writes a label map with a given affine, to a temporary name in the output folder
+  and then renamed, so no half-written file is ever left under the final name; the DICOM writers are in
+  :mod:`monai_ext.data.dicom_seg`.
 
 Every problem with an input raises :class:`InputError` with one line that names the file and the problem.
 """
@@ -14,155 +15,164 @@ Every problem with an input raises :class:`InputError` with one line that names 
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import List, Optional, Union
 
 import numpy as np
 import torch
 
-__all__ = ["InputError", "Volume", "find_cases", "read_volume", "check_image", "is_dicom_folder", "write_atomically", "write_nifti", "write_dicom_seg", "VOLUME_SUFFIXES"]
+from monai_ext.data.dicom import Geometry, Series, find_series, is_dicom_file, read_series
+from monai_ext.data.errors import InputError
+
+__all__ = ["InputError", "Case", "Volume", "find_cases", "read_volume", "check_image", "is_dicom_input", "write_atomically", "write_nifti",
+           "VOLUME_SUFFIXES"]
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 
-class InputError(ValueError):
-    """A bad input: the message names the file and the problem, in one line."""
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in VOLUME_SUFFIXES + (".dcm",):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+@dataclass
+class Case:
+    """One thing to segment: a volume file, or one series of a DICOM input; ``name`` names its outputs.
+
+    ``error`` is set for a DICOM input inside a folder of cases that could not be turned into a series
+    (the other cases go on)."""
+
+    path: Path
+    name: str
+    series: Optional[Series] = None
+    error: Optional[str] = None
 
 
 @dataclass
 class Volume:
-    """A loaded case: the image ``(C, *spatial)`` with its RAS affine, and the DICOM headers if any."""
+    """A loaded case: the image ``(C, *spatial)`` with its RAS affine; for DICOM, the series and its geometry."""
 
     path: Path
     image: "torch.Tensor"
-    dicom: List = field(default_factory=list)  # pydicom datasets in slice order, for DICOM SEG
+    name: str = ""
+    series: Optional[Series] = None
+    geometry: Optional[Geometry] = None
 
-    @property
-    def name(self) -> str:
-        name = self.path.name
-        for suffix in VOLUME_SUFFIXES:
-            if name.lower().endswith(suffix):
-                return name[: -len(suffix)]
-        return name
+    def __post_init__(self) -> None:
+        self.name = self.name or _stem(self.path)
 
 
-def _is_dicom_file(path: Path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            head = f.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:132] == b"DICM"
+def is_dicom_input(path: Path) -> bool:
+    """A DICOM file (``DICOMDIR`` included), or a folder with a DICOM file or a ``DICOMDIR`` directly inside."""
+    if path.is_file():
+        return is_dicom_file(path)
+    return path.is_dir() and any(p.is_file() and is_dicom_file(p) for p in path.iterdir())
 
 
-def is_dicom_folder(path: Path) -> bool:
-    return path.is_dir() and any(_is_dicom_file(p) for p in path.iterdir() if p.is_file())
+def find_cases(path: Union[str, Path], series: Optional[str] = None, each_series: bool = False) -> List[Case]:
+    """The cases under ``path``: the file itself, the DICOM input itself, or every volume file and DICOM
+    input directly inside a folder of cases (sorted).
 
-
-def find_cases(path: Union[str, Path]) -> List[Path]:
-    """The cases under ``path``: the file itself, the DICOM series folder itself, or every volume file
-    and DICOM series folder directly inside a folder of cases (sorted)."""
+    A DICOM input with several series is one case per series with ``each_series`` (named
+    ``<input>_S<series number>``), the series whose SeriesInstanceUID is ``series``, or an error that lists
+    the series with their descriptions.
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
+    if is_dicom_input(path):
+        return _dicom_cases(path, series, each_series)
     if path.is_file():
-        return [path]
-    if is_dicom_folder(path):
-        return [path]
-    cases = sorted(
-        p for p in path.iterdir()
-        if (p.is_file() and p.name.lower().endswith(VOLUME_SUFFIXES)) or (p.is_dir() and is_dicom_folder(p))
-    )
+        if series is not None:
+            raise InputError(f"{path}: --series selects a DICOM series, and this is not a DICOM input")
+        return [Case(path, _stem(path))]
+    cases: List[Case] = []
+    for p in sorted(path.iterdir()):
+        if p.is_file() and p.name.lower().endswith(VOLUME_SUFFIXES):
+            cases.append(Case(p, _stem(p)))
+        elif p.is_dir() and is_dicom_input(p):
+            try:
+                cases.extend(_dicom_cases(p, series, each_series, missing_ok=series is not None))
+            except InputError as e:
+                cases.append(Case(p, p.name, error=str(e)))
     if not cases:
-        raise InputError(f"{path}: no volumes found (NIfTI, NRRD, MetaImage files or DICOM series folders)")
+        what = f"DICOM series {series}" if series else "volumes (NIfTI, NRRD, MetaImage files or DICOM series folders)"
+        raise InputError(f"{path}: no {what} found")
     return cases
 
 
-def scan_dicom_series(folder: Path) -> List:
-    """The folder's DICOM headers in slice order, after checking it holds one evenly spaced volume."""
-    import pydicom
-
-    datasets = []
-    for p in sorted(q for q in folder.iterdir() if q.is_file()):
-        if not _is_dicom_file(p):
-            continue
-        try:
-            ds = pydicom.dcmread(p, stop_before_pixels=True)
-        except Exception as e:  # pydicom raises many kinds
-            raise InputError(f"{p}: unreadable DICOM file ({e})") from e
-        ds.filename = str(p)
-        datasets.append(ds)
-    if not datasets:
-        raise InputError(f"{folder}: no DICOM files")
-    series = {str(ds.get("SeriesInstanceUID", "")) for ds in datasets}
-    if len(series) > 1:
-        raise InputError(f"{folder}: mixed DICOM series ({len(series)} SeriesInstanceUIDs); give one series per folder")
-    for ds in datasets:
-        if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
-            raise InputError(f"{ds.filename}: no ImagePositionPatient/ImageOrientationPatient; not part of a volume")
-    orientation = np.array(datasets[0].ImageOrientationPatient, dtype=float)
-    for ds in datasets[1:]:
-        if not np.allclose(np.array(ds.ImageOrientationPatient, dtype=float), orientation, atol=1e-3):
-            raise InputError(f"{folder}: slices with different orientations (e.g. {Path(ds.filename).name}); not one volume")
-    normal = np.cross(orientation[:3], orientation[3:])
-    datasets.sort(key=lambda ds: float(np.dot(np.array(ds.ImagePositionPatient, dtype=float), normal)))
-    positions = np.array([np.dot(np.array(ds.ImagePositionPatient, dtype=float), normal) for ds in datasets])
-    if len(positions) > 1:
-        gaps = np.diff(positions)
-        if np.any(gaps <= 1e-3):
-            raise InputError(f"{folder}: two slices at the same position; duplicate or mixed acquisitions")
-        if np.ptp(gaps) > max(0.01 * np.median(gaps), 1e-2):
-            raise InputError(
-                f"{folder}: unevenly spaced slices (gaps {np.round(gaps, 3).tolist()} mm); missing or stray slices"
-            )
-    return datasets
+def _dicom_cases(path: Path, uid: Optional[str], each_series: bool, missing_ok: bool = False) -> List[Case]:
+    found = find_series(path)
+    name = _stem(path) if path.is_file() and path.name.upper() != "DICOMDIR" else (path.parent.name if path.is_file() else path.name)
+    listing = "; ".join(s.summary() for s in found)
+    if uid is not None:
+        chosen = [s for s in found if s.uid == uid]
+        if not chosen:
+            if missing_ok:
+                return []
+            raise InputError(f"{path}: no series {uid}; it holds {listing}")
+        return [Case(path, name, chosen[0])]
+    if len(found) == 1:
+        return [Case(path, name, found[0])]
+    if not each_series:
+        raise InputError(f"{path}: {len(found)} DICOM series; choose one with --series UID or segment each with --each-series: {listing}")
+    numbers = [s.number for s in found]
+    unique = None not in numbers and len(set(numbers)) == len(numbers)
+    return [Case(path, f"{name}_S{s.number}" if unique else f"{name}_{re.sub(r'[^0-9A-Za-z.]', '_', s.uid)}", s) for s in found]
 
 
-def read_volume(path: Union[str, Path], in_channels: Optional[int] = None, min_dims: int = 3, dicom_reader: str = "itk") -> Volume:
+def read_volume(case: Union[str, Path, Case], in_channels: Optional[int] = None, min_dims: int = 3, allow_gaps: bool = False,
+                slice_tolerance: Optional[float] = None) -> Volume:
     """Load one case (see :func:`find_cases`) as a channel-first ``MetaTensor`` with a RAS affine.
 
     Args:
-        path: a volume file or a DICOM series folder.
+        case: a :class:`Case`, a volume file, or a DICOM input holding one series.
         in_channels: the channel count the network needs; another count is an error.
         min_dims: spatial dimensions required (3 for volumes; 2 also accepts images).
-        dicom_reader: ``"itk"`` (MONAI's ITKReader) or ``"pydicom"`` (MONAI's PydicomReader) for DICOM series.
+        allow_gaps: a DICOM series with missing slices is interpolated (with a warning), not refused.
+        slice_tolerance: how far (mm) a DICOM slice may lie off the fitted slice grid
+            (default :func:`monai_ext.data.dicom.default_tolerance`).
 
     Raises:
         InputError: missing or unreadable file, not a volume, wrong channel count, empty (constant) or
-            non-finite intensities, or a DICOM folder that is not one evenly spaced series.
+            non-finite intensities, or a DICOM input that is not one regular series.
     """
+    if not isinstance(case, Case):
+        path = Path(case)
+        if not path.exists():
+            raise InputError(f"{path}: no such file or folder")
+        (case,) = find_cases(path) if is_dicom_input(path) else [Case(path, _stem(path))]
+    if case.error:
+        raise InputError(case.error)
+    path = case.path
+    if case.series is not None:
+        image, geometry = read_series(case.series, slice_tolerance, allow_gaps)
+        check_image(path, image, in_channels, min_dims)
+        return Volume(path, image, case.name, case.series, geometry)
+    if path.is_dir():
+        raise InputError(f"{path}: a folder without DICOM files directly inside; give a volume file or a DICOM series folder")
+    reader = "NibabelReader" if path.name.lower().endswith((".nii", ".nii.gz")) else "ITKReader"
+    image = _load(path, reader)
+    check_image(path, image, in_channels, min_dims)
+    return Volume(path, image, case.name)
+
+
+def _load(path: Path, reader: str):
     from monai.transforms import LoadImage
 
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file or folder")
-    if dicom_reader not in ("itk", "pydicom"):
-        raise InputError(f"dicom_reader must be 'itk' or 'pydicom', got {dicom_reader!r}")
-    dicom: List = []
-    if path.is_dir():
-        dicom = scan_dicom_series(path)
-        reader = "ITKReader" if dicom_reader == "itk" else "PydicomReader"
-    elif path.name.lower().endswith((".nii", ".nii.gz")):
-        reader = "NibabelReader"
-    else:
-        reader = "ITKReader"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            image = LoadImage(reader=reader, image_only=True, ensure_channel_first=True)(str(path))
+            return LoadImage(reader=reader, image_only=True, ensure_channel_first=True)(str(path))
     except Exception as e:  # readers raise RuntimeError, OSError, ValueError, ...
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise InputError(f"{path}: unreadable ({reason})") from e
-    if dicom and not _first_slice_at(image, dicom[0]):
-        # MONAI's PydicomReader stacks the slices in the opposite order: same geometry, reversed axis.
-        # Keep one convention, slice k = the k-th header along the normal, which DICOM SEG frames rely on.
-        from monai.transforms import Flip
-
-        image = Flip(spatial_axis=image.dim() - 2)(image)
-    check_image(path, image, in_channels, min_dims)
-    return Volume(path=path, image=image, dicom=dicom)
 
 
 def check_image(path: Union[str, Path], image, in_channels: Optional[int] = None, min_dims: int = 3) -> None:
@@ -180,17 +190,14 @@ def check_image(path: Union[str, Path], image, in_channels: Optional[int] = None
     if in_channels is not None and image.shape[0] != in_channels:
         raise InputError(f"{path}: wrong channel count: {image.shape[0]} channel(s), the network takes {in_channels}")
     data = image.as_tensor() if hasattr(image, "as_tensor") else image
-    if not torch.isfinite(data).all():
+    # one pass, in memory order (a transposed view is read as stored): min and max propagate NaN and are
+    # infinite where any value is, so finite extremes mean finite values
+    order = sorted(range(data.dim()), key=lambda d: -data.stride(d))
+    low, high = torch.aminmax(data.permute(order).float() if not data.is_floating_point() else data.permute(order))
+    if not (torch.isfinite(low) and torch.isfinite(high)):
         raise InputError(f"{path}: contains NaN or infinite values")
-    if data.max() == data.min():
-        raise InputError(f"{path}: empty volume (every voxel is {float(data.max()):g})")
-
-
-def _first_slice_at(image, header) -> bool:
-    """Whether voxel (0, 0, 0) of ``image`` (RAS affine) is the first pixel of the slice ``header`` describes."""
-    origin = (image.affine.double() @ torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=torch.float64))[:3].numpy()
-    x, y, z = (float(v) for v in header.ImagePositionPatient)
-    return bool(np.allclose(origin, [-x, -y, z], atol=1e-2))  # DICOM positions are LPS
+    if low == high:
+        raise InputError(f"{path}: empty volume (every voxel is {float(high):g})")
 
 
 def write_atomically(target: Path, write) -> Path:
@@ -225,61 +232,3 @@ def write_nifti(
     img.set_qform(aff, code=1)
     img.set_sform(aff, code=1)
     return write_atomically(Path(target), lambda tmp: nib.save(img, str(tmp)))
-
-
-def write_dicom_seg(
-    labels: Union[np.ndarray, torch.Tensor],
-    source: Sequence,
-    class_names: Dict[int, str],
-    target: Union[str, Path],
-    algorithm: str = "monai_ext",
-) -> Path:
-    """Write a label map ``(X, Y, Z)`` on the source series' grid as a DICOM SEG referencing that series.
-
-    ``source`` holds the series' headers in slice order (as :func:`read_volume` returns them); frame ``k``
-    of the SEG is slice ``k``, transposed to DICOM's (rows, columns). One segment per foreground class in
-    ``class_names``; empty segments are kept so that segment numbers equal label values.
-    """
-    import highdicom as hd
-    import pydicom
-    from pydicom.sr.codedict import codes
-
-    data = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
-    if data.ndim != 3 or data.shape[2] != len(source):
-        raise InputError(f"label map {list(data.shape)} does not match the {len(source)}-slice source series")
-    frames = np.ascontiguousarray(np.transpose(data, (2, 1, 0)))  # (slices, rows, columns)
-    datasets = [pydicom.dcmread(ds.filename) for ds in source]
-    values = sorted(v for v in class_names if v > 0)
-    if frames.shape[1:] != (datasets[0].Rows, datasets[0].Columns):
-        raise InputError(f"label map slices {frames.shape[1:]} differ from the series' {datasets[0].Rows}x{datasets[0].Columns}")
-    algorithm_id = hd.AlgorithmIdentificationSequence(name=algorithm, version="0.1.0", family=codes.cid7162.ArtificialIntelligence)
-    descriptions = [
-        hd.seg.SegmentDescription(
-            segment_number=i + 1,
-            segment_label=class_names[v],
-            segmented_property_category=codes.cid7150.Tissue,
-            segmented_property_type=codes.SCT.Tissue,
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-            algorithm_identification=algorithm_id,
-        )
-        for i, v in enumerate(values)
-    ]
-    pixel = np.zeros(frames.shape, dtype=np.uint8)
-    for i, v in enumerate(values):
-        pixel[frames == v] = i + 1
-    seg = hd.seg.Segmentation(
-        source_images=datasets,
-        pixel_array=pixel,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descriptions,
-        series_instance_uid=hd.UID(),
-        series_number=900,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer="monai-ext",
-        manufacturer_model_name=algorithm,
-        software_versions="0.1.0",
-        device_serial_number="0",
-        omit_empty_frames=False,
-    )
-    return write_atomically(Path(target), lambda tmp: seg.save_as(str(tmp)))

@@ -1,0 +1,519 @@
+"""DICOM series in: find the series, check their geometry as the best converters do, decode in parallel.
+
+- :func:`find_series` turns a DICOM input (a folder, searched recursively; a ``DICOMDIR``; one file)
+  into its image series. Non-image objects (SEG, RTSTRUCT, presentation states, SR, ...) are left out and
+  named; an input that holds nothing else is refused, naming what it holds.
+- :func:`series_geometry` places every slice (a file, or a frame of an enhanced multi-frame object) on
+  one grid: slices sorted along the slice normal, the slice pitch fitted to the positions by least
+  squares, and every position checked against that fit. Positions within ``tolerance`` of the grid are
+  accepted (scanners round positions, e.g. a GE series within 0.05 mm of a 7.0 mm grid); a missing slice
+  is refused, naming the gap and the slices on either side, unless ``allow_gaps`` (then the missing slices
+  are interpolated along the normal, with a warning); a tilted (gantry tilt) or non-orthogonal stack is
+  refused, naming the angle. This is what dcm2niix and dicom2nifti accept and refuse.
+- :func:`read_series` decodes every slice in parallel (pydicom with the pylibjpeg, openjpeg, JPEG-LS and
+  RLE plugins: JPEG baseline and lossless, JPEG 2000, JPEG-LS, RLE), applies each slice's rescale, and
+  returns a channel-first ``MetaTensor`` with a RAS affine. A slice whose pixel data is missing, short or
+  does not decode is a one-line error naming the file.
+
+Voxel ``(i, j, k)`` is column ``i``, row ``j`` of grid slice ``k``; ``Series.frame_index`` maps each source
+slice to its grid slice, which is what a DICOM SEG's frames refer to.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from monai_ext.data.errors import InputError
+
+__all__ = ["Slice", "Series", "Geometry", "find_series", "is_dicom_file", "series_geometry", "read_series", "default_tolerance",
+           "NON_IMAGE_MODALITIES"]
+
+logger = logging.getLogger("monai_ext.dicom")
+logging.getLogger("openjpeg").setLevel(logging.WARNING)  # the JPEG 2000 plugin logs every tile at INFO
+
+#: Objects that are not images, by modality (the SOP class name says which kind exactly).
+NON_IMAGE_MODALITIES = {"SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD", "PR", "SR", "KO", "DOC", "REG", "FID", "RWV", "PLAN"}
+_NON_IMAGE_CLASSES = ("1.2.840.10008.5.1.4.1.1.66", "1.2.840.10008.5.1.4.1.1.481", "1.2.840.10008.5.1.4.1.1.11",
+                      "1.2.840.10008.5.1.4.1.1.88", "1.2.840.10008.5.1.4.1.1.104", "1.2.840.10008.5.1.4.1.1.9")
+
+
+def is_dicom_file(path: Path) -> bool:
+    """A Part 10 file (``DICM`` after the 128-byte preamble), or a ``.dcm`` file (some writers omit the preamble)."""
+    if path.suffix.lower() == ".dcm":
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def default_tolerance(pitch: float) -> float:
+    """How far (mm) a slice may lie from the fitted grid: 0.1 mm or 2% of the slice pitch, whichever is more.
+
+    Scanners write positions rounded to 0.01-0.1 mm, and oblique series accumulate the rounding of three
+    coordinates; a missing slice moves the next one a whole pitch, far beyond this."""
+    return max(0.1, 0.02 * abs(pitch))
+
+
+@dataclass
+class Slice:
+    """One image plane: a file, or frame ``frame`` of a multi-frame file."""
+
+    path: Path
+    frame: Optional[int]
+    position: np.ndarray  # ImagePositionPatient (LPS, mm)
+    orientation: np.ndarray  # ImageOrientationPatient: row direction, column direction
+    spacing: np.ndarray  # PixelSpacing: between rows, between columns (mm)
+    shape: Tuple[int, int]  # rows, columns
+    rescale: Tuple[float, float]  # slope, intercept
+    thickness: Optional[float] = None
+
+    def __str__(self) -> str:
+        return str(self.path) if self.frame is None else f"{self.path} frame {self.frame + 1}"
+
+
+@dataclass
+class Series:
+    """The image objects of one SeriesInstanceUID (headers only; pixel data is read by :func:`read_series`)."""
+
+    uid: str
+    headers: List  # pydicom datasets, read without pixel data
+    source: Path  # the input the series was found in
+
+    @property
+    def first(self):
+        return self.headers[0]
+
+    @property
+    def description(self) -> str:
+        return str(self.first.get("SeriesDescription", "") or "").strip()
+
+    @property
+    def modality(self) -> str:
+        return str(self.first.get("Modality", "") or "")
+
+    @property
+    def number(self) -> Optional[int]:
+        value = self.first.get("SeriesNumber", None)
+        return int(value) if value not in (None, "") else None
+
+    def summary(self) -> str:
+        frames = sum(int(h.get("NumberOfFrames", 1) or 1) for h in self.headers)
+        label = f"#{self.number} " if self.number is not None else ""
+        return f"{self.uid} ({label}{self.modality} '{self.description}', {frames} image(s))"
+
+    def slices(self) -> List[Slice]:
+        """Every image plane of the series, with its geometry (see :func:`_slices_of`)."""
+        return [s for h in self.headers for s in _slices_of(h)]
+
+
+@dataclass
+class Geometry:
+    """Where the slices lie: ``slices`` sorted along the normal, each at grid slice ``index[k]``."""
+
+    slices: List[Slice]
+    index: List[int]
+    affine: np.ndarray  # voxel (column, row, slice) -> RAS mm
+    shape: Tuple[int, int, int]  # columns, rows, slices
+    pitch: float
+    residual: float  # the largest distance (mm) of a slice from the fitted grid
+    warnings: List[str] = field(default_factory=list)
+
+
+def _read_header(path: Path):
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, defer_size=4096, force=True)  # pixel data is read later, from its recorded offset
+    except Exception as e:  # pydicom raises many kinds
+        raise InputError(f"{path}: unreadable DICOM file ({_first_line(e)})") from e
+    if "SOPClassUID" not in ds and "Rows" not in ds:
+        raise InputError(f"{path}: not a DICOM file (no SOP class, no image)")
+    ds.filename = str(path)
+    return ds
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+def _what(ds) -> Optional[str]:
+    """The kind of non-image object ``ds`` is (e.g. 'Segmentation Storage (SEG)'), or None for an image."""
+    sop = str(ds.get("SOPClassUID", ""))
+    modality = str(ds.get("Modality", "") or "")
+    if modality in NON_IMAGE_MODALITIES or sop.startswith(_NON_IMAGE_CLASSES) or "Rows" not in ds:
+        name = getattr(ds.get("SOPClassUID", None), "name", "") or sop or "an object without pixel rows"
+        return f"{name} ({modality})" if modality else name
+    return None
+
+
+def _dicomdir_files(path: Path) -> List[Path]:
+    import pydicom
+    from pydicom.fileset import FileSet
+
+    try:
+        fileset = FileSet(pydicom.dcmread(path))
+    except Exception as e:
+        raise InputError(f"{path}: unreadable DICOMDIR ({_first_line(e)})") from e
+    files = [Path(instance.path) for instance in fileset]
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        raise InputError(f"{path}: the DICOMDIR lists {missing[0]}, which does not exist ({len(missing)} missing)")
+    return files
+
+
+def _is_dicomdir(path: Path) -> bool:
+    return path.name.upper() == "DICOMDIR" and is_dicom_file(path)
+
+
+def find_series(path: Union[str, Path]) -> List["Series"]:
+    """The image series of a DICOM input: a folder (searched recursively), a ``DICOMDIR`` or one file.
+
+    Headers are read without pixel data (its offset is kept for :func:`read_series`). Series come sorted by series number, then UID.
+
+    Raises:
+        InputError: no DICOM files, an unreadable file, or only non-image objects (named).
+    """
+    path = Path(path)
+    if path.is_file():
+        files = _dicomdir_files(path) if _is_dicomdir(path) else [path]
+    elif path.is_dir():
+        dicomdir = [p for p in path.iterdir() if p.is_file() and _is_dicomdir(p)]
+        if dicomdir:
+            files = _dicomdir_files(dicomdir[0])
+        else:
+            files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".") and is_dicom_file(p))
+    else:
+        raise InputError(f"{path}: no such file or folder")
+    if not files:
+        raise InputError(f"{path}: no DICOM files")
+    headers = [_read_header(f) for f in files]  # parsing holds the GIL: threads would only add switching
+    images, others = [], {}
+    for ds in headers:
+        kind = _what(ds)
+        if kind is None:
+            images.append(ds)
+        else:
+            others.setdefault(kind, []).append(Path(ds.filename))
+    if not images:
+        kinds = "; ".join(kind if len(files) == 1 else f"{kind}: {len(paths)} file(s), e.g. {paths[0].name}" for kind, paths in others.items())
+        raise InputError(f"{path}: not an image: {kinds}; give the image series instead")
+    for kind, paths in others.items():
+        logger.info("%s: left out %d non-image object(s): %s", path, len(paths), kind)
+    by_uid: Dict[str, List] = {}
+    for ds in images:
+        by_uid.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append(ds)
+    series = [Series(uid, sorted(group, key=lambda d: d.filename), path) for uid, group in by_uid.items()]
+    return sorted(series, key=lambda s: (s.number if s.number is not None else 1 << 30, s.uid))
+
+
+def _workers(workers: Optional[int], tasks: int) -> int:
+    if workers is None:
+        try:
+            workers = len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux
+            workers = os.cpu_count() or 1
+        workers = min(workers, int(os.environ.get("OMP_NUM_THREADS", workers)) or workers)
+    return max(1, min(workers, tasks))
+
+
+def _vector(ds, keyword: str, length: int, where: str) -> np.ndarray:
+    """A multi-valued decimal string (``ImagePositionPatient``, ...) as floats, parsed from the raw bytes when
+    the element has not been converted yet (pydicom's DS objects cost more than the rest of the header)."""
+    from pydicom.datadict import tag_for_keyword
+
+    element = ds.get_item(tag_for_keyword(keyword)) if keyword in ds else None
+    value = getattr(element, "value", None)
+    try:
+        if isinstance(value, (bytes, bytearray)):
+            array = np.array([float(v) for v in value.decode("ascii").split("\\")], dtype=np.float64)
+        else:
+            value = ds.get(keyword, None)
+            array = np.array([float(v) for v in value], dtype=np.float64)
+    except (TypeError, ValueError, UnicodeDecodeError):
+        array = np.zeros(0)
+    if array.shape != (length,) or not np.isfinite(array).all():
+        raise InputError(f"{where}: no valid {keyword} (got {ds.get(keyword, None)!r}); not part of a volume")
+    return array
+
+
+def _find(groups: Sequence, keyword: str):
+    """The first of ``groups`` (functional group items) holding a ``keyword`` sequence, its first item."""
+    for group in groups:
+        if group is not None and keyword in group and len(group[keyword].value):
+            return group[keyword][0]
+    return None
+
+
+def _slices_of(ds) -> List[Slice]:
+    """The planes of one header: one for a classic image, one per frame for an enhanced multi-frame one."""
+    path = Path(ds.filename)
+    rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    if rows < 1 or columns < 1:
+        raise InputError(f"{path}: no image size (Rows {rows}, Columns {columns})")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if "PerFrameFunctionalGroupsSequence" not in ds:
+        if frames > 1:
+            raise InputError(f"{path}: a {frames}-frame object without per-frame geometry (a cine or a secondary capture); not a volume")
+        slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
+        where = str(path)
+        return [Slice(path, None, _vector(ds, "ImagePositionPatient", 3, where), _vector(ds, "ImageOrientationPatient", 6, where),
+                      _vector(ds, "PixelSpacing", 2, where), (rows, columns), (slope, intercept), _float(ds.get("SliceThickness")))]
+    shared = ds["SharedFunctionalGroupsSequence"][0] if "SharedFunctionalGroupsSequence" in ds else None
+    per_frame = ds["PerFrameFunctionalGroupsSequence"]
+    if len(per_frame.value) != frames:
+        raise InputError(f"{path}: {len(per_frame.value)} per-frame geometry items for {frames} frames")
+    slices = []
+    for f, item in enumerate(per_frame):
+        where = f"{path} frame {f + 1}"
+        groups = (item, shared)
+        position, orientation = _find(groups, "PlanePositionSequence"), _find(groups, "PlaneOrientationSequence")
+        measures, rescale = _find(groups, "PixelMeasuresSequence"), _find(groups, "PixelValueTransformationSequence")
+        if position is None or orientation is None or measures is None:
+            raise InputError(f"{where}: no plane position, orientation or pixel spacing; not part of a volume")
+        slope = float(rescale.get("RescaleSlope", 1) or 1) if rescale is not None else float(ds.get("RescaleSlope", 1) or 1)
+        intercept = float(rescale.get("RescaleIntercept", 0) or 0) if rescale is not None else float(ds.get("RescaleIntercept", 0) or 0)
+        slices.append(Slice(path, f, _vector(position, "ImagePositionPatient", 3, where), _vector(orientation, "ImageOrientationPatient", 6, where),
+                            _vector(measures, "PixelSpacing", 2, where), (rows, columns), (slope, intercept), _float(measures.get("SliceThickness"))))
+    return slices
+
+
+def _float(value) -> Optional[float]:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def series_geometry(series: Series, tolerance: Optional[float] = None, allow_gaps: bool = False) -> Geometry:
+    """Place the series' slices on one regular grid, or refuse (see the module docstring).
+
+    Args:
+        series: the series (from :func:`find_series`).
+        tolerance: how far (mm) a slice may lie from the fitted grid (default :func:`default_tolerance`).
+        allow_gaps: interpolate missing slices instead of refusing the series.
+
+    Raises:
+        InputError: one line naming the series or the slice and the problem.
+    """
+    where = series.source
+    slices = series.slices()
+    first = slices[0]
+    for s in slices[1:]:
+        if s.shape != first.shape:
+            raise InputError(f"{s}: {s.shape[0]}x{s.shape[1]} pixels where {first} has {first.shape[0]}x{first.shape[1]}; not one volume")
+        if not np.allclose(s.orientation, first.orientation, atol=1e-3):
+            raise InputError(f"{where}: slices with different orientations (e.g. {s.path.name}); not one volume")
+        if not np.allclose(s.spacing, first.spacing, rtol=1e-3, atol=1e-4):
+            raise InputError(f"{s}: pixel spacing {s.spacing.tolist()} where {first} has {first.spacing.tolist()}; not one volume")
+    row, column = first.orientation[:3], first.orientation[3:]
+    if abs(np.linalg.norm(row) - 1) > 1e-2 or abs(np.linalg.norm(column) - 1) > 1e-2 or abs(np.dot(row, column)) > 1e-2:
+        raise InputError(f"{first}: ImageOrientationPatient {first.orientation.tolist()} is not two orthogonal unit vectors")
+    row, column = row / np.linalg.norm(row), column / np.linalg.norm(column)
+    normal = np.cross(row, column)
+    distance = np.array([np.dot(s.position, normal) for s in slices])
+    order = np.argsort(distance, kind="stable")
+    slices, distance = [slices[k] for k in order], distance[order]
+
+    if len(slices) == 1:
+        pitch = first.thickness or _float(series.first.get("SpacingBetweenSlices")) or 1.0
+        index, residual, warnings = [0], 0.0, []
+    else:
+        gaps = np.diff(distance)
+        same = np.flatnonzero(gaps < 1e-3)
+        if same.size:
+            a, b = slices[same[0]], slices[same[0] + 1]
+            raise InputError(f"{where}: {a} and {b} lie at the same position ({same.size} such pair(s)): "
+                             "several acquisitions, echoes or time points in one series; not one volume")
+        step = float(np.median(gaps))
+        tolerance = default_tolerance(step) if tolerance is None else float(tolerance)
+        index = np.rint((distance - distance[0]) / step).astype(int)
+        # distance = origin + pitch * index: a robust fit (medians) to find a stray slice, then least squares
+        steps = np.diff(index)
+        pitch = float(np.median(np.diff(distance)[steps > 0] / steps[steps > 0]))
+        origin = float(np.median(distance - pitch * index))
+        off = distance - (origin + pitch * index)
+        worst = int(np.argmax(np.abs(off)))
+        if abs(off[worst]) > tolerance:
+            raise InputError(f"{slices[worst]} lies {abs(off[worst]):.3f} mm off the {pitch:.3f} mm slice grid of its series "
+                             f"(tolerance {tolerance:.3f} mm): a stray or unevenly spaced slice")
+        pitch, origin = np.polyfit(index, distance, 1)
+        residual = float(np.abs(distance - (origin + pitch * index)).max())
+        jumps = np.flatnonzero(np.diff(index) > 1)
+        warnings = []
+        if jumps.size:
+            k = int(jumps[0])
+            missing = int(index[-1] + 1 - len(slices))
+            text = (f"{where}: {missing} missing slice(s): a {distance[k + 1] - distance[k]:.3f} mm gap between {slices[k].path.name} "
+                    f"and {slices[k + 1].path.name} where the pitch is {pitch:.3f} mm")
+            if not allow_gaps:
+                raise InputError(text + " (pass --allow-gaps to interpolate them)")
+            warnings.append(text + "; interpolated along the slice normal")
+        # a tilted (gantry tilt) or sheared stack: the positions drift across the plane
+        lateral = np.array([(s.position - slices[0].position) - np.dot(s.position - slices[0].position, normal) * normal for s in slices])
+        drift = float(np.linalg.norm(lateral, axis=1).max())
+        if drift > tolerance:
+            span = distance[-1] - distance[0]
+            angle = float(np.degrees(np.arctan2(drift, span)))
+            raise InputError(f"{where}: the slices are not stacked along their normal (gantry tilt or a sheared stack, {angle:.2f} degrees; "
+                             f"{drift:.2f} mm drift): refused rather than resampled")
+        index = index.tolist()
+    origin_lps = slices[0].position
+    dy, dx = first.spacing  # between rows, between columns
+    lps = np.eye(4)
+    lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = row * dx, column * dy, normal * pitch, origin_lps
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # LPS -> RAS
+    shape = (first.shape[1], first.shape[0], int(index[-1]) + 1)
+    return Geometry(slices, [int(i) for i in index], affine, shape, float(pitch), residual, warnings)
+
+
+def _native(header) -> Optional[np.ndarray]:
+    """The pixels of an uncompressed single-sample object straight from the file, ``(frames, rows, columns)``;
+    None where pydicom's general decoder is needed (compressed, colour, signed with unused high bits)."""
+    syntax = header.file_meta.get("TransferSyntaxUID", None)
+    bits, stored = int(header.get("BitsAllocated", 0) or 0), int(header.get("BitsStored", 0) or 0)
+    signed = int(header.get("PixelRepresentation", 0) or 0) == 1
+    if (syntax is None or syntax.is_compressed or not syntax.is_transfer_syntax or int(header.get("SamplesPerPixel", 1) or 1) != 1
+            or bits not in (8, 16, 32) or (signed and stored != bits) or "PixelData" not in header or syntax == "1.2.840.10008.1.2.1.99"):
+        return None
+    element = header.get_item("PixelData", keep_deferred=True)
+    if not getattr(element, "is_raw", False) or element.value is not None:  # not deferred: let pydicom decode it
+        return None
+    frames, rows, columns = int(header.get("NumberOfFrames", 1) or 1), int(header.Rows), int(header.Columns)
+    dtype = np.dtype(f"{'<' if syntax.is_little_endian else '>'}{'i' if signed else 'u'}{bits // 8}")
+    count = frames * rows * columns
+    with open(header.filename, "rb") as f:
+        f.seek(element.value_tell)
+        raw = f.read(count * dtype.itemsize)
+    if len(raw) < count * dtype.itemsize:
+        raise _Short(f"truncated: {len(raw)} bytes of pixel data where {rows}x{columns}x{frames} pixels need {count * dtype.itemsize}")
+    return np.frombuffer(raw, dtype=dtype).reshape(frames, rows, columns)
+
+
+class _Short(Exception):
+    pass
+
+
+def _decode(header) -> Tuple[np.ndarray, Optional[str]]:
+    """All frames of one file as ``(frames, rows, columns[, samples])``; or the problem, in words.
+
+    Uncompressed pixels are read from the file at the offset the header scan recorded; everything else is
+    decoded by pydicom (and its JPEG, JPEG-LS, JPEG 2000 and RLE plugins)."""
+    import pydicom
+
+    if "PixelData" not in header and "FloatPixelData" not in header and "DoubleFloatPixelData" not in header:
+        return np.zeros(0), "no pixel data"
+    try:
+        array = _native(header)
+    except _Short as e:
+        return np.zeros(0), str(e)
+    except OSError as e:
+        return np.zeros(0), f"unreadable ({e})"
+    frames, samples = int(header.get("NumberOfFrames", 1) or 1), int(header.get("SamplesPerPixel", 1) or 1)
+    if array is None:
+        try:
+            ds = pydicom.dcmread(header.filename, force=True)
+            array = ds.pixel_array
+        except Exception as e:  # decoders raise many kinds
+            syntax = getattr(header.file_meta.get("TransferSyntaxUID", None), "name", "unknown transfer syntax")
+            return np.zeros(0), f"pixel data does not decode ({syntax}: {_first_line(e)})"
+        if frames == 1:
+            array = array[None]
+    expected = (frames, int(header.Rows), int(header.Columns)) + ((samples,) if samples > 1 else ())
+    if array.shape != expected:
+        return np.zeros(0), f"decoded pixel data has shape {list(array.shape)}, the header says {list(expected)}"
+    return array, None
+
+
+def _decode_all(headers: List, workers: Optional[int]) -> List[Tuple[np.ndarray, Optional[str]]]:
+    """:func:`_decode` every header: compressed files in worker processes (the decoders hold the GIL), the
+    rest in this process (reading uncompressed pixels is I/O and a copy, which threads would only slow)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    compressed = [h for h in headers if _is_compressed(h)]
+    n = _workers(workers, len(compressed))
+    if n < 2 or len(compressed) < 4:
+        return [_decode(h) for h in headers]
+    # fork: the workers need only pydicom and numpy, already imported (as PyTorch's DataLoader workers do)
+    with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork")) as pool:
+        chunks = max(1, len(compressed) // (4 * n))
+        done = dict(zip((h.filename for h in compressed), pool.map(_decode_file, [h.filename for h in compressed], chunksize=chunks)))
+    return [done[h.filename] if h.filename in done else _decode(h) for h in headers]
+
+
+def _decode_file(path: str) -> Tuple[np.ndarray, Optional[str]]:
+    return _decode(_read_header(Path(path)))
+
+
+def _is_compressed(header) -> bool:
+    syntax = header.file_meta.get("TransferSyntaxUID", None)
+    return syntax is not None and syntax.is_transfer_syntax and syntax.is_compressed
+
+
+def read_series(series: Series, tolerance: Optional[float] = None, allow_gaps: bool = False, workers: Optional[int] = None):
+    """Decode a series onto its grid: a ``MetaTensor`` ``(C, columns, rows, slices)`` in float32 with a RAS affine.
+
+    Each slice's own RescaleSlope/RescaleIntercept is applied. ``C`` is 1, or 3 for colour images.
+    Returns ``(image, geometry)``; see :func:`series_geometry` for the checks and the arguments.
+
+    Raises:
+        InputError: a geometry problem, or a file whose pixel data is missing, short or does not decode.
+    """
+    import torch
+    from monai.data import MetaTensor
+    from monai.utils import SpaceKeys
+
+    geometry = series_geometry(series, tolerance, allow_gaps)
+    for text in geometry.warnings:
+        logger.warning("%s", text)
+    by_path = {h.filename: h for h in series.headers}
+    decoded = dict(zip(by_path, _decode_all(list(by_path.values()), workers)))
+    for name, (_, problem) in sorted(decoded.items()):
+        if problem:
+            raise InputError(f"{name}: {problem}")
+    columns, rows, depth = geometry.shape
+    sample = next(iter(decoded.values()))[0]
+    channels = sample.shape[3] if sample.ndim == 4 else 1
+    planes = np.empty((depth, rows, columns, channels), dtype=np.float32)  # filled plane by plane, contiguously
+
+    def place(s: Slice, k: int) -> None:
+        plane = planes[k]
+        plane[...] = decoded[str(s.path)][0][s.frame or 0].reshape(rows, columns, channels)
+        slope, intercept = s.rescale
+        if slope != 1:
+            plane *= np.float32(slope)
+        if intercept != 0:
+            plane += np.float32(intercept)
+
+    with ThreadPoolExecutor(_workers(workers, depth)) as pool:  # numpy releases the GIL while converting
+        list(pool.map(place, geometry.slices, geometry.index))
+    if len(geometry.index) != depth:  # --allow-gaps: linear interpolation along the normal
+        known = np.array(geometry.index)
+        for k in sorted(set(range(depth)) - set(geometry.index)):
+            after = int(np.searchsorted(known, k))
+            lo, hi = known[after - 1], known[after]
+            w = (k - lo) / (hi - lo)
+            planes[k] = (1 - w) * planes[lo] + w * planes[hi]
+    volume = planes.transpose(3, 2, 1, 0)  # (C, columns, rows, slices), a view
+    affine = torch.as_tensor(geometry.affine, dtype=torch.float64)
+    meta = {
+        "filename_or_obj": str(series.source),
+        "original_affine": geometry.affine.copy(),
+        "spatial_shape": np.array(geometry.shape),
+        "space": SpaceKeys.RAS,
+        "original_channel_dim": 0 if channels > 1 else float("nan"),
+        "spacing": np.array([geometry.slices[0].spacing[1], geometry.slices[0].spacing[0], geometry.pitch]),
+        "series_instance_uid": series.uid,
+    }
+    return MetaTensor(torch.from_numpy(volume), affine=affine, meta=meta), geometry

@@ -1,0 +1,150 @@
+"""DICOM out: a label map on a source series' grid as a DICOM Segmentation (highdicom) or an RT Structure Set.
+
+The SEG's geometry comes from the series geometry :mod:`monai_ext.data.dicom` fitted, not from header
+fields copied from the source: the plane of every frame is its source slice's own position, and
+``SpacingBetweenSlices`` is the fitted slice pitch (a header's ``SpacingBetweenSlices`` is often the gap
+between slices, or stale). Segments carry the bundle's (trained) label names, coded with SNOMED CT where
+DICOM's segmentation context groups know the name (CID 7151 anatomy, 7159 abnormal structures, 7166
+tissues), else as ``Tissue``.
+
+Both writers go through :func:`~monai_ext.data.volume_io.write_atomically`: a temporary name, then rename.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Dict, Tuple, Union
+
+import numpy as np
+import torch
+
+from monai_ext.data.dicom import Geometry
+from monai_ext.data.errors import InputError
+from monai_ext.data.volume_io import Volume, write_atomically
+
+__all__ = ["write_dicom_seg", "write_rtstruct", "coded_concepts"]
+
+_ALIASES = {"grey matter": "GrayMatter", "gm": "GrayMatter", "wm": "WhiteMatter", "csf": "CerebrospinalFluid", "tumour": "Tumor",
+            "vessel": "BloodVessel", "vessels": "BloodVessel", "nuclei": "Nucleus", "lesions": "Lesion"}
+
+
+def coded_concepts(label: str) -> Tuple:
+    """``(category, type)`` codes for a segment named ``label`` (e.g. 'liver' -> Anatomical Structure, Liver)."""
+    from pydicom.sr.codedict import codes
+
+    text = label.strip().lower().replace("_", " ").replace("-", " ")
+    name = _ALIASES.get(text, "".join(w.capitalize() for w in re.split(r"\s+", text) if w))
+    groups = ((codes.cid7159, codes.cid7150.MorphologicallyAbnormalStructure), (codes.cid7166, codes.cid7150.Tissue),
+              (codes.cid7151, codes.cid7150.AnatomicalStructure))
+    for group, category in groups:
+        if name in group.dir():
+            return category, getattr(group, name)
+    if name in codes.SCT.dir():
+        return codes.cid7150.Tissue, getattr(codes.SCT, name)
+    return codes.cid7150.Tissue, codes.SCT.Tissue
+
+
+def _frames(labels, volume: Volume) -> Tuple[np.ndarray, Geometry]:
+    """The label map's planes ``(slices, rows, columns)``, one per source slice, in the geometry's slice order."""
+    geometry = volume.geometry
+    if geometry is None or volume.series is None:
+        raise InputError(f"{volume.path}: DICOM output needs a DICOM series as input")
+    data = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    if data.shape != geometry.shape:
+        raise InputError(f"label map {list(data.shape)} does not match the series grid {list(geometry.shape)}")
+    return np.ascontiguousarray(np.transpose(data[:, :, geometry.index], (2, 1, 0))), geometry
+
+
+def write_dicom_seg(
+    labels: Union[np.ndarray, torch.Tensor],
+    volume: Volume,
+    class_names: Dict[int, str],
+    target: Union[str, Path],
+    algorithm: str = "monai_ext",
+    version: str = "0.1.0",
+) -> Path:
+    """Write a label map ``(columns, rows, slices)`` on a DICOM volume's grid as a binary DICOM SEG.
+
+    One segment per foreground class in ``class_names`` (segment ``n`` is the ``n``-th label value; empty
+    segments are kept so that segment numbers follow the label values); one frame per source slice and
+    segment, each at its source slice's position and referencing it (multi-frame sources by frame).
+    """
+    import highdicom as hd
+    import pydicom
+    from pydicom.sr.codedict import codes
+
+    frames, geometry = _frames(labels, volume)
+    values = sorted(v for v in class_names if v > 0)
+    paths = list(dict.fromkeys(str(s.path) for s in geometry.slices))
+    sources = [pydicom.dcmread(p) for p in paths]
+    if len(sources) > 1 and any(int(ds.get("NumberOfFrames", 1) or 1) > 1 for ds in sources):
+        raise InputError(f"{volume.path}: a series of several multi-frame objects; DICOM SEG output takes one multi-frame object or single frames")
+    first = geometry.slices[0]
+    algorithm_id = hd.AlgorithmIdentificationSequence(name=algorithm, version=version, family=codes.cid7162.ArtificialIntelligence)
+    descriptions = []
+    for number, value in enumerate(values, start=1):
+        category, kind = coded_concepts(class_names[value])
+        descriptions.append(hd.seg.SegmentDescription(
+            segment_number=number, segment_label=class_names[value], segmented_property_category=category, segmented_property_type=kind,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC, algorithm_identification=algorithm_id,
+        ))
+    pixel = np.zeros(frames.shape + (max(len(values), 1),), dtype=bool)
+    for number, value in enumerate(values):
+        pixel[..., number] = frames == value
+    measures = hd.PixelMeasuresSequence(pixel_spacing=[float(v) for v in first.spacing],
+                                        slice_thickness=float(first.thickness or geometry.pitch), spacing_between_slices=float(geometry.pitch))
+    seg = hd.seg.Segmentation(
+        source_images=sources,
+        pixel_array=pixel[..., : len(values)] if values else pixel,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        series_instance_uid=hd.UID(),
+        series_number=900,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="monai-ext",
+        manufacturer_model_name=algorithm,
+        software_versions=version,
+        device_serial_number="0",
+        pixel_measures=measures,
+        plane_orientation=hd.PlaneOrientationSequence(coordinate_system="PATIENT", image_orientation=[float(v) for v in first.orientation]),
+        plane_positions=[hd.PlanePositionSequence(coordinate_system="PATIENT", image_position=[float(v) for v in s.position]) for s in geometry.slices],
+        omit_empty_frames=False,
+        series_description=f"{algorithm} segmentation",
+    )
+    return write_atomically(Path(target), lambda tmp: seg.save_as(str(tmp)))
+
+
+def write_rtstruct(
+    labels: Union[np.ndarray, torch.Tensor],
+    volume: Volume,
+    class_names: Dict[int, str],
+    target: Union[str, Path],
+) -> Path:
+    """Write a label map on a single-frame DICOM series' grid as an RT Structure Set, with ``rt-utils``: one
+    ROI per foreground class that has voxels, contours traced on each source slice and referencing it."""
+    import tempfile
+
+    from rt_utils import RTStructBuilder
+
+    frames, geometry = _frames(labels, volume)
+    if any(s.frame is not None for s in geometry.slices):
+        raise InputError(f"{volume.path}: RTSTRUCT output needs a series of single-frame images (radiotherapy planning CT or MR)")
+    with tempfile.TemporaryDirectory() as folder:  # rt-utils reads every file of a folder: give it this series only
+        for k, s in enumerate(geometry.slices):
+            os.symlink(Path(s.path).resolve(), Path(folder) / f"{k:05d}.dcm")
+        builder = RTStructBuilder.create_new(dicom_series_path=folder)
+    by_uid = {str(h.SOPInstanceUID): k for k, h in enumerate(_headers_in_order(volume, geometry))}
+    index = [by_uid[str(ds.SOPInstanceUID)] for ds in builder.series_data]  # rt-utils' own slice order
+    for value in sorted(v for v in class_names if v > 0):
+        mask = np.transpose(frames[index] == value, (1, 2, 0))  # (rows, columns, slices)
+        if mask.any():
+            builder.add_roi(mask=mask, name=class_names[value])
+    return write_atomically(Path(target), lambda tmp: builder.save(str(tmp)))
+
+
+def _headers_in_order(volume: Volume, geometry: Geometry):
+    by_path = {h.filename: h for h in volume.series.headers}
+    return [by_path[str(s.path)] for s in geometry.slices]

@@ -1,0 +1,126 @@
+"""DICOMweb in and out (a PACS such as Orthanc, DCM4CHEE or a cloud DICOM store), with ``dicomweb-client``.
+
+An input URL names a study or one series under the server's DICOMweb root::
+
+    http[s]://[user:password@]HOST[:PORT]/ROOT/studies/STUDY_UID[/series/SERIES_UID]
+
+e.g. ``http://localhost:8042/dicom-web/studies/1.2.3/series/1.2.3.4`` for Orthanc. :func:`download` finds the
+study's series (QIDO-RS) and retrieves the chosen ones (WADO-RS) into a local folder, one subfolder per
+series; :func:`store` sends a written SEG or RTSTRUCT back (STOW-RS). Server and network errors are one
+:class:`InputError` line naming the URL.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import List, Optional, Tuple
+from urllib.parse import urlsplit, urlunsplit
+
+from monai_ext.data.errors import InputError
+
+__all__ = ["is_url", "parse_url", "base_url", "download", "store"]
+
+_PATH = re.compile(r"^(?P<root>.*?)/studies/(?P<study>[0-9.]+)(?:/series/(?P<series>[0-9.]+))?/?$")
+
+
+def is_url(text: str) -> bool:
+    return text.startswith(("http://", "https://"))
+
+
+def parse_url(url: str) -> Tuple[str, str, Optional[str], Optional[Tuple[str, str]]]:
+    """``(DICOMweb root URL, study UID, series UID or None, (user, password) or None)``.
+
+    Raises:
+        InputError: a URL that does not name a study.
+    """
+    parts = urlsplit(url)
+    match = _PATH.match(parts.path)
+    if parts.scheme not in ("http", "https") or not parts.hostname or match is None:
+        raise InputError(f"{url}: not a DICOMweb study or series URL (http[s]://HOST[:PORT]/ROOT/studies/UID[/series/UID])")
+    netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
+    root = urlunsplit((parts.scheme, netloc, match["root"], "", ""))
+    credentials = (parts.username or "", parts.password or "") if parts.username else None
+    return root, match["study"], match["series"], credentials
+
+
+def base_url(url: str) -> str:
+    return parse_url(url)[0]
+
+
+def _client(root: str, credentials: Optional[Tuple[str, str]]):
+    from dicomweb_client.api import DICOMwebClient
+    from dicomweb_client.session_utils import create_session, create_session_from_user_pass
+
+    session = create_session_from_user_pass(*credentials) if credentials else create_session()
+    return DICOMwebClient(url=root, session=session)
+
+
+def _call(url: str, what: str, fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except Exception as e:  # requests' HTTPError, ConnectionError, ... and dicomweb-client's ValueErrors
+        text = str(e).strip().splitlines()
+        raise InputError(f"{url}: {what} failed ({type(e).__name__}: {text[0] if text else ''})") from e
+
+
+def _value(item: dict, tag: str, default: str = "") -> str:
+    values = item.get(tag, {}).get("Value") or [default]
+    return str(values[0])
+
+
+def download(url: str, folder: Path, series: Optional[str] = None, each_series: bool = True) -> Path:
+    """Retrieve the series a URL names (or ``series`` of its study, or every series of it) into
+    ``folder/<SeriesInstanceUID>/``; returns ``folder``, ready for :func:`~monai_ext.data.volume_io.find_cases`.
+
+    Raises:
+        InputError: a bad URL, a server or network error, no such study or series, or several series when
+            neither ``series`` nor ``each_series`` chooses.
+    """
+    root, study, url_series, credentials = parse_url(url)
+    client = _client(root, credentials)
+    if url_series and series and url_series != series:
+        raise InputError(f"{url}: names series {url_series}, and --series asks for {series}")
+    wanted = url_series or series
+    found = _call(url, "QIDO-RS series search", client.search_for_series, study_instance_uid=study)
+    uids = {_value(item, "0020000E"): item for item in found or []}
+    if not uids:
+        raise InputError(f"{url}: no such study on the server (QIDO-RS found no series)")
+    if wanted is not None and wanted not in uids:
+        raise InputError(f"{url}: no series {wanted} in study {study}")
+    if wanted is None and len(uids) > 1 and not each_series:
+        listing = "; ".join(f"{uid} (#{_value(i, '00200011', '?')} {_value(i, '00080060')} '{_value(i, '0008103E')}')" for uid, i in uids.items())
+        raise InputError(f"{url}: {len(uids)} series; choose one with --series UID or a series URL, or segment each with --each-series: {listing}")
+    folder.mkdir(parents=True, exist_ok=True)
+    for uid in [wanted] if wanted else list(uids):
+        target = folder / uid
+        target.mkdir(exist_ok=True)
+        instances = _call(url, f"WADO-RS retrieval of series {uid}", client.retrieve_series, study_instance_uid=study, series_instance_uid=uid)
+        for ds in instances:
+            ds.save_as(target / f"{ds.SOPInstanceUID}.dcm", enforce_file_format=True)
+    return folder
+
+
+def store(url: str, path: Path) -> None:
+    """Store a DICOM file (our SEG or RTSTRUCT) on the DICOMweb server of ``url`` (STOW-RS).
+
+    Raises:
+        InputError: a server or network error, or a response that lists the instance as failed.
+    """
+    import pydicom
+
+    root, _, _, credentials = parse_url(url)
+    client = _client(root, credentials)
+    ds = pydicom.dcmread(path)
+    response = _call(url, f"STOW-RS of {Path(path).name}", client.store_instances, datasets=[ds])
+    failed = response.get("FailedSOPSequence") if response is not None else None
+    if failed:
+        raise InputError(f"{url}: the server refused {Path(path).name} (FailedSOPSequence: {failed})")
+
+
+def stored_instances(url: str, study: str, modality: Optional[str] = None) -> List[dict]:
+    """The instances of ``study`` on the server of ``url`` (QIDO-RS), as DICOM JSON, optionally one modality."""
+    root, _, _, credentials = parse_url(url)
+    client = _client(root, credentials)
+    search = {"Modality": modality} if modality else None
+    return _call(url, "QIDO-RS instance search", client.search_for_instances, study_instance_uid=study, search_filters=search) or []
