@@ -23,6 +23,48 @@ def _seed():
     torch.manual_seed(0)
 
 
+SMALL_3D = {"spatial_dims": 3, "patch_size": [16, 16, 16]}
+
+
+@pytest.fixture(scope="session")
+def random_unet_3d(tmp_path_factory):
+    """A copy of the U-Net bundle with random 3D weights (``SMALL_3D`` settings): enough to test a pipeline's
+    geometry and outputs, not its accuracy."""
+    import shutil
+    from pathlib import Path
+
+    from monai.bundle import ConfigParser
+
+    root = tmp_path_factory.mktemp("bundle") / "unet"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "bundles" / "unet", root, ignore=shutil.ignore_patterns("models", "eval"))
+    parser = ConfigParser()
+    parser.read_config(str(root / "configs" / "inference.json"))
+    parser.update(SMALL_3D)
+    (root / "models").mkdir()
+    torch.save(parser.get_parsed_content("network_def").state_dict(), root / "models" / "model.pt")
+    return root
+
+
+@pytest.fixture(scope="session")
+def dciodvfy():
+    """``check(path)``: dicom3tools' ``dciodvfy`` on a DICOM file; fails the test on any error it reports
+    (warnings are allowed), and returns its report."""
+    import shutil
+    import subprocess
+
+    if shutil.which("dciodvfy") is None:
+        pytest.skip("dciodvfy not installed (Debian's dicom3tools; .ci/run installs it)")
+
+    def check(path) -> str:
+        proc = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=120)
+        report = proc.stdout + proc.stderr
+        errors = [line for line in report.splitlines() if line.startswith("Error")]
+        assert not errors, f"dciodvfy {path}: {len(errors)} error(s):\n" + "\n".join(errors[:20])
+        return report
+
+    return check
+
+
 @pytest.fixture(scope="session")
 def python_without_monai_ext(tmp_path_factory):
     """An interpreter with this environment's packages but not monai_ext: a virtual environment whose only

@@ -83,7 +83,7 @@ def test_own_data_prepare_train_segment_export(tmp_path, python_without_monai_ex
     dataset = hd.seg.segread(seg.output)
     assert [s.SegmentLabel for s in dataset.SegmentSequence] == ["lesion"]
     series = vio.read_volume(CT5N)
-    frames = dataset.get_pixels_by_source_instance(source_sop_instance_uids=[d.SOPInstanceUID for d in series.dicom],
+    frames = dataset.get_pixels_by_source_instance(source_sop_instance_uids=[d.SOPInstanceUID for d in series.series.headers],
                                                    combine_segments=True, skip_overlap_checks=True)
     assert np.transpose(frames, (2, 1, 0)).shape == tuple(series.image.shape[1:])
 

@@ -26,7 +26,7 @@ from monai_ext.data.volume_io import Volume, write_atomically
 
 __all__ = ["write_dicom_seg", "write_rtstruct", "coded_concepts"]
 
-_ALIASES = {"grey matter": "GrayMatter", "gm": "GrayMatter", "wm": "WhiteMatter", "csf": "CerebrospinalFluid", "tumour": "Tumor",
+_ALIASES = {"grey matter": "GrayMatter", "gm": "GrayMatter", "wm": "WhiteMatter", "csf": "CerebrospinalFluid", "tumour": "Neoplasm", "tumor": "Neoplasm", "tumours": "Neoplasm", "tumors": "Neoplasm",
             "vessel": "BloodVessel", "vessels": "BloodVessel", "nuclei": "Nucleus", "lesions": "Lesion"}
 
 
@@ -114,6 +114,9 @@ def write_dicom_seg(
         omit_empty_frames=False,
         series_description=f"{algorithm} segmentation",
     )
+    # highdicom copies the source's pixel measures where the pixel spacing agrees, stale SpacingBetweenSlices included
+    shared = seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+    shared.SpacingBetweenSlices, shared.SliceThickness = measures[0].SpacingBetweenSlices, measures[0].SliceThickness
     return write_atomically(Path(target), lambda tmp: seg.save_as(str(tmp)))
 
 
@@ -142,7 +145,45 @@ def write_rtstruct(
         mask = np.transpose(frames[index] == value, (1, 2, 0))  # (rows, columns, slices)
         if mask.any():
             builder.add_roi(mask=mask, name=class_names[value])
-    return write_atomically(Path(target), lambda tmp: builder.save(str(tmp)))
+    _place_contours(builder.ds, builder.series_data)
+    _conform(builder.ds, builder.series_data[0])
+    return write_atomically(Path(target), lambda tmp: builder.ds.save_as(str(tmp), enforce_file_format=True))
+
+
+def _place_contours(ds, series_data) -> None:
+    """Put every contour point where its pixel is. rt-utils maps pixel ``(x, y)`` of slice ``i`` with one matrix
+    for the whole series, which scales ``x`` by the spacing between rows (wrong for non-square pixels) and
+    places slice ``i`` at ``i`` times the first gap; here each point is mapped from its own slice's position
+    with ``PixelSpacing`` as DICOM defines it (column spacing along a row)."""
+    from rt_utils.image_helper import get_pixel_to_patient_transformation_matrix
+
+    to_pixel = np.linalg.inv(get_pixel_to_patient_transformation_matrix(series_data).astype(np.float64))
+    by_uid = {str(h.SOPInstanceUID): h for h in series_data}
+    for roi in ds.get("ROIContourSequence", []):
+        for contour in roi.get("ContourSequence", []):
+            header = by_uid[str(contour.ContourImageSequence[0].ReferencedSOPInstanceUID)]
+            points = np.array([float(v) for v in contour.ContourData]).reshape(-1, 3)
+            pixels = (to_pixel @ np.c_[points, np.ones(len(points))].T)[:2].T  # (x: column, y: row)
+            orientation = np.array([float(v) for v in header.ImageOrientationPatient])
+            dy, dx = (float(v) for v in header.PixelSpacing)  # between rows, between columns
+            origin = np.array([float(v) for v in header.ImagePositionPatient])
+            placed = origin + np.outer(pixels[:, 0] * dx, orientation[:3]) + np.outer(pixels[:, 1] * dy, orientation[3:])
+            contour.ContourData = placed.ravel().tolist()
+
+
+def _conform(ds, source) -> None:
+    """What rt-utils leaves out of the RT Structure Set IOD (dciodvfy's errors): contour coordinates as
+    decimal strings of at most 16 characters, the Frame of Reference module and the type 2 attributes."""
+    from pydicom.valuerep import DSfloat
+
+    for roi in ds.get("ROIContourSequence", []):
+        for contour in roi.get("ContourSequence", []):
+            contour.ContourData = [DSfloat(float(v), auto_format=True) for v in contour.ContourData]
+    ds.FrameOfReferenceUID = source.get("FrameOfReferenceUID", None) or ds.ReferencedFrameOfReferenceSequence[0].FrameOfReferenceUID
+    for keyword in ("AccessionNumber", "ReferringPhysicianName", "OperatorsName", "PositionReferenceIndicator", "StudyID",
+                    "PatientBirthDate", "PatientSex"):
+        if keyword not in ds:
+            setattr(ds, keyword, source.get(keyword, ""))
 
 
 def _headers_in_order(volume: Volume, geometry: Geometry):
