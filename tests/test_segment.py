@@ -119,6 +119,18 @@ def test_bad_inputs_end_with_one_line_and_a_non_zero_exit(bundle, tmp_path):
     flat = _write_nifti(tmp_path / "flat.nii.gz", np.zeros((12, 12, 12), np.float32))
     nan = _write_nifti(tmp_path / "nan.nii.gz", np.full((12, 12, 12), np.nan, np.float32))
     image2d = _write_nifti(tmp_path / "slice.nii.gz", np.random.rand(20, 20).astype(np.float32))
+    from monai_ext.data.dicom_export import write_dicom_series
+
+    series = np.random.default_rng(0).integers(0, 500, size=(40, 40, 8)).astype(np.int16)
+    for name in ("gap", "nopixels", "truncated"):  # 8 slices at 2.5 mm, each broken one way
+        write_dicom_series(series, np.diag([-0.5, -0.5, 2.5, 1.0]), tmp_path / name)
+    (tmp_path / "gap" / "IM0005.dcm").unlink()
+    ds = pydicom.dcmread(tmp_path / "nopixels" / "IM0004.dcm")
+    del ds.PixelData
+    ds.save_as(tmp_path / "nopixels" / "IM0004.dcm")
+    raw = (tmp_path / "truncated" / "IM0006.dcm").read_bytes()
+    (tmp_path / "truncated" / "IM0006.dcm").write_bytes(raw[:-700])
+    seg_file = Path(pydicom.__file__).parent / "data" / "test_files" / "liver_1frame.dcm"
     cases = {
         tmp_path / "missing.nii.gz": "no such file or folder",
         broken: "unreadable",
@@ -129,6 +141,10 @@ def test_bad_inputs_end_with_one_line_and_a_non_zero_exit(bundle, tmp_path):
         mixed: "2 DICOM series; choose one with --series",
         CT2: "missing slice(s)",
         MR700: "different orientations",
+        tmp_path / "gap": "1 missing slice(s): a 5.000 mm gap between IM0004.dcm and IM0006.dcm",
+        tmp_path / "nopixels": "IM0004.dcm: no pixel data",
+        tmp_path / "truncated": "IM0006.dcm: truncated",
+        seg_file: "not an image: Segmentation Storage (SEG)",
     }
     common = ["--bundle", str(bundle), "--output", str(tmp_path / "out"), "--set", "spatial_dims=3", "--set", "patch_size=[16,16,16]"]
     for path, message in cases.items():

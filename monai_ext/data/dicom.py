@@ -387,14 +387,17 @@ def _native(header) -> Optional[np.ndarray]:
             or bits not in (8, 16, 32) or (signed and stored != bits) or "PixelData" not in header or syntax == "1.2.840.10008.1.2.1.99"):
         return None
     element = header.get_item("PixelData", keep_deferred=True)
-    if not getattr(element, "is_raw", False) or element.value is not None:  # not deferred: let pydicom decode it
-        return None
     frames, rows, columns = int(header.get("NumberOfFrames", 1) or 1), int(header.Rows), int(header.Columns)
     dtype = np.dtype(f"{'<' if syntax.is_little_endian else '>'}{'i' if signed else 'u'}{bits // 8}")
     count = frames * rows * columns
-    with open(header.filename, "rb") as f:
-        f.seek(element.value_tell)
-        raw = f.read(count * dtype.itemsize)
+    if isinstance(element.value, (bytes, bytearray)):  # small enough to have been read with the header
+        raw = bytes(element.value[: count * dtype.itemsize])
+    elif getattr(element, "is_raw", False) and element.value is None:  # deferred: read it from its offset
+        with open(header.filename, "rb") as f:
+            f.seek(element.value_tell)
+            raw = f.read(count * dtype.itemsize)
+    else:
+        return None
     if len(raw) < count * dtype.itemsize:
         raise _Short(f"truncated: {len(raw)} bytes of pixel data where {rows}x{columns}x{frames} pixels need {count * dtype.itemsize}")
     return np.frombuffer(raw, dtype=dtype).reshape(frames, rows, columns)
