@@ -123,3 +123,15 @@ def test_the_committed_report_is_built_from_the_committed_results(tmp_path):
     for path in (BENCHMARKS / "results").glob("*.json"):
         assert f"| {json.loads(path.read_text())['benchmark']} |" in text, path.name
     assert text == (BENCHMARKS / "REPORT.md").read_text(), "regenerate: python -m benchmarks --table-only"
+
+
+def test_bench_dicom_read_compares_with_itk_and_pydicom(tmp_path):
+    import bench_dicom_read
+
+    out = tmp_path / "dicom.json"
+    bench_dicom_read.main(bench_dicom_read.SMOKE + ["--output", str(out)])
+    report = json.loads(out.read_text())
+    assert [r["syntax"] for r in report["results"]] == ["explicit", "jpeg2000"]
+    for r in report["results"]:
+        assert r["itk"]["voxels_equal"] and r["ours"]["seconds"] > 0
+    assert len(_rows(bench_dicom_read, report)) == 6
