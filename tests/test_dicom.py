@@ -274,3 +274,20 @@ def test_the_writer_and_the_reader_agree_with_itk_on_an_oblique_series(tmp_path)
     np.testing.assert_array_equal(voxels, image)
     np.testing.assert_allclose(itk_affine, affine, atol=1e-3)
     np.testing.assert_allclose(read_volume(tmp_path).image.affine.numpy(), itk_affine, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["SC_rgb.dcm", "SC_rgb_jpeg_dcmtk.dcm", "US1_UNCR.dcm", "OBXXXX1A.dcm", "CR"])
+def test_a_projection_image_reads_as_a_2d_image_with_its_pixel_spacing(name):
+    """Radiographs, ultrasound and secondary captures have no patient plane: a 2D image, RGB where the
+    pixels are colour (YBR and palette colour converted), as pydicom decodes it."""
+    from pydicom.pixels import apply_color_lut
+
+    path = next((DICOMDIR_TESTS / "77654033" / "CR1").iterdir()) if name == "CR" else Path(pydicom.data.get_testdata_file(name))
+    volume = read_volume(path, min_dims=2)
+    ds = pydicom.dcmread(path)
+    pixels = apply_color_lut(ds.pixel_array, ds) if ds.PhotometricInterpretation == "PALETTE COLOR" else ds.pixel_array
+    expected = np.moveaxis(pixels, -1, 0).transpose(0, 2, 1) if pixels.ndim == 3 else pixels.T[None]
+    np.testing.assert_allclose(volume.image.numpy(), expected * float(ds.get("RescaleSlope", 1)) + float(ds.get("RescaleIntercept", 0)), rtol=1e-6)
+    assert volume.geometry.planar and volume.image.affine.shape == (3, 3)
+    with pytest.raises(InputError, match="not a volume"):
+        read_volume(path)  # a 3D bundle needs a volume

@@ -148,6 +148,18 @@ def test_an_rtstruct_validates_and_its_contours_fill_back_to_the_mask(tmp_path, 
         np.testing.assert_array_equal(_fill_contours(ds, volume, name), labels.numpy() == value)
 
 
+@pytest.mark.parametrize("name", ["SC_rgb.dcm", "US1_UNCR.dcm", "CR"])
+def test_a_seg_of_a_projection_image_validates(tmp_path, dciodvfy, name):
+    path = next((CT5N.parents[1] / "77654033" / "CR1").iterdir()) if name == "CR" else pydicom.data.get_testdata_file(name)
+    volume = read_volume(path, min_dims=2)
+    labels = (volume.image[0] > volume.image[0].mean()).to(torch.int32)
+    seg = write_dicom_seg(labels, volume, NAMES, tmp_path / "seg.dcm")
+    dciodvfy(seg)
+    frames = hd.seg.segread(seg).get_pixels_by_source_instance(source_sop_instance_uids=[volume.series.headers[0].SOPInstanceUID],
+                                                               combine_segments=True, skip_overlap_checks=True)
+    np.testing.assert_array_equal(frames[0].T, labels.numpy())
+
+
 def test_coded_concepts_follow_the_dicom_context_groups():
     assert [c.meaning for c in coded_concepts("Grey matter")] == ["Anatomical Structure", "Gray Matter"]
     assert [c.meaning for c in coded_concepts("fat")] == ["Tissue", "Fat"]  # CID 7166, tissues

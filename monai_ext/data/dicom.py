@@ -70,8 +70,8 @@ class Slice:
 
     path: Path
     frame: Optional[int]
-    position: np.ndarray  # ImagePositionPatient (LPS, mm)
-    orientation: np.ndarray  # ImageOrientationPatient: row direction, column direction
+    position: Optional[np.ndarray]  # ImagePositionPatient (LPS, mm); None for a projection image (CR, DX, US, SC)
+    orientation: Optional[np.ndarray]  # ImageOrientationPatient: row direction, column direction
     spacing: np.ndarray  # PixelSpacing: between rows, between columns (mm)
     shape: Tuple[int, int]  # rows, columns
     rescale: Tuple[float, float]  # slope, intercept
@@ -122,11 +122,16 @@ class Geometry:
 
     slices: List[Slice]
     index: List[int]
-    affine: np.ndarray  # voxel (column, row, slice) -> RAS mm
-    shape: Tuple[int, int, int]  # columns, rows, slices
+    affine: np.ndarray  # voxel (column, row[, slice]) -> RAS mm
+    shape: Tuple[int, ...]  # columns, rows[, slices]
     pitch: float
     residual: float  # the largest distance (mm) of a slice from the fitted grid
     warnings: List[str] = field(default_factory=list)
+
+    @property
+    def planar(self) -> bool:
+        """A single image without a patient plane (a radiograph, an ultrasound or endoscopy frame): 2D."""
+        return len(self.shape) == 2
 
 
 def _read_header(path: Path):
@@ -267,6 +272,9 @@ def _slices_of(ds) -> List[Slice]:
             raise InputError(f"{path}: a {frames}-frame object without per-frame geometry (a cine or a secondary capture); not a volume")
         slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
         where = str(path)
+        if "ImagePositionPatient" not in ds and "ImageOrientationPatient" not in ds:  # a projection image: pixels only
+            spacing = next((_vector(ds, k, 2, where) for k in ("PixelSpacing", "ImagerPixelSpacing") if k in ds), np.ones(2))
+            return [Slice(path, None, None, None, spacing, (rows, columns), (slope, intercept))]
         return [Slice(path, None, _vector(ds, "ImagePositionPatient", 3, where), _vector(ds, "ImageOrientationPatient", 6, where),
                       _vector(ds, "PixelSpacing", 2, where), (rows, columns), (slope, intercept), _float(ds.get("SliceThickness")))]
     shared = ds["SharedFunctionalGroupsSequence"][0] if "SharedFunctionalGroupsSequence" in ds else None
@@ -309,6 +317,12 @@ def series_geometry(series: Series, tolerance: Optional[float] = None, allow_gap
     where = series.source
     slices = series.slices()
     first = slices[0]
+    if any(s.position is None for s in slices):
+        if len(slices) > 1:
+            raise InputError(f"{where}: {len(slices)} images without ImagePositionPatient/ImageOrientationPatient; not one volume")
+        # as ITK reads such an image: origin 0, identity direction in LPS, the pixel spacing
+        dy, dx = first.spacing
+        return Geometry(slices, [0], np.diag([-dx, -dy, 1.0]), (first.shape[1], first.shape[0]), 1.0, 0.0)
     for s in slices[1:]:
         if s.shape != first.shape:
             raise InputError(f"{s}: {s.shape[0]}x{s.shape[1]} pixels where {first} has {first.shape[0]}x{first.shape[1]}; not one volume")
@@ -384,7 +398,8 @@ def _native(header) -> Optional[np.ndarray]:
     bits, stored = int(header.get("BitsAllocated", 0) or 0), int(header.get("BitsStored", 0) or 0)
     signed = int(header.get("PixelRepresentation", 0) or 0) == 1
     if (syntax is None or syntax.is_compressed or not syntax.is_transfer_syntax or int(header.get("SamplesPerPixel", 1) or 1) != 1
-            or bits not in (8, 16, 32) or (signed and stored != bits) or "PixelData" not in header or syntax == "1.2.840.10008.1.2.1.99"):
+            or bits not in (8, 16, 32) or (signed and stored != bits) or "PixelData" not in header or syntax == "1.2.840.10008.1.2.1.99"
+            or str(header.get("PhotometricInterpretation", "")) == "PALETTE COLOR"):
         return None
     element = header.get_item("PixelData", keep_deferred=True)
     frames, rows, columns = int(header.get("NumberOfFrames", 1) or 1), int(header.Rows), int(header.Columns)
@@ -430,6 +445,10 @@ def _decode(header) -> Tuple[np.ndarray, Optional[str]]:
         except Exception as e:  # decoders raise many kinds
             syntax = getattr(header.file_meta.get("TransferSyntaxUID", None), "name", "unknown transfer syntax")
             return np.zeros(0), f"pixel data does not decode ({syntax}: {_first_line(e)})"
+        if str(ds.get("PhotometricInterpretation", "")) == "PALETTE COLOR":
+            from pydicom.pixels import apply_color_lut
+
+            array, samples = apply_color_lut(array, ds), 3
         if frames == 1:
             array = array[None]
     expected = (frames, int(header.Rows), int(header.Columns)) + ((samples,) if samples > 1 else ())
@@ -465,9 +484,11 @@ def _is_compressed(header) -> bool:
 
 
 def read_series(series: Series, tolerance: Optional[float] = None, allow_gaps: bool = False, workers: Optional[int] = None):
-    """Decode a series onto its grid: a ``MetaTensor`` ``(C, columns, rows, slices)`` in float32 with a RAS affine.
+    """Decode a series onto its grid: a ``MetaTensor`` ``(C, columns, rows, slices)`` in float32 with a RAS affine
+    (``(C, columns, rows)`` for a projection image without a patient plane, such as a radiograph).
 
-    Each slice's own RescaleSlope/RescaleIntercept is applied. ``C`` is 1, or 3 for colour images.
+    Each slice's own RescaleSlope/RescaleIntercept is applied. ``C`` is 1, or 3 for colour (RGB, YBR and
+    palette colour images arrive as RGB).
     Returns ``(image, geometry)``; see :func:`series_geometry` for the checks and the arguments.
 
     Raises:
@@ -485,7 +506,7 @@ def read_series(series: Series, tolerance: Optional[float] = None, allow_gaps: b
     for name, (_, problem) in sorted(decoded.items()):
         if problem:
             raise InputError(f"{name}: {problem}")
-    columns, rows, depth = geometry.shape
+    columns, rows, depth = (*geometry.shape, 1)[:3]
     sample = next(iter(decoded.values()))[0]
     channels = sample.shape[3] if sample.ndim == 4 else 1
     planes = np.empty((depth, rows, columns, channels), dtype=np.float32)  # filled plane by plane, contiguously
@@ -509,6 +530,8 @@ def read_series(series: Series, tolerance: Optional[float] = None, allow_gaps: b
             w = (k - lo) / (hi - lo)
             planes[k] = (1 - w) * planes[lo] + w * planes[hi]
     volume = planes.transpose(3, 2, 1, 0)  # (C, columns, rows, slices), a view
+    if geometry.planar:
+        volume = volume[..., 0]
     affine = torch.as_tensor(geometry.affine, dtype=torch.float64)
     meta = {
         "filename_or_obj": str(series.source),
@@ -516,7 +539,7 @@ def read_series(series: Series, tolerance: Optional[float] = None, allow_gaps: b
         "spatial_shape": np.array(geometry.shape),
         "space": SpaceKeys.RAS,
         "original_channel_dim": 0 if channels > 1 else float("nan"),
-        "spacing": np.array([geometry.slices[0].spacing[1], geometry.slices[0].spacing[0], geometry.pitch]),
+        "spacing": np.array([geometry.slices[0].spacing[1], geometry.slices[0].spacing[0], geometry.pitch][: len(geometry.shape)]),
         "series_instance_uid": series.uid,
     }
     return MetaTensor(torch.from_numpy(volume), affine=affine, meta=meta), geometry

@@ -54,6 +54,8 @@ def _frames(labels, volume: Volume) -> Tuple[np.ndarray, Geometry]:
     data = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
     if data.shape != geometry.shape:
         raise InputError(f"label map {list(data.shape)} does not match the series grid {list(geometry.shape)}")
+    if geometry.planar:
+        data = data[..., None]
     return np.ascontiguousarray(np.transpose(data[:, :, geometry.index], (2, 1, 0))), geometry
 
 
@@ -95,6 +97,12 @@ def write_dicom_seg(
         pixel[..., number] = frames == value
     measures = hd.PixelMeasuresSequence(pixel_spacing=[float(v) for v in first.spacing],
                                         slice_thickness=float(first.thickness or geometry.pitch), spacing_between_slices=float(geometry.pitch))
+    # a projection image has no patient plane: the SEG takes the source image's pixel matrix as it is
+    planes = {} if geometry.planar else dict(
+        pixel_measures=measures,
+        plane_orientation=hd.PlaneOrientationSequence(coordinate_system="PATIENT", image_orientation=[float(v) for v in first.orientation]),
+        plane_positions=[hd.PlanePositionSequence(coordinate_system="PATIENT", image_position=[float(v) for v in s.position]) for s in geometry.slices],
+    )
     seg = hd.seg.Segmentation(
         source_images=sources,
         pixel_array=pixel[..., : len(values)] if values else pixel,
@@ -108,15 +116,19 @@ def write_dicom_seg(
         manufacturer_model_name=algorithm,
         software_versions=version,
         device_serial_number="0",
-        pixel_measures=measures,
-        plane_orientation=hd.PlaneOrientationSequence(coordinate_system="PATIENT", image_orientation=[float(v) for v in first.orientation]),
-        plane_positions=[hd.PlanePositionSequence(coordinate_system="PATIENT", image_position=[float(v) for v in s.position]) for s in geometry.slices],
         omit_empty_frames=False,
         series_description=f"{algorithm} segmentation",
+        **planes,
     )
-    # highdicom copies the source's pixel measures where the pixel spacing agrees, stale SpacingBetweenSlices included
-    shared = seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
-    shared.SpacingBetweenSlices, shared.SliceThickness = measures[0].SpacingBetweenSlices, measures[0].SliceThickness
+    if geometry.planar:  # the General Image module asks for it where there is no plane orientation (type 2C)
+        seg.PatientOrientation = sources[0].get("PatientOrientation", "")
+        shared = seg.SharedFunctionalGroupsSequence[0]
+        if "PixelMeasuresSequence" in shared and "SliceThickness" not in shared.PixelMeasuresSequence[0]:
+            del shared.PixelMeasuresSequence  # copied incomplete from a secondary capture; readers such as highdicom refuse it
+    else:
+        # highdicom copies the source's pixel measures where the pixel spacing agrees, stale SpacingBetweenSlices included
+        shared = seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+        shared.SpacingBetweenSlices, shared.SliceThickness = measures[0].SpacingBetweenSlices, measures[0].SliceThickness
     return write_atomically(Path(target), lambda tmp: seg.save_as(str(tmp)))
 
 
