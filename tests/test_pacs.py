@@ -5,11 +5,7 @@ Orthanc, referencing that series with one frame per slice and segment."""
 
 import contextlib
 import io
-import json
-import shutil
-import socket
-import subprocess
-import time
+import sys
 from pathlib import Path
 
 import highdicom as hd
@@ -24,49 +20,17 @@ from monai_ext.data.volume_io import InputError
 
 from conftest import SMALL_3D
 
-PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "pacs"))
+from orthanc import binary, free_port, orthanc as start_orthanc  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def orthanc(tmp_path_factory):
     """The DICOMweb root URL of a fresh Orthanc (its own storage, loopback only, no authentication)."""
-    import requests
-
-    binary = shutil.which("Orthanc") or ("/usr/sbin/Orthanc" if Path("/usr/sbin/Orthanc").exists() else None)
-    if binary is None or not PLUGIN.exists():
+    if binary() is None:
         pytest.skip("Orthanc with its DICOMweb plugin is not installed (Debian's orthanc, orthanc-dicomweb; .ci/run installs them)")
-    root = tmp_path_factory.mktemp("orthanc")
-    port = _free_port()
-    config = {
-        "Name": "monai_ext_test", "StorageDirectory": str(root / "db"), "IndexDirectory": str(root / "db"),
-        "HttpPort": port, "DicomPort": _free_port(), "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
-        "Plugins": [str(PLUGIN)], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
-    }
-    (root / "orthanc.json").write_text(json.dumps(config))
-    log = open(root / "orthanc.log", "w")
-    process = subprocess.Popen([binary, str(root / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT, cwd=root)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            if process.poll() is not None:
-                pytest.fail(f"Orthanc exited with {process.returncode}: {(root / 'orthanc.log').read_text()[-2000:]}")
-            with contextlib.suppress(requests.ConnectionError):
-                if requests.get(f"{url}/dicom-web/studies", timeout=2).status_code == 200:
-                    break
-            time.sleep(0.1)
-        else:
-            pytest.fail("Orthanc did not answer within 30 s")
-        yield f"{url}/dicom-web"
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
+    with start_orthanc(tmp_path_factory.mktemp("orthanc")) as root:
+        yield root
 
 
 def _upload(root, folder):
@@ -127,7 +91,7 @@ def test_a_study_url_lists_its_series_or_segments_each(orthanc, random_unet_3d, 
 def test_server_errors_are_one_line(orthanc, random_unet_3d, tmp_path):
     from monai_ext.__main__ import main
 
-    dead = f"http://127.0.0.1:{_free_port()}/dicom-web/studies/1.2.3"
+    dead = f"http://127.0.0.1:{free_port()}/dicom-web/studies/1.2.3"
     cases = {
         dead: "QIDO-RS series search failed (ConnectionError",
         f"{orthanc}/studies/1.2.3.4.5": "no such study on the server",

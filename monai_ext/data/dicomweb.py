@@ -83,7 +83,11 @@ def download(url: str, folder: Path, series: Optional[str] = None, each_series: 
         raise InputError(f"{url}: names series {url_series}, and --series asks for {series}")
     wanted = url_series or series
     found = _call(url, "QIDO-RS series search", client.search_for_series, study_instance_uid=study)
-    uids = {_value(item, "0020000E"): item for item in found or []}
+    def number(item: dict) -> int:
+        value = _value(item, "00200011", "")
+        return int(value) if value.lstrip("-").isdigit() else 1 << 30
+
+    uids = {_value(item, "0020000E"): item for item in sorted(found or [], key=lambda i: (number(i), _value(i, "0020000E")))}
     if not uids:
         raise InputError(f"{url}: no such study on the server (QIDO-RS found no series)")
     if wanted is not None and wanted not in uids:
