@@ -49,3 +49,32 @@ def test_the_monailabel_check_passes_where_monailabel_is_installed(tmp_path):
                           capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert json.loads((tmp_path / "monailabel_check.json").read_text())["bundles"]["unet"]["ok"]
+
+
+def test_the_pacs_studies_are_ct_series_with_their_labels_on_the_same_grid(tmp_path):
+    """What scripts/monailabel/check_dicom.py uploads to Orthanc (scripts/pacs/make_studies.py)."""
+    from monai_ext.data.volume_io import read_volume
+
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "pacs" / "make_studies.py"), str(tmp_path), "--cases", "2",
+                           "--size", "32", "32", "12"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    cases = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len({c["study"] for c in cases}) == 2
+    for n, case in enumerate(cases):
+        volume = read_volume(case["folder"])
+        label = nib.load(str(tmp_path / f"case{n}_label.nii.gz"))
+        assert volume.image.shape[1:] == label.shape == (32, 32, 12) and volume.series.uid == case["series"]
+        np.testing.assert_allclose(volume.image.affine.numpy(), label.affine, atol=1e-6)
+        assert volume.series.modality == "CT" and volume.image.min() >= -1024
+
+
+@pytest.mark.parametrize("name", ["unet", "madgnet"])
+def test_each_bundle_is_installed_for_3d_for_the_dicom_check(name, tmp_path):
+    spec3d = importlib.util.spec_from_file_location("check_dicom", ROOT / "scripts" / "monailabel" / "check_dicom.py")
+    check_dicom = importlib.util.module_from_spec(spec3d)
+    spec3d.loader.exec_module(check_dicom)
+    target = check.install_bundle(name, tmp_path / "model", check_dicom.SETTINGS_3D)
+    parser = ConfigParser()
+    parser.read_config(str(target / "configs" / "inference.json"))
+    assert parser["spatial_dims"] == 3 and parser["patch_size"] == [32, 32, 32]
+    parser.get_parsed_content("network_def").load_state_dict(torch.load(target / "models" / "model.pt", weights_only=True))

@@ -9,14 +9,16 @@ run them. This module only
 - overrides config values (``device``, ``amp``, the inferer's ``sw_batch_size``, ``overlap`` and
   ``tta_axes``, the ``checkpoint``, a user's overlays and ``--set`` values);
 - loads each file with the bundle's own ``LoadImaged`` and checks what it loaded (channels, dimensions,
-  finite and non-constant values: one-line errors); a DICOM folder is first checked to be one evenly
-  spaced series (:mod:`monai_ext.data.volume_io`) and read with that module's series reader, which
-  keeps the headers a DICOM SEG needs. The loaded image then goes through the rest of the bundle's
+  finite and non-constant values: one-line errors); DICOM (folders, ``DICOMDIR``, files, a DICOMweb study
+  or series) is read by :mod:`monai_ext.data.dicom`, which checks the series' geometry and keeps the
+  headers a DICOM SEG or RTSTRUCT needs. The loaded image then goes through the rest of the bundle's
   preprocessing, as MONAI Label hands its loaded images to a bundle;
 - writes what the bundle's ``SaveImaged`` steps would write, under the same names
   (``<case>_<output_postfix>``), with its own writers: atomic NIfTI with the input's affine, or a DICOM SEG
-  referencing the source series for the ``pred`` key (``--format dicom-seg``). A diffusion bundle's
-  probability and uncertainty maps are simply more ``SaveImaged`` keys of its postprocessing.
+  or RT Structure Set referencing the source series for the ``pred`` key (``--format dicom-seg`` or
+  ``rtstruct``; :mod:`monai_ext.data.dicom_seg`), stored back on a DICOMweb input's server with ``store``.
+  A diffusion bundle's probability and uncertainty maps are simply more ``SaveImaged`` keys of its
+  postprocessing.
 
 A trained bundle's weights carry the settings they were trained with and the bundle's configs read them
 (:mod:`monai_ext.bundle.trained`), so nothing has to be repeated here; weights that do not fit the

@@ -56,14 +56,14 @@ def make_studies(folder: Path, cases: int) -> list:
     return ids
 
 
-def install_bundle(name: str, model_dir: Path) -> Path:
+def install_bundle(name: str, model_dir: Path, settings: dict = OVERRIDES) -> Path:
     """Copy the bundle into the app's model folder with the check's small settings and untrained weights."""
     import torch
     from monai.bundle import ConfigParser
 
     target = model_dir / name
     shutil.copytree(ROOT / "bundles" / name, target, ignore=shutil.ignore_patterns("models", "eval", "logs"))
-    overrides = {**OVERRIDES, **(DIFFUSION if name == "medsegdiff" else {})}
+    overrides = {**settings, **(DIFFUSION if name == "medsegdiff" else {})}
     for config in ("inference.json", "train.json"):
         path = target / "configs" / config
         content = json.loads(path.read_text())
