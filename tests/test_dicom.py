@@ -291,3 +291,24 @@ def test_a_projection_image_reads_as_a_2d_image_with_its_pixel_spacing(name):
     assert volume.geometry.planar and volume.image.affine.shape == (3, 3)
     with pytest.raises(InputError, match="not a volume"):
         read_volume(path)  # a 3D bundle needs a volume
+
+
+def test_damaged_files_copies_and_two_volumes_in_one_series(tmp_path):
+    (tmp_path / "noise.dcm").write_bytes(np.random.default_rng(0).bytes(5000))
+    with pytest.raises(InputError, match=r"noise\.dcm: not a DICOM file"):
+        read_volume(tmp_path / "noise.dcm")
+    (tmp_path / "cut.dcm").write_bytes((FILES / "CT_small.dcm").read_bytes()[:300])  # the header cut short
+    with pytest.raises(InputError, match=r"cut\.dcm: a damaged or truncated DICOM file"):
+        read_volume(tmp_path / "cut.dcm")
+    copies = tmp_path / "copies"  # the same instance twice (a file copied): read once
+    shutil.copytree(CT5N, copies)
+    first = sorted(copies.iterdir())[0]
+    shutil.copy(first, copies / "copy_of_first")
+    np.testing.assert_array_equal(read_volume(copies).image.numpy(), read_volume(CT5N).image.numpy())
+    echoes = tmp_path / "echoes"  # two instances at every position (two echoes): not one volume
+    shutil.copytree(CT5N, echoes)
+    ds = pydicom.dcmread(first)
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    ds.save_as(echoes / "second_echo")
+    with pytest.raises(InputError, match=r"lie at the same position .* several acquisitions, echoes or time points"):
+        read_volume(echoes)

@@ -46,8 +46,10 @@ _NON_IMAGE_CLASSES = ("1.2.840.10008.5.1.4.1.1.66", "1.2.840.10008.5.1.4.1.1.481
 
 def is_dicom_file(path: Path) -> bool:
     """A Part 10 file (``DICM`` after the 128-byte preamble), or a ``.dcm`` file (some writers omit the preamble)."""
-    if path.suffix.lower() == ".dcm":
-        return True
+    return path.suffix.lower() == ".dcm" or _has_preamble(path)
+
+
+def _has_preamble(path: Path) -> bool:
     try:
         with open(path, "rb") as f:
             head = f.read(132)
@@ -142,7 +144,8 @@ def _read_header(path: Path):
     except Exception as e:  # pydicom raises many kinds
         raise InputError(f"{path}: unreadable DICOM file ({_first_line(e)})") from e
     if "SOPClassUID" not in ds and "Rows" not in ds:
-        raise InputError(f"{path}: not a DICOM file (no SOP class, no image)")
+        what = "a damaged or truncated DICOM file" if _has_preamble(path) else "not a DICOM file"
+        raise InputError(f"{path}: {what} (no SOP Class UID, no image size)")
     ds.filename = str(path)
     return ds
 
@@ -215,6 +218,12 @@ def find_series(path: Union[str, Path]) -> List["Series"]:
         raise InputError(f"{path}: not an image: {kinds}; give the image series instead")
     for kind, paths in others.items():
         logger.info("%s: left out %d non-image object(s): %s", path, len(paths), kind)
+    unique: Dict[str, object] = {}
+    for ds in images:  # the same instance twice (a copied file) counts once
+        unique.setdefault(str(ds.get("SOPInstanceUID", "")) or ds.filename, ds)
+    if len(unique) < len(images):
+        logger.info("%s: left out %d duplicate file(s) of the same instance", path, len(images) - len(unique))
+        images = list(unique.values())
     by_uid: Dict[str, List] = {}
     for ds in images:
         by_uid.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append(ds)
