@@ -241,24 +241,42 @@ def _workers(workers: Optional[int], tasks: int) -> int:
     return max(1, min(workers, tasks))
 
 
-def _vector(ds, keyword: str, length: int, where: str) -> np.ndarray:
-    """A multi-valued decimal string (``ImagePositionPatient``, ...) as floats, parsed from the raw bytes when
-    the element has not been converted yet (pydicom's DS objects cost more than the rest of the header)."""
+def _decimals(ds, keyword: str) -> Optional[List[float]]:
+    """A decimal string element's values as floats, parsed from the raw bytes when the element has not been
+    converted yet (pydicom's DS objects cost more than the rest of the header); None where it is absent."""
     from pydicom.datadict import tag_for_keyword
 
-    element = ds.get_item(tag_for_keyword(keyword)) if keyword in ds else None
-    value = getattr(element, "value", None)
+    if keyword not in ds:
+        return None
+    value = ds.get_item(tag_for_keyword(keyword)).value
+    if isinstance(value, (bytes, bytearray)):
+        text = value.decode("ascii").strip(" \x00")
+        return [float(v) for v in text.split("\\")] if text else None
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        return [float(v) for v in value.split("\\")]
+    return [float(v) for v in value] if hasattr(value, "__iter__") else [float(value)]
+
+
+def _vector(ds, keyword: str, length: int, where: str) -> np.ndarray:
+    """A multi-valued decimal string (``ImagePositionPatient``, ...) as ``length`` finite floats, or an error."""
     try:
-        if isinstance(value, (bytes, bytearray)):
-            array = np.array([float(v) for v in value.decode("ascii").split("\\")], dtype=np.float64)
-        else:
-            value = ds.get(keyword, None)
-            array = np.array([float(v) for v in value], dtype=np.float64)
+        array = np.array(_decimals(ds, keyword) or [], dtype=np.float64)
     except (TypeError, ValueError, UnicodeDecodeError):
         array = np.zeros(0)
     if array.shape != (length,) or not np.isfinite(array).all():
         raise InputError(f"{where}: no valid {keyword} (got {ds.get(keyword, None)!r}); not part of a volume")
     return array
+
+
+def _scalar(ds, keyword: str, default: Optional[float] = None) -> Optional[float]:
+    """A single decimal string (``RescaleSlope``, ``SliceThickness``...) as a float, or ``default``."""
+    try:
+        values = _decimals(ds, keyword)
+    except (TypeError, ValueError, UnicodeDecodeError):
+        return default
+    return float(values[0]) if values else default
 
 
 def _find(groups: Sequence, keyword: str):
@@ -279,13 +297,13 @@ def _slices_of(ds) -> List[Slice]:
     if "PerFrameFunctionalGroupsSequence" not in ds:
         if frames > 1:
             raise InputError(f"{path}: a {frames}-frame object without per-frame geometry (a cine or a secondary capture); not a volume")
-        slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
+        slope, intercept = _scalar(ds, "RescaleSlope", 1.0) or 1.0, _scalar(ds, "RescaleIntercept", 0.0)
         where = str(path)
         if "ImagePositionPatient" not in ds and "ImageOrientationPatient" not in ds:  # a projection image: pixels only
             spacing = next((_vector(ds, k, 2, where) for k in ("PixelSpacing", "ImagerPixelSpacing") if k in ds), np.ones(2))
             return [Slice(path, None, None, None, spacing, (rows, columns), (slope, intercept))]
         return [Slice(path, None, _vector(ds, "ImagePositionPatient", 3, where), _vector(ds, "ImageOrientationPatient", 6, where),
-                      _vector(ds, "PixelSpacing", 2, where), (rows, columns), (slope, intercept), _float(ds.get("SliceThickness")))]
+                      _vector(ds, "PixelSpacing", 2, where), (rows, columns), (slope, intercept), _scalar(ds, "SliceThickness"))]
     shared = ds["SharedFunctionalGroupsSequence"][0] if "SharedFunctionalGroupsSequence" in ds else None
     per_frame = ds["PerFrameFunctionalGroupsSequence"]
     if len(per_frame.value) != frames:
@@ -301,15 +319,8 @@ def _slices_of(ds) -> List[Slice]:
         slope = float(rescale.get("RescaleSlope", 1) or 1) if rescale is not None else float(ds.get("RescaleSlope", 1) or 1)
         intercept = float(rescale.get("RescaleIntercept", 0) or 0) if rescale is not None else float(ds.get("RescaleIntercept", 0) or 0)
         slices.append(Slice(path, f, _vector(position, "ImagePositionPatient", 3, where), _vector(orientation, "ImageOrientationPatient", 6, where),
-                            _vector(measures, "PixelSpacing", 2, where), (rows, columns), (slope, intercept), _float(measures.get("SliceThickness"))))
+                            _vector(measures, "PixelSpacing", 2, where), (rows, columns), (slope, intercept), _scalar(measures, "SliceThickness")))
     return slices
-
-
-def _float(value) -> Optional[float]:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
 
 
 def series_geometry(series: Series, tolerance: Optional[float] = None, allow_gaps: bool = False) -> Geometry:
@@ -349,7 +360,7 @@ def series_geometry(series: Series, tolerance: Optional[float] = None, allow_gap
     slices, distance = [slices[k] for k in order], distance[order]
 
     if len(slices) == 1:
-        pitch = first.thickness or _float(series.first.get("SpacingBetweenSlices")) or 1.0
+        pitch = first.thickness or _scalar(series.first, "SpacingBetweenSlices") or 1.0
         index, residual, warnings = [0], 0.0, []
     else:
         gaps = np.diff(distance)
@@ -466,21 +477,19 @@ def _decode(header) -> Tuple[np.ndarray, Optional[str]]:
     return array, None
 
 
-def _decode_all(headers: List, workers: Optional[int]) -> List[Tuple[np.ndarray, Optional[str]]]:
-    """:func:`_decode` every header: compressed files in worker processes (the decoders hold the GIL), the
-    rest in this process (reading uncompressed pixels is I/O and a copy, which threads would only slow)."""
+def _decode_compressed(headers: List, workers: Optional[int]) -> Dict[str, Tuple[np.ndarray, Optional[str]]]:
+    """:func:`_decode` the compressed files among ``headers`` in worker processes (the decoders hold the GIL),
+    by file name; the rest are read where they are placed (:func:`read_series`)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    compressed = [h for h in headers if _is_compressed(h)]
+    compressed = [h.filename for h in headers if _is_compressed(h)]
     n = _workers(workers, len(compressed))
     if n < 2 or len(compressed) < 4:
-        return [_decode(h) for h in headers]
+        return {}
     # fork: the workers need only pydicom and numpy, already imported (as PyTorch's DataLoader workers do)
     with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork")) as pool:
-        chunks = max(1, len(compressed) // (4 * n))
-        done = dict(zip((h.filename for h in compressed), pool.map(_decode_file, [h.filename for h in compressed], chunksize=chunks)))
-    return [done[h.filename] if h.filename in done else _decode(h) for h in headers]
+        return dict(zip(compressed, pool.map(_decode_file, compressed, chunksize=max(1, len(compressed) // (4 * n)))))
 
 
 def _decode_file(path: str) -> Tuple[np.ndarray, Optional[str]]:
@@ -511,26 +520,38 @@ def read_series(series: Series, tolerance: Optional[float] = None, allow_gaps: b
     for text in geometry.warnings:
         logger.warning("%s", text)
     by_path = {h.filename: h for h in series.headers}
-    decoded = dict(zip(by_path, _decode_all(list(by_path.values()), workers)))
-    for name, (_, problem) in sorted(decoded.items()):
+    planes_of: Dict[str, List[Tuple[Slice, int]]] = {}
+    for s, k in zip(geometry.slices, geometry.index):
+        planes_of.setdefault(str(s.path), []).append((s, k))
+    first = series.first
+    colour = int(first.get("SamplesPerPixel", 1) or 1) == 3 or str(first.get("PhotometricInterpretation", "")) == "PALETTE COLOR"
+    channels = 3 if colour else 1
+    columns, rows, depth = (*geometry.shape, 1)[:3]
+    planes = np.empty((depth, rows, columns, channels), dtype=np.float32)  # filled plane by plane, contiguously
+    decoded = _decode_compressed(list(by_path.values()), workers)
+
+    def place(path: str) -> Optional[str]:
+        """Read (or take the decoded) pixels of one file and put each of its planes on the grid; or the problem."""
+        frames, problem = decoded.pop(path) if path in decoded else _decode(by_path[path])
+        if problem is None and (frames.shape[3] if frames.ndim == 4 else 1) != channels:
+            problem = f"{frames.shape[3] if frames.ndim == 4 else 1} sample(s) per pixel where {series.first.filename} has {channels}"
+        if problem:
+            return problem
+        for s, k in planes_of[path]:
+            plane = planes[k]
+            plane[...] = frames[s.frame or 0].reshape(rows, columns, channels)
+            slope, intercept = s.rescale
+            if slope != 1:
+                plane *= np.float32(slope)
+            if intercept != 0:
+                plane += np.float32(intercept)
+        return None
+
+    with ThreadPoolExecutor(_workers(workers, len(planes_of))) as pool:  # file reads and numpy's conversions release the GIL
+        problems = dict(zip(planes_of, pool.map(place, planes_of)))
+    for name, problem in sorted(problems.items()):
         if problem:
             raise InputError(f"{name}: {problem}")
-    columns, rows, depth = (*geometry.shape, 1)[:3]
-    sample = next(iter(decoded.values()))[0]
-    channels = sample.shape[3] if sample.ndim == 4 else 1
-    planes = np.empty((depth, rows, columns, channels), dtype=np.float32)  # filled plane by plane, contiguously
-
-    def place(s: Slice, k: int) -> None:
-        plane = planes[k]
-        plane[...] = decoded[str(s.path)][0][s.frame or 0].reshape(rows, columns, channels)
-        slope, intercept = s.rescale
-        if slope != 1:
-            plane *= np.float32(slope)
-        if intercept != 0:
-            plane += np.float32(intercept)
-
-    with ThreadPoolExecutor(_workers(workers, depth)) as pool:  # numpy releases the GIL while converting
-        list(pool.map(place, geometry.slices, geometry.index))
     if len(geometry.index) != depth:  # --allow-gaps: linear interpolation along the normal
         known = np.array(geometry.index)
         for k in sorted(set(range(depth)) - set(geometry.index)):
