@@ -4,7 +4,8 @@ A CT series is generated (default 512x512x300, 0.7x0.7x1.0 mm, a body phantom wi
 ``monai_ext.data.dicom_export.write_dicom_series``, uncompressed and JPEG 2000 lossless, and read with
 
 - ``ours``: ``monai_ext.data.volume_io.read_volume`` (series discovery, geometry fit and checks, parallel
-  decode, rescale, a RAS ``MetaTensor``);
+  decode, rescale, a RAS ``MetaTensor``; the voxels in the stored integer type where it holds the rescaled
+  values, int16 for this CT, as ITK returns them);
 - ``itk``: ITK's series reader (``GDCMSeriesFileNames`` + ``ImageSeriesReader`` via ``itk.imread``), what
   MONAI's ``ITKReader`` runs on a folder;
 - ``monai_itk``: MONAI's ``LoadImage(reader="ITKReader")`` on the folder (ITK plus MONAI's series lookup

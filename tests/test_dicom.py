@@ -12,6 +12,7 @@ import numpy as np
 import pydicom
 import pydicom.data
 import pytest
+import torch
 
 from monai_ext.data import dicom
 from monai_ext.data.dicom_export import TRANSFER_SYNTAXES, write_dicom_series
@@ -312,3 +313,20 @@ def test_damaged_files_copies_and_two_volumes_in_one_series(tmp_path):
     ds.save_as(echoes / "second_echo")
     with pytest.raises(InputError, match=r"lie at the same position .* several acquisitions, echoes or time points"):
         read_volume(echoes)
+
+
+def test_voxels_keep_the_stored_integer_type_where_it_holds_the_rescaled_values(tmp_path):
+    """CT in int16 as ITK reads it; float32 where a slope scales the values (and always through ``segment``,
+    which hands the bundle what its LoadImaged would: float32)."""
+    image = np.random.default_rng(0).integers(-1024, 3000, size=(16, 16, 4)).astype(np.int16)
+    write_dicom_series(image, np.diag([-0.5, -0.5, 2.5, 1.0]), tmp_path / "ct")
+    ct = read_volume(tmp_path / "ct").image
+    assert ct.dtype == torch.int16
+    np.testing.assert_array_equal(ct[0].numpy(), image)
+    for p in (tmp_path / "ct").iterdir():
+        ds = pydicom.dcmread(p)
+        ds.RescaleSlope = 0.5
+        ds.save_as(p)
+    scaled = read_volume(tmp_path / "ct").image
+    assert scaled.dtype == torch.float32
+    np.testing.assert_allclose(scaled[0].numpy(), (image + 1024) * 0.5 - 1024)

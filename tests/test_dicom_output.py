@@ -152,7 +152,7 @@ def test_an_rtstruct_validates_and_its_contours_fill_back_to_the_mask(tmp_path, 
 def test_a_seg_of_a_projection_image_validates(tmp_path, dciodvfy, name):
     path = next((CT5N.parents[1] / "77654033" / "CR1").iterdir()) if name == "CR" else pydicom.data.get_testdata_file(name)
     volume = read_volume(path, min_dims=2)
-    labels = (volume.image[0] > volume.image[0].mean()).to(torch.int32)
+    labels = (volume.image[0] > volume.image[0].float().mean()).to(torch.int32)
     seg = write_dicom_seg(labels, volume, NAMES, tmp_path / "seg.dcm")
     dciodvfy(seg)
     frames = hd.seg.segread(seg).get_pixels_by_source_instance(source_sop_instance_uids=[volume.series.headers[0].SOPInstanceUID],

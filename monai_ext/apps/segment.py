@@ -207,7 +207,9 @@ class BundleSegmenter:
         if not case.path.exists():
             raise InputError(f"{case.path}: no such file or folder")
         if case.series is not None or case.path.is_dir() or self.loader is None:
-            return read_volume(case, self.in_channels, min_dims, allow_gaps, slice_tolerance)
+            volume = read_volume(case, self.in_channels, min_dims, allow_gaps, slice_tolerance)
+            volume.image = volume.image.to(torch.float32)  # what the bundle's LoadImaged hands on (its dtype)
+            return volume
         try:
             image = self.loader({"image": str(case.path)})["image"]
         except Exception as e:  # readers raise many kinds

@@ -501,11 +501,34 @@ def _is_compressed(header) -> bool:
     return syntax is not None and syntax.is_transfer_syntax and syntax.is_compressed
 
 
+def _voxel_type(series: Series, geometry: Geometry, depth: int) -> np.dtype:
+    """The stored integers' type where every slice's rescale is ``value + integral intercept`` and that type
+    holds the result (as ITK returns CT in int16), else float32 (rescale slopes, float pixels, interpolated gaps)."""
+    first = series.first
+    bits, stored = int(first.get("BitsAllocated", 0) or 0), int(first.get("BitsStored", 0) or 0)
+    intercepts = {s.rescale[1] for s in geometry.slices}
+    if (len(geometry.index) != depth or bits not in (8, 16) or not 0 < stored <= bits or "PixelData" not in first
+            or str(first.get("PhotometricInterpretation", "")) == "PALETTE COLOR"
+            or any(s.rescale[0] != 1 for s in geometry.slices) or any(float(i) != int(i) for i in intercepts)
+            or any(int(h.get("BitsStored", 0) or 0) != stored or int(h.get("PixelRepresentation", 0) or 0) != int(first.get("PixelRepresentation", 0) or 0)
+                   for h in series.headers)):
+        return np.dtype(np.float32)
+    signed = int(first.get("PixelRepresentation", 0) or 0) == 1
+    low, high = (-(2 ** (stored - 1)), 2 ** (stored - 1) - 1) if signed else (0, 2**stored - 1)
+    low, high = low + int(min(intercepts)), high + int(max(intercepts))
+    for candidate in (np.uint8, np.int16, np.int32):  # types every torch operation takes
+        info = np.iinfo(candidate)
+        if info.min <= low and high <= info.max:
+            return np.dtype(candidate)
+    return np.dtype(np.float32)
+
+
 def read_series(series: Series, tolerance: Optional[float] = None, allow_gaps: bool = False, workers: Optional[int] = None):
-    """Decode a series onto its grid: a ``MetaTensor`` ``(C, columns, rows, slices)`` in float32 with a RAS affine
+    """Decode a series onto its grid: a ``MetaTensor`` ``(C, columns, rows, slices)`` with a RAS affine
     (``(C, columns, rows)`` for a projection image without a patient plane, such as a radiograph).
 
-    Each slice's own RescaleSlope/RescaleIntercept is applied. ``C`` is 1, or 3 for colour (RGB, YBR and
+    Each slice's own RescaleSlope/RescaleIntercept is applied. The voxels keep the stored integer type where
+    that holds the rescaled values (CT in int16, as ITK reads it), else they are float32 (``_voxel_type``). ``C`` is 1, or 3 for colour (RGB, YBR and
     palette colour images arrive as RGB).
     Returns ``(image, geometry)``; see :func:`series_geometry` for the checks and the arguments.
 
@@ -527,7 +550,8 @@ def read_series(series: Series, tolerance: Optional[float] = None, allow_gaps: b
     colour = int(first.get("SamplesPerPixel", 1) or 1) == 3 or str(first.get("PhotometricInterpretation", "")) == "PALETTE COLOR"
     channels = 3 if colour else 1
     columns, rows, depth = (*geometry.shape, 1)[:3]
-    planes = np.empty((depth, rows, columns, channels), dtype=np.float32)  # filled plane by plane, contiguously
+    dtype = _voxel_type(series, geometry, depth)
+    planes = np.empty((depth, rows, columns, channels), dtype=dtype)  # filled plane by plane, contiguously
     decoded = _decode_compressed(list(by_path.values()), workers)
 
     def place(path: str) -> Optional[str]:
@@ -539,12 +563,16 @@ def read_series(series: Series, tolerance: Optional[float] = None, allow_gaps: b
             return problem
         for s, k in planes_of[path]:
             plane = planes[k]
-            plane[...] = frames[s.frame or 0].reshape(rows, columns, channels)
+            pixels = frames[s.frame or 0].reshape(rows, columns, channels)
             slope, intercept = s.rescale
-            if slope != 1:
-                plane *= np.float32(slope)
-            if intercept != 0:
-                plane += np.float32(intercept)
+            if dtype == np.float32:
+                plane[...] = pixels
+                if slope != 1:
+                    plane *= np.float32(slope)
+                if intercept != 0:
+                    plane += np.float32(intercept)
+            else:  # stored values plus an integral intercept, in a type _voxel_type checked holds them
+                np.add(pixels, np.int32(intercept), out=plane, casting="unsafe")  # in int32, then stored
         return None
 
     with ThreadPoolExecutor(_workers(workers, len(planes_of))) as pool:  # file reads and numpy's conversions release the GIL

@@ -193,7 +193,7 @@ def check_image(path: Union[str, Path], image, in_channels: Optional[int] = None
     # one pass, in memory order (a transposed view is read as stored): min and max propagate NaN and are
     # infinite where any value is, so finite extremes mean finite values
     order = sorted(range(data.dim()), key=lambda d: -data.stride(d))
-    low, high = torch.aminmax(data.permute(order).float() if not data.is_floating_point() else data.permute(order))
+    low, high = torch.aminmax(data.permute(order))
     if not (torch.isfinite(low) and torch.isfinite(high)):
         raise InputError(f"{path}: contains NaN or infinite values")
     if low == high:
