@@ -1,3 +1,4 @@
 from .diffusion import SplitDiffusionMapsd
 from .geometry import CheckSameGeometryd
 from .intensity import IntensityNormalizationd
+from .io import LoadImageSeriesd
