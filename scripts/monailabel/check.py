@@ -122,6 +122,20 @@ def create_client(app_dir: Path, studies: Path, work: Path, models: list):
     return TestClient(app)
 
 
+def check_labels(info: dict, app_dir: Path, name: str) -> dict:
+    """The labels ``/info`` lists for the bundle, which must be those of its installed metadata's ``channel_def``."""
+    model = info["models"].get(name)
+    if model is None:
+        raise RuntimeError(f"/info: {name} not among the models {sorted(info['models'])}")
+    metadata = json.loads((app_dir / "model" / name / "configs" / "metadata.json").read_text())  # the installed copy
+    expected = {v.lower(): int(k) for k, v in metadata["network_data_format"]["outputs"]["pred"]["channel_def"].items()
+                if v.lower() != "background"}
+    if model["labels"] != expected:
+        raise RuntimeError(f"/info: {name} labels {model['labels']}, the metadata says {expected}")
+    print(f"{name}: /info lists it with labels {model['labels']}", flush=True)
+    return expected
+
+
 def check_infer(client, name: str, image_id: str, studies: Path, labels: dict) -> dict:
     import nibabel as nib
     import numpy as np
@@ -177,16 +191,7 @@ def main(argv=None) -> int:
     for name in names:
         result: dict = {}
         try:
-            model = info["models"].get(name)
-            if model is None:
-                raise RuntimeError(f"/info: {name} not among the models {sorted(info['models'])}")
-            metadata = json.loads((app_dir / "model" / name / "configs" / "metadata.json").read_text())  # the installed copy
-            expected = {v.lower(): int(k) for k, v in metadata["network_data_format"]["outputs"]["pred"]["channel_def"].items()
-                        if v.lower() != "background"}
-            if model["labels"] != expected:
-                raise RuntimeError(f"/info: {name} labels {model['labels']}, the metadata says {expected}")
-            result["labels"] = model["labels"]
-            print(f"{name}: /info lists it with labels {model['labels']}", flush=True)
+            result["labels"] = expected = check_labels(info, app_dir, name)
             if name == EXPORTED:
                 if expected != {"lesion": 1}:
                     raise RuntimeError(f"/info: {name} labels {expected}, trained with 'lesion' = 1")

@@ -31,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "pacs"))
 
-from check import BUNDLES, ROOT, create_client, install_bundle  # noqa: E402
+from check import BUNDLES, ROOT, check_labels, create_client, install_bundle  # noqa: E402
 from orthanc import orthanc  # noqa: E402
 
 # 3D, small: every bundle's window a multiple of 32 (MADGNet down-samples five times)
@@ -154,16 +154,7 @@ def main(argv=None) -> int:
         for name, case in zip(args.bundles, cases):
             result: dict = {"series": case["series"]}
             try:
-                model = info["models"].get(name)
-                if model is None:
-                    raise RuntimeError(f"/info: {name} not among the models {sorted(info['models'])}")
-                metadata = json.loads((app_dir / "model" / name / "configs" / "metadata.json").read_text())
-                expected = {v.lower(): int(k) for k, v in metadata["network_data_format"]["outputs"]["pred"]["channel_def"].items()
-                            if v.lower() != "background"}
-                if model["labels"] != expected:
-                    raise RuntimeError(f"/info: {name} labels {model['labels']}, the metadata says {expected}")
-                result["labels"] = model["labels"]
-                print(f"{name}: /info lists it with labels {model['labels']}", flush=True)
+                result["labels"] = expected = check_labels(info, app_dir, name)
                 result.update(check_bundle(client, root, name, case, expected, args.work))
                 result["ok"] = True
             except Exception as e:  # report every bundle, then fail
