@@ -74,13 +74,12 @@ def write_dicom_seg(
     segment, each at its source slice's position and referencing it (multi-frame sources by frame).
     """
     import highdicom as hd
-    import pydicom
     from pydicom.sr.codedict import codes
 
     frames, geometry = _frames(labels, volume)
     values = sorted(v for v in class_names if v > 0)
-    paths = list(dict.fromkeys(str(s.path) for s in geometry.slices))
-    sources = [pydicom.dcmread(p) for p in paths]
+    by_path = {h.filename: h for h in volume.series.headers}  # the headers the reader kept: highdicom needs no pixels
+    sources = [by_path[p] for p in dict.fromkeys(str(s.path) for s in geometry.slices)]
     if len(sources) > 1 and any(int(ds.get("NumberOfFrames", 1) or 1) > 1 for ds in sources):
         raise InputError(f"{volume.path}: a series of several multi-frame objects; DICOM SEG output takes one multi-frame object or single frames")
     first = geometry.slices[0]

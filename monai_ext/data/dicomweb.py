@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 from urllib.parse import urlsplit, urlunsplit
 
 from monai_ext.data.errors import InputError
@@ -120,11 +120,3 @@ def store(url: str, path: Path) -> None:
     failed = response.get("FailedSOPSequence") if response is not None else None
     if failed:
         raise InputError(f"{url}: the server refused {Path(path).name} (FailedSOPSequence: {failed})")
-
-
-def stored_instances(url: str, study: str, modality: Optional[str] = None) -> List[dict]:
-    """The instances of ``study`` on the server of ``url`` (QIDO-RS), as DICOM JSON, optionally one modality."""
-    root, _, _, credentials = parse_url(url)
-    client = _client(root, credentials)
-    search = {"Modality": modality} if modality else None
-    return _call(url, "QIDO-RS instance search", client.search_for_instances, study_instance_uid=study, search_filters=search) or []
