@@ -103,7 +103,7 @@ def test_a_seg_of_a_multi_frame_source_validates(tmp_path, dciodvfy):
     path = write_dicom_seg(labels, volume, NAMES, tmp_path / "seg.dcm")
     dciodvfy(path)
     seg = hd.seg.segread(path)
-    frames = seg.get_pixels_by_source_frame(source_sop_instance_uid=volume.series.uid and volume.series.headers[0].SOPInstanceUID,
+    frames = seg.get_pixels_by_source_frame(source_sop_instance_uid=volume.series.headers[0].SOPInstanceUID,
                                             source_frame_numbers=[s.frame + 1 for s in volume.geometry.slices],
                                             combine_segments=True, skip_overlap_checks=True)
     expected = np.stack([labels.numpy()[:, :, k].T for k in volume.geometry.index])

@@ -27,6 +27,7 @@ configured network are a one-line error naming the setting.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import time
@@ -293,14 +294,19 @@ def segment(
     if store and not (web and output_format in DICOM_FORMATS):
         raise InputError(f"--store sends a DICOM output (--format {' or '.join(DICOM_FORMATS)}) back to the DICOMweb server of a DICOMweb --input")
     output_dir = Path(output_dir)
-    model = BundleSegmenter(bundle, device, amp, tta, checkpoint, configs, overrides, sw_batch_size, overlap) if web else None
-    with tempfile.TemporaryDirectory(prefix="monai_ext_dicomweb_") as download:
+
+    def load_bundle() -> BundleSegmenter:
+        return BundleSegmenter(bundle, device, amp, tta, checkpoint, configs, overrides, sw_batch_size, overlap)
+
+    # a bad local input fails before the bundle loads; a bad bundle fails before a (long) download
+    model = load_bundle() if web else None
+    with tempfile.TemporaryDirectory(prefix="monai_ext_dicomweb_") if web else contextlib.nullcontext() as download:
         if web:
             input_path = dicomweb.download(url, Path(download), series, each_series)
         cases = [c for c in find_cases(input_path, series, each_series) if output_dir.resolve() not in c.path.resolve().parents]
         if not cases:
             raise InputError(f"{input_path}: no cases outside the output folder {output_dir}")
-        model = model or BundleSegmenter(bundle, device, amp, tta, checkpoint, configs, overrides, sw_batch_size, overlap)
+        model = model or load_bundle()
         targets: Dict[Path, Path] = {}
         for case in cases:
             for name in model.output_names(case.name, output_format).values():

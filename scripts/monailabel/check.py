@@ -122,6 +122,13 @@ def create_client(app_dir: Path, studies: Path, work: Path, models: list):
     return TestClient(app)
 
 
+def record_failure(result: dict, name: str, error: Exception) -> bool:
+    """Note a bundle's failed step in its result and print it (every bundle is reported, then the check fails)."""
+    result.update(ok=False, error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc()[-3000:])
+    print(f"{name}: FAILED {result['error']}", flush=True)
+    return True
+
+
 def check_labels(info: dict, app_dir: Path, name: str) -> dict:
     """The labels ``/info`` lists for the bundle, which must be those of its installed metadata's ``channel_def``."""
     model = info["models"].get(name)
@@ -218,9 +225,7 @@ def main(argv=None) -> int:
             print(f"{name}: /infer after training {result['infer_trained']}", flush=True)
             result["ok"] = True
         except Exception as e:  # report every bundle, then fail
-            failed = True
-            result.update(ok=False, error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc()[-3000:])
-            print(f"{name}: FAILED {result['error']}", flush=True)
+            failed = record_failure(result, name, e)
         results[name] = result
     report = {"monailabel": monailabel.__version__, "bundles": results}
     (args.work / "monailabel_check.json").write_text(json.dumps(report, indent=4) + "\n")

@@ -24,14 +24,13 @@ import shutil
 import subprocess
 import sys
 import time
-import traceback
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "pacs"))
 
-from check import BUNDLES, ROOT, check_labels, create_client, install_bundle  # noqa: E402
+from check import BUNDLES, ROOT, check_labels, create_client, install_bundle, record_failure  # noqa: E402
 from orthanc import orthanc  # noqa: E402
 
 # 3D, small: every bundle's window a multiple of 32 (MADGNet down-samples five times)
@@ -158,9 +157,7 @@ def main(argv=None) -> int:
                 result.update(check_bundle(client, root, name, case, expected, args.work))
                 result["ok"] = True
             except Exception as e:  # report every bundle, then fail
-                failed = True
-                result.update(ok=False, error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc()[-3000:])
-                print(f"{name}: FAILED {result['error']}", flush=True)
+                failed = record_failure(result, name, e)
             results[name] = result
     report = {"monailabel": monailabel.__version__, "settings": SETTINGS_3D, "bundles": results}
     (args.work / "monailabel_dicom_check.json").write_text(json.dumps(report, indent=4) + "\n")

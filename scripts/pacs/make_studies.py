@@ -18,6 +18,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pydicom
 
 from monai_ext.data.dicom_export import write_dicom_series
 from monai_ext.data.synthetic import synthetic_case
@@ -38,8 +39,6 @@ def main(argv=None) -> None:
         folder = args.output / f"case{n}"
         paths = write_dicom_series(hu, affine, folder, modality="CT", series_description=f"synthetic CT {n}", patient_id=f"SYN{n:03d}")
         nib.save(nib.Nifti1Image(label, affine), str(args.output / f"case{n}_label.nii.gz"))
-        import pydicom
-
         first = pydicom.dcmread(paths[0])
         print(json.dumps({"folder": str(folder), "study": first.StudyInstanceUID, "series": first.SeriesInstanceUID, "shape": args.size}), flush=True)
 
