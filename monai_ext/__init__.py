@@ -14,6 +14,10 @@ __version__ = "0.1.0"
 # reads the comparison backwards). Only that message is silenced.
 warnings.filterwarnings("ignore", message=r"axcodes \('RAS'\) length is smaller than number of input spatial dimensions", category=UserWarning)
 
+from monai_ext.data.errors import install_excepthook as _install_excepthook
+
+_install_excepthook()  # an uncaught one-line error (a missing datalist, a full disk) prints as that line
+
 _SUBPACKAGES = ("apps", "bundle", "data", "engines", "handlers", "inferers", "losses", "metrics", "networks", "transforms", "visualize")
 
 

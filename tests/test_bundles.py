@@ -106,6 +106,13 @@ def test_train_evaluate_infer_export_2d(name, data, tmp_path):
     assert checkpoint.is_file()
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in state.values())  # a plain state dict, as the bundle spec asks
+    # every bundle resumes with one option: the training state of epoch 1, then epoch 2 only
+    last = run_root / "models" / "last.pt"
+    epoch_length = torch.load(last, weights_only=True)["trainer"]["iteration"]
+    proc = _bundle_run(bundle, ["train.json"], **common, **{"train#trainer#max_epochs": 2, "batch_size": 2, "resume_from": last})
+    assert "at epoch 1 of 2" in proc.stdout + proc.stderr
+    assert torch.load(last, weights_only=True)["trainer"]["iteration"] == 2 * epoch_length
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)  # the best of the two epochs
 
     _bundle_run(bundle, ["train.json", "evaluate.json"], **common)
     report = run_root / "eval"

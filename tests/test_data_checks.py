@@ -9,6 +9,7 @@ import torch
 from monai.data import MetaTensor
 
 from monai_ext.data import LazyDatalist, require_cases
+from monai_ext.data.errors import InputError
 from monai_ext.transforms import CheckSameGeometryd, IntensityNormalizationd
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,11 +54,14 @@ def test_image_and_label_on_other_grids_is_one_line_naming_the_file():
 def test_a_datalist_is_read_on_first_use_and_a_run_requires_its_cases(tmp_path):
     lazy = LazyDatalist(tmp_path / "absent" / "datalist.json", "training")
     assert len(lazy) == 0  # what a property check sees without the data, as with the zoo's globs
-    with pytest.raises(FileNotFoundError, match=r"absent/datalist.json: no such datalist"):
+    with pytest.raises(InputError, match=r"absent/datalist.json: no such datalist"):
         require_cases(lazy)
     (tmp_path / "datalist.json").write_text('{"test": [{"image": "a.nii.gz", "label": "b.nii.gz"}], "validation": []}')
     test = LazyDatalist(tmp_path / "datalist.json", "test", keys=["image"])
     assert list(test) == [{"image": str(tmp_path / "a.nii.gz")}]
+    with pytest.raises(InputError, match=r"datalist.json: test case 0 \(image\): .*a.nii.gz: no such file$"):
+        require_cases(test)
+    (tmp_path / "a.nii.gz").write_bytes(b"")
     require_cases(test, [{"image": "x"}])
     with pytest.raises(ValueError, match=r"datalist.json: no cases under 'validation'"):
         require_cases(LazyDatalist(tmp_path / "datalist.json", "validation"))

@@ -137,3 +137,125 @@ def test_records_are_read_from_any_checkpoint_form_and_a_bad_file_leaves_the_def
     with pytest.raises(ValueError, match="bad.pt: not a loadable checkpoint"):
         read_record(tmp_path / "bad.pt")
     assert TrainedSettings(tmp_path / "bad.pt").get("spatial_dims", 3) == 3  # the config still parses; loading reports it
+
+
+# ------------------------------------------------------------------------------------ training state
+
+
+def _resumable(save_dir: Path, net: torch.nn.Module, scores, epochs: int, resume_from=None, cases=("case1", "case2")):
+    """A trainer with an optimiser and a learning-rate schedule, validated before the checkpoint is written
+    (the order of a bundle's handlers)."""
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+
+    def step(engine, batch):
+        optimizer.zero_grad()
+        net(torch.ones(1, 1, 5, 5)).sum().backward()
+        optimizer.step()
+
+    validator = _Validator(scores, cases)
+    trainer = Engine(step)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: scheduler.step())
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: validator.run([0]))
+    saver = BundleCheckpointSaver(save_dir, net, SETTINGS, validator, training_state={"optimizer": optimizer, "lr_scheduler": scheduler},
+                                  resume_from=resume_from)
+    saver.attach(trainer)
+    return trainer, saver, optimizer, scheduler
+
+
+def test_every_epoch_writes_a_training_state_that_loads_without_unpickling_code(tmp_path):
+    trainer, _, optimizer, scheduler = _resumable(tmp_path, torch.nn.Conv2d(1, 3, 3), [0.5, 0.6], 2)
+    epochs = []
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: epochs.append(torch.load(tmp_path / "last.pt", weights_only=True)["trainer"]["iteration"]))
+    trainer.run(range(3), max_epochs=2)
+    assert epochs == [3, 6]  # written at the end of each epoch
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert {"network", "optimizer", "lr_scheduler", "trainer", "rng", "saver", "record"} <= set(state)
+    assert state["lr_scheduler"]["last_epoch"] == 2 and state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.025)
+    assert state["trainer"]["iteration"] == 6 and state["saver"]["best"] == 0.6
+
+
+def test_a_resumed_run_continues_the_schedule_and_keeps_the_better_best(tmp_path):
+    torch.manual_seed(0)
+    net = torch.nn.Conv2d(1, 3, 3)
+    trainer, _, _, _ = _resumable(tmp_path, net, [0.9, 0.5], 2)
+    trainer.run(range(3), max_epochs=2)
+    best = (tmp_path / "model.pt").read_bytes()
+    uninterrupted = torch.nn.Conv2d(1, 3, 3)
+    uninterrupted.load_state_dict(net.state_dict())
+
+    fresh = torch.nn.Conv2d(1, 3, 3)  # another process: other initial weights, state from last.pt
+    trainer, saver, optimizer, scheduler = _resumable(tmp_path, fresh, [0.8, 0.85], 4, resume_from=tmp_path / "last.pt")
+    seen = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.append(e.state.iteration))
+    trainer.run(range(3), max_epochs=4)
+    assert seen == [7, 8, 9, 10, 11, 12]  # epochs 3 and 4 only
+    assert scheduler.last_epoch == 4 and optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5**4)
+    assert (tmp_path / "model.pt").read_bytes() == best and saver.best == 0.9  # 0.85 < 0.9 (epoch 1, before the kill)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("replaced-")]
+
+
+def test_resume_refuses_what_is_not_this_runs_training_state_in_one_line(tmp_path):
+    from monai_ext.data.errors import CheckpointError
+
+    net = torch.nn.Conv2d(1, 3, 3)
+    trainer, _, _, _ = _resumable(tmp_path, net, [0.5], 1)
+    trainer.run(range(2), max_epochs=1)
+    last = tmp_path / "last.pt"
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(last.read_bytes()[:1000])
+    unsafe = tmp_path / "unsafe.pt"
+    torch.save({"network": net.state_dict(), "trainer": {}, "rng": {}, "x": Path("a")}, unsafe)  # a pickled class
+    cases = {
+        tmp_path / "absent.pt": r"absent.pt: no training state to resume from",
+        tmp_path / "model.pt": r"model.pt: holds weights only, not a training state",
+        truncated: r"truncated.pt: not a loadable training state",
+        unsafe: r"unsafe.pt: not a loadable training state",
+    }
+    for path, message in cases.items():
+        trainer, _, _, _ = _resumable(tmp_path / "run", torch.nn.Conv2d(1, 3, 3), [0.5], 2, resume_from=path)
+        with pytest.raises(CheckpointError, match=message):
+            trainer.run(range(2), max_epochs=2)
+    trainer, _, _, _ = _resumable(tmp_path / "run", torch.nn.Conv2d(1, 4, 3), [0.5], 2, resume_from=last)
+    with pytest.raises(CheckpointError, match=r"last.pt: weights do not fit the configured network \(weight has shape"):
+        trainer.run(range(2), max_epochs=2)
+    trainer, _, _, _ = _resumable(tmp_path / "run", torch.nn.Conv2d(1, 3, 3), [0.5], 1, resume_from=last)
+    with pytest.raises(CheckpointError, match=r"already trained 1 epoch\(s\); set train#trainer#max_epochs above that"):
+        trainer.run(range(2), max_epochs=1)
+    assert not (tmp_path / "run").exists()  # nothing written by a refused resume
+
+
+def test_a_failing_save_keeps_the_previous_checkpoint_and_stops_with_one_line(tmp_path, monkeypatch):
+    import errno
+
+    from monai_ext.data.errors import CheckpointError
+
+    net = torch.nn.Conv2d(1, 3, 3)
+    trainer, _, _, _ = _resumable(tmp_path, net, [0.5, 0.9, 0.95], 3)
+    real_save = torch.save
+
+    def full_disk(obj, f, *args, **kwargs):
+        if trainer.state.epoch >= 2:  # epoch 1 is written; then the disk fills up half-way through a file
+            Path(f).write_bytes(b"\0" * 100)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(CheckpointError, match=r"^.*model.pt: could not be written \(No space left on device\); the previous model.pt, if any, is intact$"):
+        trainer.run(range(2), max_epochs=3)
+    monkeypatch.undo()
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["trainer"]["iteration"] == 2  # epoch 1's
+    assert read_record(tmp_path / "model.pt")["metric"]["value"] == 0.5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "model.pt", "trained.json"]  # no temporary file
+
+
+def test_a_fresh_run_moves_an_earlier_runs_training_state_aside(tmp_path):
+    net = torch.nn.Conv2d(1, 3, 3)
+    trainer, _, _, _ = _resumable(tmp_path, net, [0.5], 1)
+    trainer.run(range(2), max_epochs=1)
+    earlier = (tmp_path / "last.pt").read_bytes()
+    trainer, _, _, _ = _resumable(tmp_path, net, [0.4], 1)  # started again, not resumed
+    trainer.run(range(2), max_epochs=1)
+    (moved,) = [p for p in tmp_path.iterdir() if p.name.startswith("replaced-")]
+    assert (moved / "last.pt").read_bytes() == earlier
+    assert read_record(tmp_path / "model.pt")["metric"]["value"] == 0.5  # the same experiment's better best stays

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+
+from monai_ext.data.errors import InputError
 
 __all__ = ["LazyDatalist", "require_cases"]
 
@@ -39,15 +41,21 @@ class LazyDatalist(Sequence):
         self._items: Optional[List[Dict]] = None
 
     def require(self) -> None:
-        """Read the datalist now.
+        """Read the datalist now and check that it names files that exist.
 
         Raises:
-            FileNotFoundError: the file is missing; ValueError: it has no case under ``key``.
+            InputError: the file is missing or unreadable, it has no case under ``key``, or a case names a
+                file that does not exist (one line naming the datalist and the file).
         """
         if not self.datalist_file.is_file():
-            raise FileNotFoundError(f"{self.datalist_file}: no such datalist (prepare the data set first, or set dataset_dir)")
+            where = "dataset_dir " + str(self.base_dir) if self.base_dir is not None else str(self.datalist_file.parent)
+            raise InputError(f"{self.datalist_file}: no such datalist ({where}: prepare the data set there first, or set dataset_dir)")
         if not self._load():
-            raise ValueError(f"{self.datalist_file}: no cases under {self.key!r}")
+            raise InputError(f"{self.datalist_file}: no cases under {self.key!r}")
+        for number, case in enumerate(self._load()):
+            for key, path in _paths(case):
+                if not Path(path).exists():
+                    raise InputError(f"{self.datalist_file}: {self.key} case {number} ({key}): {path}: no such file")
 
     def _load(self) -> List[Dict]:
         if self._items is None:
@@ -58,8 +66,8 @@ class LazyDatalist(Sequence):
                 return []
             try:
                 items = load_decathlon_datalist(str(self.datalist_file), True, self.key, self.base_dir)
-            except ValueError as e:
-                raise ValueError(f"{self.datalist_file}: {e}") from e
+            except ValueError as e:  # json.JSONDecodeError is one
+                raise InputError(f"{self.datalist_file}: not a datalist ({str(e).splitlines()[0]})") from e
             self._items = [{k: v for k, v in d.items() if k in self.keys} for d in items] if self.keys is not None else items
         return self._items
 
@@ -78,11 +86,19 @@ def require_cases(*datasets: Any) -> None:
     cases) must hold at least one case.
 
     Raises:
-        FileNotFoundError: a datalist file is missing; ValueError: a data source is empty.
+        InputError: a datalist file is missing or names files that do not exist, or a data source is empty.
     """
     for data in datasets:
         data = getattr(data, "data", data)  # a MONAI Dataset holds its cases in .data
         if isinstance(data, LazyDatalist):
             data.require()
         elif len(data) == 0:
-            raise ValueError("no cases to run on (an empty data list)")
+            raise InputError("no cases to run on (an empty data list)")
+
+
+def _paths(case: Any) -> Iterator[tuple]:
+    """``(key, path)`` for the file paths of a datalist case (an image may be a list of channel files)."""
+    for key, value in case.items() if isinstance(case, dict) else ():
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(v, str) and key in ("image", "label"):
+                yield key, v

@@ -1,7 +1,55 @@
-"""The error every reader and writer raises for a bad input."""
+"""Errors whose message is the whole story: one line naming the file and the problem.
 
-__all__ = ["InputError"]
+A :class:`ReportedError` that nobody catches is printed as ``error: <message>`` without a traceback, and
+the process exits with status 1 (:func:`install_excepthook`, installed when :mod:`monai_ext` is imported, so
+``python -m monai.bundle run`` on a bundle whose config imports ``monai_ext`` reports a missing datalist or
+a full disk in one line). MONAI wraps errors raised inside config expressions and transforms
+(``Failed to evaluate ...``, ``applying transform ...``); the hook looks through that chain of causes.
+Set ``MONAI_EXT_TRACEBACK=1`` to see the full traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Optional
+
+__all__ = ["ReportedError", "InputError", "CheckpointError", "reported_cause", "install_excepthook"]
 
 
-class InputError(ValueError):
+class ReportedError(Exception):
+    """An error whose message names the file and the problem, in one line."""
+
+
+class InputError(ReportedError, ValueError):
     """A bad input: the message names the file and the problem, in one line."""
+
+
+class CheckpointError(ReportedError, OSError):
+    """A checkpoint that cannot be written or resumed from; the message names the file."""
+
+
+def reported_cause(e: Optional[BaseException]) -> Optional[ReportedError]:
+    """The first :class:`ReportedError` in ``e``'s chain of causes (``__cause__``, then ``__context__``), if any."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, ReportedError):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _excepthook(kind, value, tb, _previous=sys.excepthook) -> None:
+    reported = reported_cause(value)
+    if reported is None or os.environ.get("MONAI_EXT_TRACEBACK"):
+        _previous(kind, value, tb)
+        return
+    print(f"error: {reported}", file=sys.stderr)
+
+
+def install_excepthook() -> None:
+    """Print an uncaught :class:`ReportedError` as one line (see the module docstring); idempotent."""
+    if sys.excepthook is not _excepthook:
+        _excepthook.__defaults__ = (sys.excepthook,)
+        sys.excepthook = _excepthook

@@ -27,7 +27,7 @@ import torch
 from monai_ext.data.dicom import Geometry, Series, find_series, is_dicom_file, read_series
 from monai_ext.data.errors import InputError
 
-__all__ = ["InputError", "Case", "Volume", "find_cases", "read_volume", "check_image", "is_dicom_input", "write_atomically", "write_nifti",
+__all__ = ["InputError", "Case", "Volume", "find_cases", "read_volume", "check_image", "is_dicom_input", "write_atomically", "stale_temporaries", "write_nifti",
            "VOLUME_SUFFIXES"]
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -200,18 +200,68 @@ def check_image(path: Union[str, Path], image, in_channels: Optional[int] = None
         raise InputError(f"{path}: empty volume (every voxel is {float(high):g})")
 
 
+TEMPORARY_PREFIX = "."
+TEMPORARY_MARK = ".tmp"
+
+
+def temporary_name(target: Path) -> Path:
+    """Where :func:`write_atomically` writes ``target`` first: ``.<name>.<pid>.tmp<suffixes>`` beside it."""
+    return target.with_name(f"{TEMPORARY_PREFIX}{target.name}.{os.getpid()}{TEMPORARY_MARK}{''.join(target.suffixes)}")
+
+
 def write_atomically(target: Path, write) -> Path:
-    """Run ``write(temporary_path)`` in the target's folder, then rename it to ``target``: no half-written
-    file ever has the target's name (a crash leaves the old file, or none)."""
+    """Run ``write(temporary_path)`` in the target's folder, flush it to disk (fsync), then rename it to
+    ``target`` and flush the folder: no half-written file ever has the target's name (a crash or a full
+    disk leaves the old file, or none), and a power loss after the return keeps the new one."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp{''.join(target.suffixes)}")
+    tmp = temporary_name(target)
     try:
         write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, target)
+        _fsync_folder(target.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
     return target
+
+
+def stale_temporaries(folder: Path) -> List[Path]:
+    """Temporary files of :func:`write_atomically` in ``folder`` left by processes that no longer run
+    (a killed run); a running process's own are not listed."""
+    pattern = re.compile(rf"^{re.escape(TEMPORARY_PREFIX)}.+\.(\d+){re.escape(TEMPORARY_MARK)}(\..*)?$")
+    stale = []
+    for p in sorted(folder.iterdir()) if folder.is_dir() else []:
+        m = pattern.match(p.name)
+        if m and p.is_file() and not _running(int(m.group(1))):
+            stale.append(p)
+    return stale
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # not every platform opens folders
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_nifti(

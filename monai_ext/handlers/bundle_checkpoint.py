@@ -1,10 +1,12 @@
-"""Best and last weights of a training run, each carrying the settings inference needs.
+"""Best and last weights of a training run, each carrying the settings inference needs, and the full
+training state to resume from.
 
-MONAI's ``CheckpointSaver`` writes the key-metric checkpoint in place (after removing the previous one)
-and knows nothing of earlier runs; :class:`BundleCheckpointSaver` writes every file under a temporary
-name and renames it, never replaces a better checkpoint of the same experiment, moves a different
-experiment's weights aside instead of overwriting them, and records the trained settings in each
-checkpoint (see :mod:`monai_ext.bundle.trained`) and in ``trained.json`` beside them.
+MONAI's ``CheckpointSaver`` writes the key-metric checkpoint in place (after removing the previous one, so
+a full disk loses both) and knows nothing of earlier runs; :class:`BundleCheckpointSaver` writes every file
+under a temporary name, flushes it to disk and renames it, never replaces a better checkpoint of the same
+experiment, moves earlier runs' files aside instead of overwriting them, records the trained settings in
+each checkpoint (see :mod:`monai_ext.bundle.trained`) and in ``trained.json`` beside them, and writes after
+every epoch a ``last.pt`` from which ``resume_from`` continues the run exactly where it stopped.
 """
 
 from __future__ import annotations
@@ -12,15 +14,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Union
 
+import numpy as np
 import torch
+from monai.transforms import Randomizable, Transform
 from monai.utils import min_version, optional_import
 
-from monai_ext.bundle.trained import SETTINGS_FILE, fingerprint, read_record, with_record
+from monai_ext.bundle.trained import SETTINGS_FILE, SettingsMismatch, check_fits, fingerprint, read_record, with_record
+from monai_ext.data.errors import CheckpointError
 from monai_ext.data.volume_io import write_atomically
 
 Events, _ = optional_import("ignite.engine", "0.4.4", min_version, "Events")
@@ -36,7 +42,8 @@ def _is_writer() -> bool:
 
 
 class BundleCheckpointSaver:
-    """Keep a run's best weights in ``model.pt`` and its last in ``model_last.pt``, with their settings.
+    """Keep a run's best weights in ``model.pt``, its last in ``model_last.pt``, with their settings, and its
+    training state in ``last.pt`` after every epoch; resume a run from that state.
 
     - **best**: after each validation, when the validator's key metric beats the best so far, the network's
       state dict is written (temporary name, then rename) to ``<save_dir>/model.pt``. The best so far
@@ -44,6 +51,16 @@ class BundleCheckpointSaver:
       validation cases, e.g. a run started again): a worse run never replaces it. An existing ``model.pt``
       of another experiment is moved to ``<save_dir>/replaced-<time>/`` before the first write.
     - **last**: when training ends (all epochs, a time budget, an error), ``model_last.pt``.
+    - **training state**: at the end of every epoch (after the learning-rate step and the validation),
+      ``last.pt``: the network, every object of ``training_state`` (optimisers, learning-rate scheduler,
+      discriminators...), the trainer's epoch and iteration, its AMP grad scaler, the best metric so far,
+      and the random states (PyTorch, CUDA, NumPy, Python, and each random transform of the training
+      data), so that a run resumed from it (``resume_from``) trains exactly as the uninterrupted run would
+      have. It is loaded with ``weights_only=True``.
+    - a fresh run (no ``resume_from``) moves an earlier run's ``last.pt`` and ``model_last.pt`` to
+      ``<save_dir>/replaced-<time>/`` before its first write; nothing is overwritten without a copy.
+    - a file that cannot be written (a full disk) stops training with one line naming it; the previous
+      file of that name is intact (temporary name, fsync, rename).
     - each checkpoint carries the record of :func:`monai_ext.bundle.with_record` (settings, network
       fingerprint, metric, epoch); ``trained.json`` holds the same settings as a readable config overlay.
 
@@ -58,6 +75,15 @@ class BundleCheckpointSaver:
         last_filename: file of the last weights.
         data_source: where the training data came from (a data-set overlay's ``data_source``), recorded
             for an exported bundle's data licence.
+        training_state: the objects with a ``state_dict`` that training changes besides the network, by
+            name, e.g. ``{"optimizer": ..., "lr_scheduler": ...}``.
+        resume_from: a ``last.pt`` to continue from (``None``: a fresh run). Training continues to the
+            configured ``max_epochs``.
+        state_filename: file of the training state.
+
+    Raises:
+        CheckpointError: a file cannot be written; ``resume_from`` is missing, not a training state, of
+            another network, or already at ``max_epochs``.
     """
 
     def __init__(
@@ -69,6 +95,9 @@ class BundleCheckpointSaver:
         best_filename: str = "model.pt",
         last_filename: str = "model_last.pt",
         data_source: Optional[Mapping[str, Any]] = None,
+        training_state: Optional[Mapping[str, Any]] = None,
+        resume_from: Optional[Union[str, Path]] = None,
+        state_filename: str = "last.pt",
     ) -> None:
         self.save_dir = Path(save_dir)
         self.network = network
@@ -76,10 +105,16 @@ class BundleCheckpointSaver:
         self.validator = validator
         self.best_filename, self.last_filename = best_filename, last_filename
         self.data_source = dict(data_source) if data_source else None
+        self.training_state = dict(training_state or {})
+        reserved = {"network", "trainer", "scaler", "rng", "saver", "record"} & set(self.training_state)
+        if reserved:
+            raise ValueError(f"training_state: {sorted(reserved)} are names of last.pt's own entries")
+        self.resume_from = Path(resume_from) if resume_from not in (None, "") else None
+        self.state_filename = state_filename
         self.best: Optional[float] = None
         self.best_epoch: Optional[int] = None
         self.last_metric: Optional[Dict[str, Any]] = None
-        self._move_aside = False
+        self._move_aside: List[str] = []
         self._trainer = None
         self._digest: Optional[str] = None  # of the validation cases, fixed for a run
         self._fingerprint: Optional[str] = None
@@ -87,6 +122,7 @@ class BundleCheckpointSaver:
     def attach(self, engine) -> None:
         self._trainer = engine
         engine.add_event_handler(Events.STARTED, self._started)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
         engine.add_event_handler(Events.COMPLETED, self._completed)
         engine.add_event_handler(Events.EXCEPTION_RAISED, self._failed)
         if self.validator is not None:
@@ -112,44 +148,115 @@ class BundleCheckpointSaver:
         self.best, self.best_epoch = None, None
         self._digest, self._fingerprint = self._data(), fingerprint(self._module().state_dict())
         existing = self.save_dir / self.best_filename
-        if not existing.exists():
-            return
-        try:
-            record = read_record(existing)
-        except ValueError:
-            record = None
-        same = (
-            record is not None
-            and record.get("fingerprint") == self._fingerprint
-            and record.get("settings") == self.settings
-            and record.get("data") is not None
-            and record.get("data") == self._digest
-            and record.get("metric") is not None
-        )
-        if same:
-            self.best, self.best_epoch = record["metric"]["value"], None
-            logger.info("%s: keeps its %s %.4f unless this run does better", existing, record["metric"]["name"], self.best)
-        else:
-            self._move_aside = True
+        self._move_aside = [] if self.resume_from is not None else [n for n in (self.state_filename, self.last_filename) if (self.save_dir / n).exists()]
+        if existing.exists():
+            try:
+                record = read_record(existing)
+            except ValueError:
+                record = None
+            same = (
+                record is not None
+                and record.get("fingerprint") == self._fingerprint
+                and record.get("settings") == self.settings
+                and record.get("data") is not None
+                and record.get("data") == self._digest
+                and record.get("metric") is not None
+            )
+            if same:
+                self.best, self.best_epoch = record["metric"]["value"], None
+                logger.info("%s: keeps its %s %.4f unless this run does better", existing, record["metric"]["name"], self.best)
+            else:
+                self._move_aside = [self.best_filename, self.last_filename, SETTINGS_FILE, self.state_filename]
+        if self.resume_from is not None:
+            self._resume(engine)
 
     def _prepare(self) -> None:
         self.save_dir.mkdir(parents=True, exist_ok=True)
-        if not self._move_aside:
+        names = [n for n in self._move_aside if (self.save_dir / n).exists()]
+        self._move_aside = []
+        if not names:
             return
-        self._move_aside = False
         target = self.save_dir / f"replaced-{time.strftime('%Y%m%d-%H%M%S')}"
-        target.mkdir()
-        for name in (self.best_filename, self.last_filename, SETTINGS_FILE):
-            if (self.save_dir / name).exists():
-                shutil.move(str(self.save_dir / name), str(target / name))
-        logger.info("another experiment's weights in %s moved to %s", self.save_dir, target)
+        target.mkdir(exist_ok=True)
+        for name in names:
+            shutil.move(str(self.save_dir / name), str(target / name))
+        logger.info("an earlier run's %s in %s moved to %s", ", ".join(names), self.save_dir, target)
+
+    def _write(self, path: Path, state: Any) -> Path:
+        try:
+            return write_atomically(path, lambda tmp: torch.save(state, tmp))
+        except OSError as e:
+            raise CheckpointError(f"{path}: could not be written ({e.strerror or e}); the previous {path.name}, if any, is intact") from e
 
     def _save(self, filename: str, **extra: Any) -> Path:
         self._prepare()
         state = with_record(self._module().state_dict(), self.settings, **self._record(**extra))
-        path = self.save_dir / filename
-        write_atomically(path, lambda tmp: torch.save(state, tmp))
-        return path
+        return self._write(self.save_dir / filename, state)
+
+    # --------------------------------------------------------------------------------- training state
+
+    def _scaler(self, engine) -> Optional[Any]:
+        scaler = getattr(engine, "scaler", None)
+        return scaler if scaler is not None and hasattr(scaler, "state_dict") else None
+
+    def _state(self, engine) -> Dict[str, Any]:
+        state: Dict[str, Any] = {
+            "network": self._module().state_dict(),
+            **{name: obj.state_dict() for name, obj in self.training_state.items()},
+            "trainer": dict(engine.state_dict()),
+            "rng": _random_states(engine),
+            "saver": {"best": self.best, "best_epoch": self.best_epoch, "last_metric": self.last_metric},
+            "record": json.dumps({"settings": self.settings, "fingerprint": self._fingerprint, **self._record(epoch=engine.state.epoch)}),
+        }
+        scaler = self._scaler(engine)
+        if scaler is not None:
+            state["scaler"] = scaler.state_dict()
+        return state
+
+    def _resume(self, engine) -> None:
+        path = self.resume_from
+        if not path.is_file():
+            raise CheckpointError(f"{path}: no training state to resume from (a run writes {self.state_filename} into its models folder at the end of every epoch)")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises several kinds for corrupt, truncated or unsafe files
+            raise CheckpointError(f"{path}: not a loadable training state ({_first_line(e)})") from e
+        if not isinstance(state, dict) or not {"network", "trainer", "rng"} <= set(state):
+            raise CheckpointError(f"{path}: holds weights only, not a training state; resume from the {self.state_filename} a run writes")
+        missing = [name for name in self.training_state if name not in state]
+        if missing:
+            raise CheckpointError(f"{path}: has no {', '.join(missing)} state; it was written by another bundle's training")
+        try:
+            check_fits(path, state["network"], self._module(), {})
+        except SettingsMismatch as e:
+            raise CheckpointError(str(e)) from e
+        record = json.loads(state.get("record", "{}"))
+        if record.get("settings") not in (None, self.settings):
+            changed = sorted(k for k in set(record["settings"]) | set(self.settings) if record["settings"].get(k) != self.settings.get(k))
+            logger.warning("%s: resumed with other settings than it was trained with: %s", path, ", ".join(changed))
+        self._module().load_state_dict(state["network"])
+        try:
+            for name, obj in self.training_state.items():
+                obj.load_state_dict(state[name])
+        except (KeyError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"{path}: its {name} state does not fit this run's ({_first_line(e)})") from e
+        scaler = self._scaler(engine)
+        if scaler is not None and "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
+        max_epochs = engine.state.max_epochs
+        engine.load_state_dict(state["trainer"])
+        if max_epochs is not None and engine.state.epoch >= max_epochs:
+            raise CheckpointError(f"{path}: already trained {engine.state.epoch} epoch(s); set train#trainer#max_epochs above that to train on")
+        engine.state.max_epochs = max_epochs
+        _restore_random_states(engine, state["rng"])
+        saved = state.get("saver", {})
+        if saved.get("best") is not None and (self.best is None or not self._better(self.best, saved["best"])):
+            self.best, self.best_epoch = saved["best"], saved.get("best_epoch")
+        self.last_metric = saved.get("last_metric")
+        logger.info("resumed from %s at epoch %d of %d", path, engine.state.epoch, max_epochs)
+
+    def _better(self, value: float, than: float) -> bool:
+        return getattr(self.validator, "metric_cmp_fn", lambda current, prev: current > prev)(value, than)
 
     def _write_settings(self, engine) -> None:
         overlay = {
@@ -173,14 +280,18 @@ class BundleCheckpointSaver:
         value = float(evaluator.state.metrics[name])
         epoch = self._trainer.state.epoch if self._trainer is not None else None
         self.last_metric = {"name": name, "value": value, "epoch": epoch}
-        better = getattr(evaluator, "metric_cmp_fn", lambda current, prev: current > prev)
-        if self.best is not None and not better(value, self.best):
+        if self.best is not None and not self._better(value, self.best):
             return
         self.best, self.best_epoch = value, epoch
         if _is_writer():
             path = self._save(self.best_filename, metric=self.last_metric, epoch=epoch)
             self._write_settings(self._trainer)
             logger.info("best %s %.4f at epoch %s: %s", name, value, epoch, path)
+
+    def _epoch_completed(self, engine) -> None:
+        if _is_writer():
+            self._prepare()
+            self._write(self.save_dir / self.state_filename, self._state(engine))
 
     def _completed(self, engine) -> None:
         if not _is_writer():
@@ -192,10 +303,79 @@ class BundleCheckpointSaver:
         logger.info("last weights (epoch %d): %s", engine.state.epoch, path)
 
     def _failed(self, engine, e: Exception) -> None:
-        if _is_writer() and engine.state.epoch:
+        if _is_writer() and engine.state.epoch and not isinstance(e, CheckpointError):
             self._save(self.last_filename, metric=self.last_metric, epoch=engine.state.epoch, stopped_by=type(e).__name__)
             logger.info("training stopped by %s; last weights kept in %s", type(e).__name__, self.save_dir / self.last_filename)
         raise e
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _transform_generators(engine) -> List[np.random.RandomState]:
+    """The random generators of the training data's transforms, in a fixed order.
+
+    With ``num_workers=0`` the transforms draw from these in the main process across epochs; with workers,
+    each epoch's workers are seeded from PyTorch's generator instead and these are not used.
+    """
+    found: List[np.random.RandomState] = []
+    seen = set()
+
+    def visit(obj: Any) -> None:
+        if id(obj) in seen:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, (list, tuple)):
+            for item in obj:
+                visit(item)
+        elif isinstance(obj, (Transform, Randomizable)):
+            if isinstance(getattr(obj, "R", None), np.random.RandomState):
+                found.append(obj.R)
+            for value in vars(obj).values():
+                visit(value)
+
+    loader = getattr(engine, "data_loader", None)
+    visit(getattr(getattr(loader, "dataset", None), "transform", None))
+    return found
+
+
+def _numpy_state(generator_state: tuple) -> Dict[str, Any]:
+    name, keys, pos, has_gauss, cached = generator_state
+    return {"name": name, "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)}
+
+
+def _numpy_tuple(state: Mapping[str, Any]) -> tuple:
+    return state["name"], state["keys"].numpy().astype(np.uint32), state["pos"], state["has_gauss"], state["cached"]
+
+
+def _random_states(engine) -> Dict[str, Any]:
+    """Every random state a training epoch draws from, as data ``torch.load(weights_only=True)`` reads."""
+    version, internal, gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": _numpy_state(np.random.get_state()),
+        "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
+        "transforms": [_numpy_state(g.get_state()) for g in _transform_generators(engine)],
+    }
+
+
+def _restore_random_states(engine, states: Mapping[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    np.random.set_state(_numpy_tuple(states["numpy"]))
+    python = states["python"]
+    random.setstate((python["version"], tuple(int(v) for v in python["state"].tolist()), python["gauss"]))
+    generators = _transform_generators(engine)
+    if len(generators) != len(states["transforms"]):
+        logger.warning("the training transforms differ from the saved run's (%d random transforms, %d saved): "
+                       "their random draws will differ from the uninterrupted run's", len(generators), len(states["transforms"]))
+        return
+    for generator, state in zip(generators, states["transforms"]):
+        generator.set_state(_numpy_tuple(state))
 
 
 def _json_value(value: Any) -> Any:

@@ -9,6 +9,8 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
+from monai_ext.data.errors import InputError
+
 __all__ = ["CheckSameGeometryd"]
 
 
@@ -39,7 +41,7 @@ class CheckSameGeometryd(MapTransform):
         atol: tolerance on affine entries (mm).
 
     Raises:
-        ValueError: one line naming the file, the key and the shapes or affines that differ.
+        InputError: one line naming the file, the key and the shapes or affines that differ.
     """
 
     def __init__(self, keys: Sequence[str], atol: float = 1e-3, allow_missing_keys: bool = False) -> None:
@@ -55,13 +57,13 @@ class CheckSameGeometryd(MapTransform):
         for key in keys[1:]:
             other = d[key]
             if tuple(other.shape[1:]) != tuple(ref.shape[1:]):
-                raise ValueError(
+                raise InputError(
                     f"{_name(other)}: {key} shape {list(other.shape[1:])} differs from {keys[0]} shape {list(ref.shape[1:])} ({_name(ref)})"
                 )
             if isinstance(ref, MetaTensor) and isinstance(other, MetaTensor):
                 a, b = _spatial(ref.affine, ref.dim() - 1), _spatial(other.affine, ref.dim() - 1)
                 if not np.allclose(a, b, atol=self.atol):
-                    raise ValueError(
+                    raise InputError(
                         f"{_name(other)}: {key} affine differs from {keys[0]} affine ({_name(ref)}): "
                         f"spacing {np.round(np.linalg.norm(b[:-1, :-1], axis=0), 4).tolist()} vs "
                         f"{np.round(np.linalg.norm(a[:-1, :-1], axis=0), 4).tolist()}, origin {np.round(b[:-1, -1], 3).tolist()} vs {np.round(a[:-1, -1], 3).tolist()}"
