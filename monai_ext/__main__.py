@@ -13,8 +13,10 @@
 - ``export --bundle DIR --output DIR``: a self-contained, distributable bundle with the trained weights and
   settings baked in (``monai_ext.bundle.export``).
 
-Errors end with exit status 2 (1 when some cases of a folder failed) and one line naming the file and
-the problem.
+Errors are one line naming the file and the problem. Exit status: 0 when everything was done (for
+``segment``: every case written, or skipped with ``--skip-existing``), 1 when some cases of a folder failed
+and the others were done, 2 when nothing could be done (a bad option, bundle, checkpoint or input; every
+case failed).
 """
 
 from __future__ import annotations
@@ -89,15 +91,17 @@ def _segment(args: argparse.Namespace) -> int:
         args.bundle, args.input, args.output, device, args.amp, args.tta, args.format, args.overwrite, args.checkpoint,
         args.config or [], overrides, sw_batch_size=args.sw_batch_size, overlap=args.overlap, series=args.series,
         each_series=args.each_series, allow_gaps=args.allow_gaps, slice_tolerance=args.slice_tolerance, store=args.store,
+        skip_existing=args.skip_existing,
     )
     failed = [r for r in results if r.error]
-    done = len(results) - len(failed)
-    print(f"{done} of {len(results)} case(s) segmented into {args.output}")
-    if failed:
-        for r in failed:
-            print(f"error: {r.error}", file=sys.stderr)
-        return 1 if done else 2
-    return 0
+    skipped = [r for r in results if r.skipped]
+    written = len(results) - len(failed) - len(skipped)
+    print(f"segment: {written} written, {len(skipped)} skipped, {len(failed)} failed of {len(results)} case(s), in {args.output}")
+    for r in failed:
+        print(f"error: {r.error}", file=sys.stderr)
+    if not failed:
+        return 0
+    return 1 if written or skipped else 2
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -156,7 +160,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_synthetic)
 
-    g = sub.add_parser("segment", help="segment volumes (NIfTI, NRRD, MetaImage, DICOM series) with a bundle")
+    g = sub.add_parser("segment", help="segment volumes (NIfTI, NRRD, MetaImage, DICOM series) with a bundle",
+                       epilog="exit status: 0 every case written (or skipped with --skip-existing); 1 some cases failed, the others "
+                              "were done; 2 nothing could be done (a bad option, bundle, checkpoint or input, or every case failed)")
     g.add_argument("--bundle", required=True, help="bundle folder, e.g. bundles/unet")
     g.add_argument("--input", required=True,
                    help="a volume file; a DICOM folder, DICOMDIR or file; a DICOMweb study or series URL "
@@ -178,6 +184,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="how far a DICOM slice may lie off the fitted slice grid (default: 0.1 mm or 2%% of the pitch)")
     g.add_argument("--store", action="store_true", help="store the DICOM output back on the DICOMweb server of the --input URL (STOW-RS)")
     g.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    g.add_argument("--skip-existing", action="store_true",
+                   help="skip the cases whose outputs all exist (finish a folder run that was stopped); without it or --overwrite an existing output fails its case")
     g.add_argument("--checkpoint", default=None, help="weights (default <bundle>/models/model.pt); they carry their trained settings")
     g.add_argument("--config", action="append", help="config file merged on inference.json (e.g. datasets/promise12.json)")
     g.add_argument("--set", action="append", metavar="KEY=VALUE", help="config value, JSON-parsed (e.g. inferer#overlap=0.25)")

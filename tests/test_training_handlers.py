@@ -134,7 +134,7 @@ def test_records_are_read_from_any_checkpoint_form_and_a_bad_file_leaves_the_def
     torch.save({"model": state}, tmp_path / "wrapped.pt")  # MONAI CheckpointSaver's form
     assert read_record(tmp_path / "legacy.pt")["settings"] == SETTINGS == read_record(tmp_path / "wrapped.pt")["settings"]
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="bad.pt: not a loadable checkpoint"):
+    with pytest.raises(ValueError, match="bad.pt: not a PyTorch checkpoint"):
         read_record(tmp_path / "bad.pt")
     assert TrainedSettings(tmp_path / "bad.pt").get("spatial_dims", 3) == 3  # the config still parses; loading reports it
 
@@ -209,8 +209,8 @@ def test_resume_refuses_what_is_not_this_runs_training_state_in_one_line(tmp_pat
     cases = {
         tmp_path / "absent.pt": r"absent.pt: no training state to resume from",
         tmp_path / "model.pt": r"model.pt: holds weights only, not a training state",
-        truncated: r"truncated.pt: not a loadable training state",
-        unsafe: r"unsafe.pt: not a loadable training state",
+        truncated: r"truncated.pt: a damaged or truncated checkpoint",
+        unsafe: r"unsafe.pt: holds pickled Python objects \(pathlib.PosixPath\) besides weights, which are not loaded",
     }
     for path, message in cases.items():
         trainer, _, _, _ = _resumable(tmp_path / "run", torch.nn.Conv2d(1, 3, 3), [0.5], 2, resume_from=path)

@@ -28,6 +28,7 @@ configured network are a one-line error naming the setting.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import tempfile
 import time
@@ -42,9 +43,9 @@ from tqdm import tqdm
 
 from monai_ext.bundle.trained import SettingsMismatch, check_fits, differing_settings, load_state, record_of
 from monai_ext.data.dicom_seg import write_dicom_seg, write_rtstruct
-from monai_ext.data.volume_io import Case, InputError, Volume, check_image, find_cases, read_volume, write_nifti
+from monai_ext.data.volume_io import Case, InputError, Volume, check_image, find_cases, read_volume, stale_temporaries, write_nifti
 
-__all__ = ["BundleSegmenter", "segment", "CaseResult"]
+__all__ = ["BundleSegmenter", "segment", "CaseResult", "check_device"]
 
 logger = logging.getLogger("monai_ext.segment")
 FORMATS = ("nifti", "dicom-seg", "rtstruct")
@@ -53,10 +54,37 @@ DICOM_FORMATS = ("dicom-seg", "rtstruct")
 
 @dataclass
 class CaseResult:
+    """One case's outcome: written (``output``), skipped (its outputs existed, ``skip_existing``) or failed (``error``)."""
+
     input: Path
     output: Optional[Path]
     seconds: Dict[str, float]
     error: Optional[str] = None
+    skipped: bool = False
+
+
+def check_device(name: str) -> torch.device:
+    """The torch device ``name`` names, checked against this machine.
+
+    Raises:
+        InputError: not a device name, or a device this machine does not have (one line naming it).
+    """
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as e:
+        raise InputError(f"--device {name}: not a device (cpu, cuda, cuda:N, mps)") from e
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this PyTorch is built without CUDA" if torch.version.cuda is None else "no GPU is visible"
+            raise InputError(f"--device {name}: CUDA is not available ({why}); use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise InputError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s) (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    elif device.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise InputError(f"--device {name}: Apple's MPS is not available here; use --device cpu")
+    elif device.type != "cpu":
+        raise InputError(f"--device {name}: {device.type} devices are not supported (cpu, cuda, cuda:N, mps)")
+    return device
 
 
 @dataclass
@@ -124,7 +152,8 @@ class BundleSegmenter:
         if checkpoint is not None:
             values["checkpoint"] = str(checkpoint)
         if device is not None:
-            values["device"] = torch.device(device)
+            values["device"] = check_device(str(device))
+        _check_overrides(files, overrides or {}, {k: v for k, v in values.items() if k not in (overrides or {})})
         if amp is not None:
             values["amp"] = bool(amp)
         self.workflow = ConfigWorkflow(
@@ -155,6 +184,11 @@ class BundleSegmenter:
             raise
         except Exception as e:  # a config error surfaces as any kind of exception
             raise InputError(f"{files[0]}: the bundle's config does not parse with these values ({_reason(e)})") from e
+        patch = parser.get_parsed_content("patch_size", default=None) if "patch_size" in parser else None
+        if self.spatial_dims not in (2, 3):
+            raise InputError(f"{files[0]}: spatial_dims is {self.spatial_dims}; the bundles are 2D or 3D")
+        if patch is not None and len(patch) != self.spatial_dims:
+            raise InputError(f"{files[0]}: patch_size {list(patch)} has {len(patch)} value(s) for spatial_dims {self.spatial_dims}")
         self.class_names = self._class_names(parser)
         self.version = str(parser.get_parsed_content("_meta_#version", default="0"))
         # the bundle's own steps; its SaveImaged replaced by our writers
@@ -247,6 +281,66 @@ class BundleSegmenter:
         return {o.key: data[o.key] for o in self.outputs if o.key in data}
 
 
+def _kind(value: Any) -> Optional[str]:
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, str):
+        return "text"
+    return None
+
+
+def _check_overrides(files: Sequence[Path], overrides: Dict[str, Any], values: Dict[str, Any]) -> None:
+    """Check ``--set`` values before the bundle is built: the key must exist in the bundle's config, and the
+    value must be of the kind the bundle's own value is (and in range, for the settings every bundle has).
+
+    Raises:
+        InputError: one line naming the ``--set`` option and what is wrong.
+    """
+    if not overrides:
+        return
+    import difflib
+
+    from monai.bundle import ConfigParser
+
+    base = ConfigParser()
+    base.read_config([str(f) for f in files])
+    base.update({k: str(v) if isinstance(v, torch.device) else v for k, v in values.items()})
+    for key, value in overrides.items():
+        option = f"--set {key}={json.dumps(value)}"
+        if key not in base:
+            top = [k for k in base.get() if isinstance(k, str) and not k.startswith("_")]
+            near = difflib.get_close_matches(key, top, n=1)
+            raise InputError(f"{option}: the bundle's config has no {key!r}" + (f" (did you mean {near[0]!r}?)" if near else ""))
+        default = base[key]
+        if isinstance(default, str) and default.startswith(("$", "@")):
+            try:
+                default = base.get_parsed_content(key)
+            except Exception:  # an expression that needs more than the config: its kind is unknown
+                default = None
+        expected, got = _kind(default), _kind(value)
+        if expected and got != expected:
+            raise InputError(f"{option}: expected {expected}, like the bundle's {json.dumps(default, default=str)}")
+        if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float) and not value.is_integer():
+            raise InputError(f"{option}: expected a whole number, like the bundle's {default}")
+        if key == "device":
+            check_device(str(value))
+    dims = overrides.get("spatial_dims")
+    if dims is not None and dims not in (2, 3):
+        raise InputError(f"--set spatial_dims={json.dumps(dims)}: the bundles are 2D or 3D (2 or 3)")
+    for key in ("in_channels", "out_channels"):
+        if key in overrides and not (isinstance(overrides[key], int) and not isinstance(overrides[key], bool) and overrides[key] >= 1):
+            raise InputError(f"--set {key}={json.dumps(overrides[key])}: expected a whole number of at least 1")
+    patch = overrides.get("patch_size")
+    if patch is not None and not (isinstance(patch, list) and patch and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in patch)):
+        raise InputError(f"--set patch_size={json.dumps(patch)}: expected a list of whole numbers of at least 1, one per spatial axis")
+
+
 def _transforms(compose) -> List:
     return list(compose.transforms) if isinstance(compose, Compose) else list(compose)
 
@@ -271,6 +365,7 @@ def segment(
     allow_gaps: bool = False,
     slice_tolerance: Optional[float] = None,
     store: bool = False,
+    skip_existing: bool = False,
 ) -> List[CaseResult]:
     """Segment one file, one DICOM input (folder, ``DICOMDIR``, file, or a DICOMweb study or series URL), or a
     folder of cases; see the module docstring.
@@ -278,8 +373,12 @@ def segment(
     DICOM inputs are read by :mod:`monai_ext.data.dicom`: one series (``series`` picks it by
     SeriesInstanceUID, ``each_series`` segments every one), its geometry checked (``allow_gaps``,
     ``slice_tolerance``). Outputs go to ``output_dir`` under the bundle's names (``<case>_seg.nii.gz``, or
-    ``<case>_seg.dcm`` for ``dicom-seg`` and ``rtstruct``); an existing one is an error unless ``overwrite``;
-    inputs are never written. With a DICOMweb input and ``store``, each DICOM output is also stored on that
+    ``<case>_seg.dcm`` for ``dicom-seg`` and ``rtstruct``); an existing one is an error unless ``overwrite``
+    (replace it) or ``skip_existing`` (a case whose outputs all exist is skipped, e.g. to finish a folder run
+    that was stopped; a case with only some of them is segmented again); inputs are never written.
+    Temporary files that a stopped run left in ``output_dir`` are removed first. An output that cannot be
+    written (a full disk) fails its case, naming the file; the case's other new outputs are removed and
+    earlier cases' are kept. With a DICOMweb input and ``store``, each DICOM output is also stored on that
     server (STOW-RS). A case that fails is reported (``error``) and the others go on.
 
     Raises:
@@ -287,6 +386,8 @@ def segment(
     """
     if output_format not in FORMATS:
         raise InputError(f"--format must be one of {', '.join(FORMATS)}, got {output_format!r}")
+    if overwrite and skip_existing:
+        raise InputError("--overwrite and --skip-existing exclude each other: replace existing outputs, or keep them and skip their cases")
     from monai_ext.data import dicomweb
 
     url = str(input_path)
@@ -314,11 +415,14 @@ def segment(
                 if target in targets:
                     raise InputError(f"{targets[target]} and {case.path} would both be written to {target}; segment them separately")
                 targets[target] = case.path
+        for stale in stale_temporaries(output_dir):
+            stale.unlink()
+            logger.info("%s: removed (a temporary file of a run that was stopped)", stale)
         logger.info("%s (%s) on %s: %d case(s)", model.bundle.name, model.weights, model.device, len(cases))
-        results = [_segment_case(model, case, output_dir, output_format, overwrite, allow_gaps, slice_tolerance)
+        results = [_segment_case(model, case, output_dir, output_format, overwrite, skip_existing, allow_gaps, slice_tolerance)
                    for case in tqdm(cases, desc="segment", disable=not progress)]
         for r in results if store else []:
-            if r.error is None:
+            if r.error is None and not r.skipped:
                 try:
                     dicomweb.store(url, r.output)
                     logger.info("%s stored on %s", r.output.name, dicomweb.base_url(url))
@@ -328,15 +432,18 @@ def segment(
     return results
 
 
-def _segment_case(model: BundleSegmenter, case: Case, output_dir: Path, output_format: str, overwrite: bool, allow_gaps: bool,
-                  slice_tolerance: Optional[float]) -> CaseResult:
+def _segment_case(model: BundleSegmenter, case: Case, output_dir: Path, output_format: str, overwrite: bool, skip_existing: bool,
+                  allow_gaps: bool, slice_tolerance: Optional[float]) -> CaseResult:
     seconds: Dict[str, float] = {}
     start = time.perf_counter()
     try:
         names = model.output_names(case.name, output_format)
         existing = [output_dir / n for n in names.values() if (output_dir / n).exists()]
-        if existing and not overwrite:
-            raise InputError(f"{existing[0]}: exists (pass --overwrite to replace it)")
+        if skip_existing and len(existing) == len(names):
+            logger.info("%s: skipped (%s exists)", case.name, existing[0].name)
+            return CaseResult(case.path, output_dir / names["pred"], seconds, skipped=True)
+        if existing and not (overwrite or skip_existing):
+            raise InputError(f"{existing[0]}: exists (pass --overwrite to replace it, or --skip-existing to keep it and skip the case)")
         volume = model.load(case, allow_gaps, slice_tolerance)
         seconds["read"] = time.perf_counter() - start
         if output_format in DICOM_FORMATS and volume.series is None:
@@ -357,10 +464,25 @@ def _segment_case(model: BundleSegmenter, case: Case, output_dir: Path, output_f
 
 
 def _write(outputs: Dict[str, torch.Tensor], model: BundleSegmenter, volume: Volume, output_dir: Path, names: Dict[str, str], output_format: str) -> Path:
-    """Write every output (atomically, the input's affine); return the mask's path."""
+    """Write every output (atomically, the input's affine), the mask last; return the mask's path.
+
+    A file that cannot be written (a full disk, a read-only folder) is an :class:`InputError` naming it; the
+    outputs this call wrote before it are removed, so a case is written whole or not at all."""
+    written: List[Path] = []
+    order = sorted(model.outputs, key=lambda o: o.key == "pred")  # the mask last: it marks a finished case
+    try:
+        return _write_outputs(outputs, model, volume, output_dir, names, output_format, order, written)
+    except OSError as e:
+        for path in written:
+            path.unlink(missing_ok=True)
+        target = e.filename or output_dir  # write_atomically names the file it was writing
+        raise InputError(f"{target}: could not be written ({e.strerror or e}); earlier outputs are kept") from e
+
+
+def _write_outputs(outputs, model, volume, output_dir, names, output_format, order, written) -> Path:
     affine = volume.image.affine
     mask_path = output_dir / names["pred"]
-    for o in model.outputs:
+    for o in order:
         if o.key not in outputs:
             continue
         values = outputs[o.key].detach().cpu()
@@ -374,6 +496,8 @@ def _write(outputs: Dict[str, torch.Tensor], model: BundleSegmenter, volume: Vol
                 write_rtstruct(labels, volume, model.class_names, mask_path)
             else:
                 write_nifti(labels, affine, mask_path, dtype=o.dtype)
+            written.append(mask_path)
         else:
             write_nifti(values[0] if values.shape[0] == 1 else values.movedim(0, -1), affine, output_dir / names[o.key], dtype=o.dtype or np.float32)
+            written.append(output_dir / names[o.key])
     return mask_path

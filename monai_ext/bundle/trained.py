@@ -25,7 +25,7 @@ from typing import Any, Dict, Mapping, Optional, Union
 
 import torch
 
-__all__ = ["RECORD_KEY", "SETTINGS_FILE", "TrainedSettings", "SettingsMismatch", "fingerprint", "read_record", "with_record", "check_fits", "differing_settings", "record_of", "load_state"]
+__all__ = ["RECORD_KEY", "SETTINGS_FILE", "TrainedSettings", "SettingsMismatch", "fingerprint", "read_record", "with_record", "check_fits", "differing_settings", "record_of", "load_state", "unloadable"]
 
 logger = logging.getLogger("monai_ext.bundle")
 RECORD_KEY = "monai_ext"
@@ -77,10 +77,34 @@ def load_state(checkpoint: Union[str, Path], mmap: bool = False) -> Dict[str, to
                 raise
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several kinds for corrupt or foreign files
-        raise ValueError(f"{path}: not a loadable checkpoint ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from e
+        raise ValueError(unloadable(path, e)) from e
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
+    elif isinstance(state, dict) and isinstance(state.get("network"), dict) and "trainer" in state:
+        state = state["network"]  # a training state (last.pt)
+    if not isinstance(state, dict) or not any(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: holds no weights (a PyTorch file, but not a state dict of tensors)")
     return state
+
+
+def unloadable(path: Path, e: BaseException) -> str:
+    """One line saying why ``torch.load(weights_only=True)`` refused a file."""
+    import re
+
+    text = str(e)
+    found = re.search(r"GLOBAL (\S+) was not an allowed global", text)
+    if found or "Unsupported global" in text:
+        what = f" ({found.group(1)})" if found else ""
+        return (f"{path}: holds pickled Python objects{what} besides weights, which are not loaded because unpickling could run code; "
+                "save the network's state dict alone, torch.save(network.state_dict(), path), where it was trained")
+    if path.is_file() and path.stat().st_size == 0:
+        return f"{path}: an empty file, not a checkpoint"
+    if isinstance(e, (IsADirectoryError, PermissionError, FileNotFoundError)):
+        return f"{path}: unreadable ({getattr(e, 'strerror', None) or e})"
+    head = path.read_bytes()[:4] if path.is_file() else b""
+    if head.startswith(b"PK\x03\x04"):
+        return f"{path}: a damaged or truncated checkpoint (its zip archive does not read)"
+    return f"{path}: not a PyTorch checkpoint (its content is neither a torch archive nor a legacy torch file)"
 
 
 def read_record(checkpoint: Union[str, Path]) -> Optional[Dict[str, Any]]:

@@ -27,7 +27,7 @@ import torch
 from monai_ext.data.dicom import Geometry, Series, find_series, is_dicom_file, read_series
 from monai_ext.data.errors import InputError
 
-__all__ = ["InputError", "Case", "Volume", "find_cases", "read_volume", "check_image", "is_dicom_input", "write_atomically", "stale_temporaries", "write_nifti",
+__all__ = ["InputError", "Case", "Volume", "find_cases", "read_volume", "check_image", "is_dicom_input", "write_atomically", "stale_temporaries", "write_nifti", "check_file_kind", "check_affine",
            "VOLUME_SUFFIXES"]
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -157,6 +157,7 @@ def read_volume(case: Union[str, Path, Case], in_channels: Optional[int] = None,
         return Volume(path, image, case.name, case.series, geometry)
     if path.is_dir():
         raise InputError(f"{path}: a folder without DICOM files directly inside; give a volume file or a DICOM series folder")
+    check_file_kind(path)
     reader = "NibabelReader" if path.name.lower().endswith((".nii", ".nii.gz")) else "ITKReader"
     image = _load(path, reader)
     check_image(path, image, in_channels, min_dims)
@@ -198,6 +199,8 @@ def check_image(path: Union[str, Path], image, in_channels: Optional[int] = None
         raise InputError(f"{path}: contains NaN or infinite values")
     if low == high:
         raise InputError(f"{path}: empty volume (every voxel is {float(high):g})")
+    if hasattr(image, "affine"):
+        check_affine(path, image.affine, spatial)
 
 
 TEMPORARY_PREFIX = "."
@@ -209,10 +212,81 @@ def temporary_name(target: Path) -> Path:
     return target.with_name(f"{TEMPORARY_PREFIX}{target.name}.{os.getpid()}{TEMPORARY_MARK}{''.join(target.suffixes)}")
 
 
+# what a file's first bytes say it is, for a message when its name says otherwise
+_SIGNATURES = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"II*\x00", "a TIFF image"), (b"MM\x00*", "a TIFF image"),
+               (b"GIF8", "a GIF image"), (b"BM", "a BMP image"), (b"%PDF", "a PDF document"), (b"PK\x03\x04", "a ZIP archive"),
+               (b"NRRD", "an NRRD file"), (b"\x1f\x8b", "a gzip file"))
+
+
+def _looks_like(head: bytes) -> str:
+    if head[128:132] == b"DICM":
+        return "a DICOM file"
+    if head[344:348] in (b"n+1\x00", b"ni1\x00") or head[4:8] in (b"n+2\x00", b"ni2\x00"):
+        return "a NIfTI file"
+    for magic, what in _SIGNATURES:
+        if head.startswith(magic):
+            return what
+    if b"ObjectType" in head[:1024] or b"NDims" in head[:1024]:
+        return "a MetaImage file"
+    return ""
+
+
+def check_file_kind(path: Union[str, Path]) -> None:
+    """Check that a volume file's content is what its name says (NIfTI, NRRD, MetaImage), so that a PNG
+    renamed ``.nii`` is refused rather than read by a reader that takes anything (with an identity affine).
+
+    Raises:
+        InputError: one line naming the file, what its name says and what its content is.
+    """
+    import gzip
+
+    path = Path(path)
+    name = path.name.lower()
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1024)
+        if name.endswith(".gz") and head.startswith(b"\x1f\x8b"):
+            with gzip.open(path, "rb") as f:
+                head = f.read(1024)
+    except (OSError, EOFError) as e:
+        raise InputError(f"{path}: unreadable ({getattr(e, 'strerror', None) or e})") from e
+    expected = ("a NIfTI file" if name.endswith((".nii", ".nii.gz")) else "an NRRD file" if name.endswith((".nrrd", ".nhdr"))
+                else "a MetaImage file" if name.endswith((".mha", ".mhd")) else None)
+    if expected is None:
+        return
+    found = _looks_like(head)
+    if found != expected:
+        what = f"it is {found}" if found else ("it is empty" if not head else "its header is not one")
+        raise InputError(f"{path}: not {expected} ({what})")
+
+
+def check_affine(path: Union[str, Path], affine, spatial_dims: int) -> None:
+    """Refuse a degenerate affine: non-finite entries, or a spatial part without an inverse (a zero
+    spacing, collinear axes); no geometry could be kept for such an image.
+
+    Raises:
+        InputError: one line naming the file and what is wrong.
+    """
+    a = np.asarray(affine.detach().cpu() if isinstance(affine, torch.Tensor) else affine, dtype=np.float64)
+    if not np.isfinite(a).all():
+        raise InputError(f"{path}: degenerate affine (it holds NaN or infinite values)")
+    d = min(spatial_dims, a.shape[0] - 1)
+    linear = a[:d, :d]
+    spacing = np.linalg.norm(linear, axis=0)
+    if (spacing <= 1e-6).any():
+        raise InputError(f"{path}: degenerate affine (voxel spacing {np.round(spacing, 6).tolist()}: a spacing of zero)")
+    if abs(np.linalg.det(linear / spacing)) < 1e-6:
+        raise InputError(f"{path}: degenerate affine (its axes are not independent: determinant 0)")
+
+
 def write_atomically(target: Path, write) -> Path:
     """Run ``write(temporary_path)`` in the target's folder, flush it to disk (fsync), then rename it to
     ``target`` and flush the folder: no half-written file ever has the target's name (a crash or a full
-    disk leaves the old file, or none), and a power loss after the return keeps the new one."""
+    disk leaves the old file, or none), and a power loss after the return keeps the new one.
+
+    Raises:
+        OSError: with ``filename`` the target, when the file cannot be written.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_name(target)
     try:
@@ -221,6 +295,8 @@ def write_atomically(target: Path, write) -> Path:
             os.fsync(f.fileno())
         os.replace(tmp, target)
         _fsync_folder(target.parent)
+    except OSError as e:  # a full disk, a read-only folder: name the file meant, not the temporary one
+        raise OSError(e.errno, e.strerror or str(e), str(target)) from e
     finally:
         if tmp.exists():
             tmp.unlink()

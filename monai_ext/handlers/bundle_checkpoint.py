@@ -25,7 +25,7 @@ import torch
 from monai.transforms import Randomizable, Transform
 from monai.utils import min_version, optional_import
 
-from monai_ext.bundle.trained import SETTINGS_FILE, SettingsMismatch, check_fits, fingerprint, read_record, with_record
+from monai_ext.bundle.trained import SETTINGS_FILE, SettingsMismatch, check_fits, fingerprint, read_record, unloadable, with_record
 from monai_ext.data.errors import CheckpointError
 from monai_ext.data.volume_io import write_atomically
 
@@ -220,7 +220,7 @@ class BundleCheckpointSaver:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # torch raises several kinds for corrupt, truncated or unsafe files
-            raise CheckpointError(f"{path}: not a loadable training state ({_first_line(e)})") from e
+            raise CheckpointError(unloadable(path, e)) from e
         if not isinstance(state, dict) or not {"network", "trainer", "rng"} <= set(state):
             raise CheckpointError(f"{path}: holds weights only, not a training state; resume from the {self.state_filename} a run writes")
         missing = [name for name in self.training_state if name not in state]
