@@ -148,6 +148,15 @@ class BundleSegmenter:
         for f in [folder / "metadata.json"] + files:
             if not f.is_file():
                 raise InputError(f"{f}: missing config file (is {self.bundle} a bundle folder?)")
+            if f.suffix == ".json":
+                try:
+                    json.loads(f.read_text())
+                except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                    raise InputError(f"{f}: not a JSON config ({e})") from e
+        if overlap is not None and not 0 <= overlap < 1:
+            raise InputError(f"--overlap {overlap:g}: the window overlap must be at least 0 and below 1")
+        if sw_batch_size is not None and sw_batch_size < 1:
+            raise InputError(f"--sw-batch-size {sw_batch_size}: at least 1 window per network call")
         values: Dict[str, Any] = {"bundle_root": str(self.bundle), **(overrides or {})}
         if checkpoint is not None:
             values["checkpoint"] = str(checkpoint)
@@ -395,6 +404,11 @@ def segment(
     if store and not (web and output_format in DICOM_FORMATS):
         raise InputError(f"--store sends a DICOM output (--format {' or '.join(DICOM_FORMATS)}) back to the DICOMweb server of a DICOMweb --input")
     output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise InputError(f"--output {output_dir}: a file, not a folder")
+    if not web and Path(input_path).is_dir() and output_dir.resolve() == Path(input_path).resolve():
+        raise InputError(f"--output {output_dir} is the input folder: the outputs would be mixed with the cases (and taken for cases by a later run); "
+                         "give another folder, e.g. a subfolder")
 
     def load_bundle() -> BundleSegmenter:
         return BundleSegmenter(bundle, device, amp, tta, checkpoint, configs, overrides, sw_batch_size, overlap)

@@ -14,6 +14,7 @@ Every problem with an input raises :class:`InputError` with one line that names 
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import warnings
@@ -184,10 +185,10 @@ def check_image(path: Union[str, Path], image, in_channels: Optional[int] = None
         InputError: one line naming ``path`` and the problem.
     """
     spatial = image.dim() - 1
+    if image.numel() == 0:
+        raise InputError(f"{path}: empty image (shape {list(image.shape)}: no voxels)")
     if spatial < min_dims or spatial > 3:
         raise InputError(f"{path}: not a volume (shape {list(image.shape[1:])}; need {min_dims}D{' or 3D' if min_dims < 3 else ''})")
-    if image.numel() == 0 or min(image.shape[1:]) < 1:
-        raise InputError(f"{path}: empty image (shape {list(image.shape)})")
     if in_channels is not None and image.shape[0] != in_channels:
         raise InputError(f"{path}: wrong channel count: {image.shape[0]} channel(s), the network takes {in_channels}")
     data = image.as_tensor() if hasattr(image, "as_tensor") else image
@@ -258,6 +259,39 @@ def check_file_kind(path: Union[str, Path]) -> None:
     if found != expected:
         what = f"it is {found}" if found else ("it is empty" if not head else "its header is not one")
         raise InputError(f"{path}: not {expected} ({what})")
+    if expected == "a NIfTI file":
+        _check_nifti_header(path)
+
+
+def _check_nifti_header(path: Path) -> None:
+    """Refuse the header fields that readers silently repair: a zero or non-finite voxel spacing (nibabel
+    sets it to 1), an sform or qform that is not finite or not invertible (MONAI's reader falls back to the
+    spacing alone). Either way the mask would be written on another grid than the scanner's."""
+    import nibabel as nib
+
+    import gzip
+
+    try:
+        with (gzip.open if path.name.lower().endswith(".gz") else open)(path, "rb") as f:
+            head = f.read(544)
+        kind = nib.Nifti2Header if head[4:8] in (b"n+2\x00", b"ni2\x00") else nib.Nifti1Header
+        header = kind.from_fileobj(io.BytesIO(head), check=False)  # as stored: nibabel's checks would repair it
+    except Exception as e:  # nibabel raises several kinds for damaged headers
+        raise InputError(f"{path}: unreadable ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})") from e
+    dims = int(header["dim"][0])
+    spatial = min(max(dims, 1), 3)
+    zooms = np.asarray(header["pixdim"][1 : spatial + 1], dtype=np.float64)
+    if not np.isfinite(zooms).all() or (zooms == 0).any():
+        raise InputError(f"{path}: degenerate affine (the header's voxel spacing is {zooms.tolist()}: zero or not finite)")
+    for name in ("sform", "qform"):
+        if int(header[f"{name}_code"]) > 0:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                affine = header.get_sform() if name == "sform" else header.get_qform()
+            try:
+                check_affine(path, affine, spatial)
+            except InputError as e:
+                raise InputError(str(e).replace("degenerate affine (", f"degenerate affine (the header's {name}: ", 1)) from e
 
 
 def check_affine(path: Union[str, Path], affine, spatial_dims: int) -> None:
