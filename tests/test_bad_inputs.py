@@ -54,9 +54,10 @@ class Bad:
     message: str
     names: str  # the file or option the line must name
     args: List[str] = field(default_factory=list)
-    input: Optional[Path] = None
+    input: Optional[object] = None  # a path, or a URL
     code: int = 2
     inputs: List[Path] = field(default_factory=list)
+    secret: Optional[str] = None  # must appear nowhere in the output
 
 
 def _volume(path: Path, data: Optional[np.ndarray] = None, affine: Optional[np.ndarray] = None) -> Path:
@@ -365,6 +366,8 @@ def _options():
         "--sw-batch-size 0": opt("--sw-batch-size", "0", message="at least 1 window", names="--sw-batch-size 0"),
         "a missing --config": opt("--config", "/no/such/overlay.json", message="missing config file", names="/no/such/overlay.json"),
         "a broken --config": config_broken,
+        "a DICOMweb URL with a password, no server": lambda t: Bad("bob:***@127.0.0.1:9", "/studies/1.2.3", input="http://bob:s3cret@127.0.0.1:9/dicom-web/studies/1.2.3",
+                                                                    secret="s3cret"),
         "not a bundle": lambda t: Bad("missing config file", "configs", args=["--bundle", str(t)], input=_volume(t / "in" / "v.nii.gz")),
     }
 
@@ -447,7 +450,7 @@ def test_a_hostile_input_gets_one_line_a_non_zero_exit_and_no_output(name, bundl
         args = ["--bundle", str(bundle)] + args
     if "--output" not in args:
         args += ["--output", str(tmp_path / "out")]
-    inputs = [p for p in [case.input] + case.inputs if p is not None] + [bundle]
+    inputs = [p for p in [case.input] + case.inputs if isinstance(p, Path)] + [bundle]
     before = _digest(inputs)
     outputs_before = sorted(p.name for p in (tmp_path / "out").iterdir()) if (tmp_path / "out").is_dir() else None
     _inject(name, monkeypatch)
@@ -459,6 +462,7 @@ def test_a_hostile_input_gets_one_line_a_non_zero_exit_and_no_output(name, bundl
     assert len(errors) == 1, proc.stderr[-3000:]
     assert case.message in errors[0] and case.names in errors[0], errors[0]
     assert "Traceback" not in proc.stderr
+    assert case.secret is None or case.secret not in proc.stdout + proc.stderr
     assert _digest(inputs) == before  # nothing read was changed
     out = tmp_path / "out"
     if out.is_dir():

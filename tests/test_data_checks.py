@@ -81,3 +81,55 @@ def test_inference_properties_check_passes_with_no_data_present(name, tmp_path):
     workflow.initialize()
     assert not workflow.check_properties()
     assert not any(tmp_path.iterdir())  # nothing written either
+
+
+def test_a_bundle_run_with_bad_data_stops_with_one_line_naming_the_file(tmp_path):
+    """``python -m monai.bundle run`` on data that cannot train: one ``error:`` line, no traceback."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    import nibabel as nib
+
+    from monai_ext.data import make_synthetic_dataset
+
+    good = make_synthetic_dataset(tmp_path / "good", num_cases=6, spatial_dims=2, size=(40, 36), seed=1).parent
+    datalist = json.loads((good / "datalist.json").read_text())
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "datalist.json").write_text(json.dumps({**datalist, "training": []}))
+    no_validation = tmp_path / "no_validation"
+    shutil.copytree(good, no_validation)
+    (no_validation / "datalist.json").write_text(json.dumps({**datalist, "validation": []}))
+    missing = tmp_path / "missing"
+    shutil.copytree(good, missing)
+    (missing / datalist["training"][1]["image"]).unlink()
+    shorter = tmp_path / "shorter"
+    shutil.copytree(good, shorter)
+    label = shorter / datalist["training"][0]["label"]
+    image = nib.load(str(label))
+    nib.save(nib.Nifti1Image(np.asarray(image.dataobj)[:-2], image.affine), str(label))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "datalist.json").write_text("{ not json")
+    cases = {
+        tmp_path / "absent": "absent/datalist.json: no such datalist",
+        empty: "empty/datalist.json: no cases under 'training'",
+        no_validation: "no_validation/datalist.json: no cases under 'validation'",
+        missing: f"missing/datalist.json: training case 1 (image): {missing / datalist['training'][1]['image']}: no such file",
+        shorter: f"{label}: label shape [38, 36] differs from image shape [40, 36]",
+        broken: "broken/datalist.json: not a datalist",
+    }
+    bundle = ROOT / "bundles" / "unet"
+    for folder, message in cases.items():
+        proc = subprocess.run(
+            [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(bundle / "configs" / "train.json"),
+             "--meta_file", str(bundle / "configs" / "metadata.json"), "--bundle_root", str(tmp_path / "run"),
+             "--dataset_dir", str(folder), "--num_workers", "0", "--patch_size", "[32,32]", "--train#trainer#max_epochs", "1"],
+            capture_output=True, text=True, cwd=bundle, timeout=300,
+        )
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert proc.returncode != 0 and len(errors) == 1 and message in errors[0], (folder, proc.stderr[-2000:])
+        assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "run" / "models").exists()  # nothing trained, nothing written

@@ -197,30 +197,6 @@ def test_bad_configuration():
         PairedPatchDiscriminator(2, 2, 1, 3, channels=8, num_layers_d=3)(torch.zeros(1, 1, 16, 16), torch.zeros(1, 2, 3, 16, 16))
 
 
-def test_the_bundle_resumes_its_adversarial_training_from_last_pt(tmp_path):
-    """`--resume_from models/last.pt` restores both generators, both discriminators, both optimisers and the
-    trainer's epoch, so the second run trains epoch 2 only."""
-    from test_bundles import ROOT, _bundle_run
-
-    from monai_ext.data.synthetic import make_synthetic_dataset
-
-    data = make_synthetic_dataset(tmp_path / "data", num_cases=6, spatial_dims=2, size=(32, 32), seed=3).parent
-    bundle = ROOT / "bundles" / "higmisnet"
-    common = {"bundle_root": tmp_path / "run", "dataset_dir": data, "num_workers": 0, "patch_size": "[32,32]", "batch_size": 2,
-              "val_interval": 5}
-    _bundle_run(bundle, ["train.json"], **common, **{"train#trainer#max_epochs": 1})
-    last = tmp_path / "run" / "models" / "last.pt"
-    first = torch.load(last, map_location="cpu", weights_only=True)
-    assert set(first) == {"network", "discriminator", "g_optimizer", "d_optimizer", "trainer"}
-    assert first["trainer"]["iteration"] == first["trainer"]["epoch_length"]  # one epoch
-    proc = _bundle_run(bundle, ["train.json"], **common, **{"train#trainer#max_epochs": 2, "resume_from": last})
-    second = torch.load(last, map_location="cpu", weights_only=True)
-    assert second["trainer"]["iteration"] == 2 * first["trainer"]["iteration"] and second["trainer"]["max_epochs"] == 2
-    log = proc.stdout + proc.stderr
-    assert "Epoch[1] Complete" not in log and "Epoch[2] Complete" in log
-    assert "ignoring non-scalar output" not in log  # the handlers see MONAI's decollated output
-
-
 def test_monai_early_stopping_stops_the_adversarial_training():
     from monai.handlers import EarlyStopHandler
 

@@ -1,6 +1,7 @@
 """``python -m monai_ext segment``: geometry kept for NIfTI and DICOM inputs, DICOM SEG out, clear errors."""
 
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -265,3 +266,59 @@ def test_options_override_the_bundles_inferer_values_and_name_what_it_lacks(bund
     shutil.copytree(ROOT / "bundles" / "medsegdiff", medsegdiff)
     with pytest.raises(vio.InputError, match="--tta: the bundle's inferer .*DiffusionSegmentationInferer.* has no 'tta_axes'"):
         segment(medsegdiff, NIB_DATA / "anatomical.nii", tmp_path / "out", device="cpu", tta=True, progress=False)
+
+
+def test_a_stopped_folder_run_is_finished_with_skip_existing_and_summarised(bundle, tmp_path, monkeypatch):
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    for name in ("a", "b", "c"):
+        _write_nifti(cases / f"{name}.nii.gz", np.random.default_rng(ord(name)).normal(size=(20, 18, 12)).astype(np.float32))
+    out = tmp_path / "out"
+    common = ["--bundle", str(bundle), "--input", str(cases), "--output", str(out), "--set", "spatial_dims=3", "--set", "patch_size=[16,16,16]"]
+    first = [*common[:2], "--input", str(cases / "a.nii.gz"), *common[4:]]
+    assert _cli(*first).returncode == 0  # the run that was stopped after case a...
+    stale = out / ".b_seg.nii.gz.999999999.tmp.nii.gz"  # ...while writing case b (its process is gone)
+    stale.write_bytes(b"half a file")
+    mine = out / f".other.nii.gz.{os.getpid()}.tmp.nii.gz"  # a running process's temporary file is not touched
+    mine.write_bytes(b"being written")
+    a_before = _digest(out / "a_seg.nii.gz")
+
+    proc = _cli(*common, "--skip-existing")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "segment: 2 written, 1 skipped, 0 failed of 3 case(s)" in proc.stdout
+    assert not stale.exists() and mine.exists()
+    mine.unlink()
+    assert sorted(p.name for p in out.iterdir()) == ["a_seg.nii.gz", "b_seg.nii.gz", "c_seg.nii.gz"]
+    assert _digest(out / "a_seg.nii.gz") == a_before  # skipped, not rewritten
+
+    again = _cli(*common)  # without --skip-existing or --overwrite every case fails: nothing could be done
+    assert again.returncode == 2 and "0 written, 0 skipped, 3 failed" in again.stdout
+    assert again.stderr.count("error:") == 3 and "--skip-existing to keep it" in again.stderr
+
+
+def test_a_full_disk_fails_the_case_it_hits_names_the_file_and_keeps_earlier_outputs(bundle, tmp_path, monkeypatch):
+    import errno
+
+    import nibabel
+
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    for name in ("a", "b"):
+        _write_nifti(cases / f"{name}.nii.gz", np.random.default_rng(1).normal(size=(20, 18, 12)).astype(np.float32))
+    real_save = nibabel.save
+
+    def disk_fills_up(image, filename, *args, **kwargs):
+        if "b_seg" in str(filename):
+            Path(filename).write_bytes(b"\0" * 64)
+            raise OSError(errno.ENOSPC, "No space left on device", str(filename))
+        return real_save(image, filename, *args, **kwargs)
+
+    monkeypatch.setattr(nibabel, "save", disk_fills_up)
+    out = tmp_path / "out"
+    proc = _cli("--bundle", str(bundle), "--input", str(cases), "--output", str(out), "--set", "spatial_dims=3", "--set", "patch_size=[16,16,16]")
+    assert proc.returncode == 1  # some cases done, some failed
+    assert "segment: 1 written, 0 skipped, 1 failed of 2 case(s)" in proc.stdout
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {out / 'b_seg.nii.gz'}: could not be written (No space left on device); earlier outputs are kept"]
+    assert sorted(p.name for p in out.iterdir()) == ["a_seg.nii.gz"]  # and no temporary file
+    assert nib.load(str(out / "a_seg.nii.gz")).shape == (20, 18, 12)

@@ -193,11 +193,6 @@ class BundleSegmenter:
             raise
         except Exception as e:  # a config error surfaces as any kind of exception
             raise InputError(f"{files[0]}: the bundle's config does not parse with these values ({_reason(e)})") from e
-        patch = parser.get_parsed_content("patch_size", default=None) if "patch_size" in parser else None
-        if self.spatial_dims not in (2, 3):
-            raise InputError(f"{files[0]}: spatial_dims is {self.spatial_dims}; the bundles are 2D or 3D")
-        if patch is not None and len(patch) != self.spatial_dims:
-            raise InputError(f"{files[0]}: patch_size {list(patch)} has {len(patch)} value(s) for spatial_dims {self.spatial_dims}")
         self.class_names = self._class_names(parser)
         self.version = str(parser.get_parsed_content("_meta_#version", default="0"))
         # the bundle's own steps; its SaveImaged replaced by our writers
@@ -212,7 +207,12 @@ class BundleSegmenter:
         ]
         if not any(o.key == "pred" for o in self.outputs):
             self.outputs.insert(0, _Output("pred", "seg", np.uint8))
-        self._load_weights(weights, parser)
+        self._load_weights(weights, parser)  # weights that do not fit name the trained settings first
+        patch = parser.get_parsed_content("patch_size", default=None) if "patch_size" in parser else None
+        if self.spatial_dims not in (2, 3):
+            raise InputError(f"{files[0]}: spatial_dims is {self.spatial_dims}; the bundles are 2D or 3D")
+        if patch is not None and len(patch) != self.spatial_dims:
+            raise InputError(f"{files[0]}: patch_size {list(patch)} has {len(patch)} value(s) for spatial_dims {self.spatial_dims}")
 
     @staticmethod
     def _class_names(parser) -> Dict[int, str]:

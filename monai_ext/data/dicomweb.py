@@ -37,11 +37,16 @@ def parse_url(url: str) -> Tuple[str, str, Optional[str], Optional[Tuple[str, st
     parts = urlsplit(url)
     match = _PATH.match(parts.path)
     if parts.scheme not in ("http", "https") or not parts.hostname or match is None:
-        raise InputError(f"{url}: not a DICOMweb study or series URL (http[s]://HOST[:PORT]/ROOT/studies/UID[/series/UID])")
+        raise InputError(f"{shown(url)}: not a DICOMweb study or series URL (http[s]://HOST[:PORT]/ROOT/studies/UID[/series/UID])")
     netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
     root = urlunsplit((parts.scheme, netloc, match["root"], "", ""))
     credentials = (parts.username or "", parts.password or "") if parts.username else None
     return root, match["study"], match["series"], credentials
+
+
+def shown(url: str) -> str:
+    """``url`` as messages show it: a password replaced by ``***``."""
+    return re.sub(r"^(\w+://[^/:@]*):[^/@]*@", r"\1:***@", url)
 
 
 def base_url(url: str) -> str:
@@ -53,7 +58,11 @@ def _client(root: str, credentials: Optional[Tuple[str, str]]):
     from dicomweb_client.session_utils import create_session, create_session_from_user_pass
 
     session = create_session_from_user_pass(*credentials) if credentials else create_session()
-    return DICOMwebClient(url=root, session=session)
+    client = DICOMwebClient(url=root, session=session)
+    # a busy server (429, 503, 504) gets three tries, 1 s and 2 s apart; not the library's 5 tries over 30 s,
+    # which leave a user without a word when the server is simply down
+    client.set_http_retry_params(retry=True, max_attempts=3, wait_exponential_multiplier=500)
+    return client
 
 
 def _call(url: str, what: str, fn, *args, **kwargs):
@@ -61,7 +70,7 @@ def _call(url: str, what: str, fn, *args, **kwargs):
         return fn(*args, **kwargs)
     except Exception as e:  # requests' HTTPError, ConnectionError, ... and dicomweb-client's ValueErrors
         text = str(e).strip().splitlines()
-        raise InputError(f"{url}: {what} failed ({type(e).__name__}: {text[0] if text else ''})") from e
+        raise InputError(f"{shown(url)}: {what} failed ({type(e).__name__}: {text[0] if text else ''})") from e
 
 
 def _value(item: dict, tag: str, default: str = "") -> str:
@@ -80,7 +89,7 @@ def download(url: str, folder: Path, series: Optional[str] = None, each_series: 
     root, study, url_series, credentials = parse_url(url)
     client = _client(root, credentials)
     if url_series and series and url_series != series:
-        raise InputError(f"{url}: names series {url_series}, and --series asks for {series}")
+        raise InputError(f"{shown(url)}: names series {url_series}, and --series asks for {series}")
     wanted = url_series or series
     found = _call(url, "QIDO-RS series search", client.search_for_series, study_instance_uid=study)
     def number(item: dict) -> int:
@@ -89,12 +98,12 @@ def download(url: str, folder: Path, series: Optional[str] = None, each_series: 
 
     uids = {_value(item, "0020000E"): item for item in sorted(found or [], key=lambda i: (number(i), _value(i, "0020000E")))}
     if not uids:
-        raise InputError(f"{url}: no such study on the server (QIDO-RS found no series)")
+        raise InputError(f"{shown(url)}: no such study on the server (QIDO-RS found no series)")
     if wanted is not None and wanted not in uids:
-        raise InputError(f"{url}: no series {wanted} in study {study}")
+        raise InputError(f"{shown(url)}: no series {wanted} in study {study}")
     if wanted is None and len(uids) > 1 and not each_series:
         listing = "; ".join(f"{uid} (#{_value(i, '00200011', '?')} {_value(i, '00080060')} '{_value(i, '0008103E')}')" for uid, i in uids.items())
-        raise InputError(f"{url}: {len(uids)} series; choose one with --series UID or a series URL, or segment each with --each-series: {listing}")
+        raise InputError(f"{shown(url)}: {len(uids)} series; choose one with --series UID or a series URL, or segment each with --each-series: {listing}")
     folder.mkdir(parents=True, exist_ok=True)
     for uid in [wanted] if wanted else list(uids):
         target = folder / uid
@@ -119,4 +128,4 @@ def store(url: str, path: Path) -> None:
     response = _call(url, f"STOW-RS of {Path(path).name}", client.store_instances, datasets=[ds])
     failed = response.get("FailedSOPSequence") if response is not None else None
     if failed:
-        raise InputError(f"{url}: the server refused {Path(path).name} (FailedSOPSequence: {failed})")
+        raise InputError(f"{shown(url)}: the server refused {Path(path).name} (FailedSOPSequence: {failed})")

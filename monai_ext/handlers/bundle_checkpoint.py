@@ -111,6 +111,8 @@ class BundleCheckpointSaver:
             raise ValueError(f"training_state: {sorted(reserved)} are names of last.pt's own entries")
         self.resume_from = Path(resume_from) if resume_from not in (None, "") else None
         self.state_filename = state_filename
+        # read now, so that a wrong file stops the run before anything starts
+        self._resume_state = self._read_state(self.resume_from) if self.resume_from is not None else None
         self.best: Optional[float] = None
         self.best_epoch: Optional[int] = None
         self.last_metric: Optional[Dict[str, Any]] = None
@@ -202,7 +204,7 @@ class BundleCheckpointSaver:
     def _state(self, engine) -> Dict[str, Any]:
         state: Dict[str, Any] = {
             "network": self._module().state_dict(),
-            **{name: obj.state_dict() for name, obj in self.training_state.items()},
+            **{name: _unwrapped(obj).state_dict() for name, obj in self.training_state.items()},
             "trainer": dict(engine.state_dict()),
             "rng": _random_states(engine),
             "saver": {"best": self.best, "best_epoch": self.best_epoch, "last_metric": self.last_metric},
@@ -213,8 +215,7 @@ class BundleCheckpointSaver:
             state["scaler"] = scaler.state_dict()
         return state
 
-    def _resume(self, engine) -> None:
-        path = self.resume_from
+    def _read_state(self, path: Path) -> Dict[str, Any]:
         if not path.is_file():
             raise CheckpointError(f"{path}: no training state to resume from (a run writes {self.state_filename} into its models folder at the end of every epoch)")
         try:
@@ -230,6 +231,11 @@ class BundleCheckpointSaver:
             check_fits(path, state["network"], self._module(), {})
         except SettingsMismatch as e:
             raise CheckpointError(str(e)) from e
+        return state
+
+    def _resume(self, engine) -> None:
+        path, state = self.resume_from, self._resume_state
+        self._resume_state = None  # the run owns it from here
         record = json.loads(state.get("record", "{}"))
         if record.get("settings") not in (None, self.settings):
             changed = sorted(k for k in set(record["settings"]) | set(self.settings) if record["settings"].get(k) != self.settings.get(k))
@@ -237,7 +243,7 @@ class BundleCheckpointSaver:
         self._module().load_state_dict(state["network"])
         try:
             for name, obj in self.training_state.items():
-                obj.load_state_dict(state[name])
+                _unwrapped(obj).load_state_dict(state[name])
         except (KeyError, ValueError, RuntimeError) as e:
             raise CheckpointError(f"{path}: its {name} state does not fit this run's ({_first_line(e)})") from e
         scaler = self._scaler(engine)
@@ -307,6 +313,11 @@ class BundleCheckpointSaver:
             self._save(self.last_filename, metric=self.last_metric, epoch=engine.state.epoch, stopped_by=type(e).__name__)
             logger.info("training stopped by %s; last weights kept in %s", type(e).__name__, self.save_dir / self.last_filename)
         raise e
+
+
+def _unwrapped(obj: Any) -> Any:
+    """A ``DistributedDataParallel`` module's inner module (a state saved on many GPUs resumes on one)."""
+    return obj.module if isinstance(obj, torch.nn.parallel.DistributedDataParallel) else obj
 
 
 def _first_line(e: BaseException) -> str:
