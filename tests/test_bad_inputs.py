@@ -348,7 +348,7 @@ def _options():
         "--device cuda without CUDA": no_cuda("--device", "cuda", message="CUDA is not available"),
         "--device cuda:3 without CUDA": no_cuda("--device", "cuda:3", message="CUDA is not available"),
         "--device banana": opt("--device", "banana", message="not a device", names="--device banana"),
-        "--device tpu": opt("--device", "xla", message="not supported", names="--device xla"),
+        "--device xla (not supported)": opt("--device", "xla", message="not supported", names="--device xla"),
         "--set an unknown key": opt("--set", "nope=3", message="the bundle's config has no 'nope'", names="--set nope=3"),
         "--set a key inside the network": opt("--set", "network_def#nope=3", message="has no 'network_def#nope'", names="--set network_def#nope=3"),
         "--set a near miss": opt("--set", "patch_sizes=[16,16,16]", message="did you mean 'patch_size'?", names="patch_sizes"),
