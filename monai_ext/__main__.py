@@ -91,7 +91,7 @@ def _segment(args: argparse.Namespace) -> int:
         args.bundle, args.input, args.output, device, args.amp, args.tta, args.format, args.overwrite, args.checkpoint,
         args.config or [], overrides, sw_batch_size=args.sw_batch_size, overlap=args.overlap, series=args.series,
         each_series=args.each_series, allow_gaps=args.allow_gaps, slice_tolerance=args.slice_tolerance, store=args.store,
-        skip_existing=args.skip_existing,
+        skip_existing=args.skip_existing, backend=args.backend, precision=args.precision,
     )
     failed = [r for r in results if r.error]
     skipped = [r for r in results if r.skipped]
@@ -171,6 +171,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     g.add_argument("--device", default="auto", help="auto: the bundle's device (CUDA when present); cpu, cuda, cuda:N")
     g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="mixed precision (default: the bundle's amp value)")
+    g.add_argument("--backend", default=None, choices=("torch", "openvino", "onnxruntime"),
+                   help="what runs the network (default: the bundle's, torch); openvino and onnxruntime run on the CPU, compiled once "
+                        "and cached beside the weights (models/compiled/)")
+    g.add_argument("--precision", default=None, choices=("fp32", "bf16", "int8"),
+                   help="fp32 (default); bf16 with --backend torch on CPUs with bfloat16 instructions; int8 with --backend openvino "
+                        "(NNCF quantisation calibrated on the bundle's validation cases)")
     g.add_argument("--tta", action="store_true", help="mirror test-time augmentation along every axis of the window")
     g.add_argument("--sw-batch-size", type=int, default=None, help="windows per network call (default: the bundle's)")
     g.add_argument("--overlap", type=float, default=None, help="window overlap (default: the bundle's)")

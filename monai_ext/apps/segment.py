@@ -122,6 +122,9 @@ class BundleSegmenter:
         overrides: config values, as ``python -m monai.bundle run --<id> <value>`` sets them.
         sw_batch_size: the inferer's windows per network call (default: the bundle's).
         overlap: the inferer's window overlap (default: the bundle's).
+        backend: what runs the network: ``torch``, ``openvino`` or ``onnxruntime`` (the bundle's ``backend``;
+            :class:`~monai_ext.inferers.CompiledNetwork`).
+        precision: ``fp32``, ``bf16`` (torch) or ``int8`` (openvino) (the bundle's ``precision``).
 
     Raises:
         InputError: a missing bundle file or checkpoint, a config that does not parse, an option the
@@ -139,8 +142,12 @@ class BundleSegmenter:
         overrides: Optional[Dict[str, Any]] = None,
         sw_batch_size: Optional[int] = None,
         overlap: Optional[float] = None,
+        backend: Optional[str] = None,
+        precision: Optional[str] = None,
     ) -> None:
         from monai.bundle.workflows import ConfigWorkflow
+
+        from monai_ext.inferers.backends import cpu_has_native_bf16
 
         self.bundle = Path(bundle)
         folder = self.bundle / "configs"
@@ -165,6 +172,13 @@ class BundleSegmenter:
         _check_overrides(files, overrides or {}, {k: v for k, v in values.items() if k not in (overrides or {})})
         if amp is not None:
             values["amp"] = bool(amp)
+        on_cpu = values["device"].type == "cpu" if device is not None else not torch.cuda.is_available()
+        if amp and on_cpu and not cpu_has_native_bf16():
+            raise InputError("--amp: mixed precision on this CPU means bfloat16, which it has no instructions for (no avx512_bf16 or "
+                             "amx_bf16): PyTorch emulates it, many times slower than fp32; leave --amp off (or try --backend openvino)")
+        for key, value in (("backend", backend), ("precision", precision)):
+            if value is not None:
+                values[key] = value
         self.workflow = ConfigWorkflow(
             config_file=[str(f) for f in files], meta_file=str(folder / "metadata.json"), logging_file=False, workflow_type="infer", **values
         )
@@ -208,6 +222,9 @@ class BundleSegmenter:
         if not any(o.key == "pred" for o in self.outputs):
             self.outputs.insert(0, _Output("pred", "seg", np.uint8))
         self._load_weights(weights, parser)  # weights that do not fit name the trained settings first
+        chosen = parser.get_parsed_content("backend", default="torch") if "backend" in parser else "torch"
+        if chosen != "torch" and self.device.type != "cpu":
+            raise InputError(f"--backend {chosen}: runs on the CPU, and the device is {self.device}; add --device cpu, or use --backend torch")
         patch = parser.get_parsed_content("patch_size", default=None) if "patch_size" in parser else None
         if self.spatial_dims not in (2, 3):
             raise InputError(f"{files[0]}: spatial_dims is {self.spatial_dims}; the bundles are 2D or 3D")
@@ -375,6 +392,8 @@ def segment(
     slice_tolerance: Optional[float] = None,
     store: bool = False,
     skip_existing: bool = False,
+    backend: Optional[str] = None,
+    precision: Optional[str] = None,
 ) -> List[CaseResult]:
     """Segment one file, one DICOM input (folder, ``DICOMDIR``, file, or a DICOMweb study or series URL), or a
     folder of cases; see the module docstring.
@@ -411,7 +430,7 @@ def segment(
                          "give another folder, e.g. a subfolder")
 
     def load_bundle() -> BundleSegmenter:
-        return BundleSegmenter(bundle, device, amp, tta, checkpoint, configs, overrides, sw_batch_size, overlap)
+        return BundleSegmenter(bundle, device, amp, tta, checkpoint, configs, overrides, sw_batch_size, overlap, backend, precision)
 
     # a bad local input fails before the bundle loads; a bad bundle fails before a (long) download
     model = load_bundle() if web else None

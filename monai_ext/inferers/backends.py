@@ -1,0 +1,331 @@
+"""A bundle's network run by a CPU inference engine: OpenVINO (fp32, or int8 after NNCF's post-training
+quantisation) or ONNX Runtime, or by PyTorch itself (optionally channels-last or bfloat16).
+
+:class:`CompiledNetwork` stands where a bundle's ``network`` stands (``inference.json``: ``"network":
+"$monai_ext.inferers.CompiledNetwork(@network_def.to(@device), @backend, ...)"``), so
+``python -m monai.bundle run``, MONAI Label and ``python -m monai_ext segment`` all run the same engine.
+Its weights are the wrapped network's, under the network's own names: a bundle's checkpoint loads into it
+as into the network itself. On the first call with a new window shape the network is exported to ONNX
+for ONNX Runtime with MONAI's ``convert_to_onnx`` (TorchScript tracing, else ``torch.export``), for OpenVINO
+by its PyTorch frontend, with static shapes (the batch of that first call, into which later batches are cut
+and padded), and compiled; the exported and
+compiled models are cached in ``cache_dir`` under a key of the weights' SHA-256, the input shapes, the
+backend and precision and the library versions, so a second run loads them instead (a changed weight, window
+or library makes a new key). Files are written under a temporary name and renamed.
+
+int8 (OpenVINO): NNCF's post-training quantisation of the fp32 model, calibrated on windows of a few cases
+(``calibration``, e.g. a bundle's validation cases after its preprocessing). Networks with more than one
+input (MedSegDiff's denoiser and its timestep) are refused for int8: the sampler feeds the quantised
+network's output back into it for every step.
+
+bfloat16 (PyTorch) on a CPU without native bfloat16 instructions (``avx512_bf16`` or ``amx_bf16``) is
+refused: PyTorch emulates it there, 47 times slower than fp32 on an AVX2 EPYC in our benchmark.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import platform
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from monai_ext.data.errors import InputError
+
+__all__ = ["BACKENDS", "PRECISIONS", "CompiledNetwork", "calibration_windows", "cpu_has_native_bf16", "available_threads"]
+
+logger = logging.getLogger("monai_ext.backends")
+
+BACKENDS = ("torch", "openvino", "onnxruntime")
+PRECISIONS = {"torch": ("fp32", "bf16"), "openvino": ("fp32", "int8"), "onnxruntime": ("fp32",)}
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU has bfloat16 instructions (``avx512_bf16`` or ``amx_bf16``; Linux flags, else ``False``)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.machine() == "arm64"  # Apple silicon
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def available_threads() -> int:
+    """The cores this process may use: ``OMP_NUM_THREADS`` if set, else the CPU affinity and the cgroup's
+    CPU quota (a container limited to 2 CPUs on a 64-core host gets 2)."""
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            count = min(count, max(1, int(int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, count)
+
+
+class CompiledNetwork(torch.nn.Module):
+    """``network`` run by ``backend`` at inference (see the module docstring).
+
+    Args:
+        network: the bundle's network (``network_def``), in eval mode at inference.
+        backend: ``"torch"`` (eager), ``"openvino"`` or ``"onnxruntime"`` (CPU).
+        precision: ``"fp32"``; ``"bf16"`` (torch: autocast) or ``"int8"`` (openvino: NNCF quantisation).
+        channels_last: torch backend: run in the channels-last memory format.
+        cache_dir: where exported and compiled models are kept (``None``: compiled in memory every run).
+        calibration: int8: a callable returning the calibration windows, each ``(1, C, *window)``.
+        num_threads: the backend's threads (default :func:`available_threads`).
+
+    Raises:
+        InputError: an unknown backend or precision, a backend that is not installed, bf16 on a CPU
+            without native bfloat16, or int8 for a network that does not quantise (one line naming it).
+    """
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        backend: str = "torch",
+        precision: str = "fp32",
+        channels_last: bool = False,
+        cache_dir: Union[str, Path, None] = None,
+        calibration: Optional[Callable[[], Sequence[torch.Tensor]]] = None,
+        num_threads: Optional[int] = None,
+    ) -> None:
+        super().__init__()
+        if backend not in BACKENDS:
+            raise InputError(f"backend {backend!r}: one of {', '.join(BACKENDS)}")
+        if precision not in PRECISIONS[backend]:
+            raise InputError(f"precision {precision!r}: the {backend} backend runs {' or '.join(PRECISIONS[backend])}")
+        if backend != "torch":
+            _require(backend)
+        self.network = network
+        self.backend, self.precision, self.channels_last = backend, precision, bool(channels_last)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.calibration = calibration
+        self.num_threads = num_threads or available_threads()
+        self._runners: Dict[Tuple, Callable] = {}
+
+    # -------------------------------------------------------------------------- the network's weights
+
+    def state_dict(self, *args, **kwargs):
+        return self.network.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        self._runners.clear()  # compiled from other weights
+        return self.network.load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            # the network's settings (e.g. ``mask_channels``), not its methods: a sampler that calls
+            # ``encode_image`` would bypass the backend, so it calls this module instead
+            value = getattr(self._modules["network"], name)
+            if callable(value):
+                raise
+            return value
+
+    # ---------------------------------------------------------------------------------------- running
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        if self.backend == "torch":
+            return self._eager(*inputs)
+        if any(x.device.type != "cpu" for x in inputs):
+            raise InputError(f"backend {self.backend}: runs on the CPU; use --device cpu (or --backend torch on a GPU)")
+        # compiled for the first batch size seen with this window (static shapes export every network, MADGNet's
+        # adaptive pooling included); other batches are cut into and padded to that size
+        signature = tuple((tuple(x.shape[1:]), str(x.dtype)) for x in inputs)
+        if signature not in self._runners:
+            self._runners[signature] = (inputs[0].shape[0], self._compile(inputs))
+        size, run = self._runners[signature]
+        outputs = []
+        for start in range(0, inputs[0].shape[0], size):
+            part = [x[start : start + size] for x in inputs]
+            short = size - part[0].shape[0]
+            if short:
+                part = [torch.cat([x, x[-1:].expand(short, *x.shape[1:])]) for x in part]
+            outputs.append(run(part)[: size - short])
+        return torch.cat(outputs) if len(outputs) > 1 else outputs[0]
+
+    def _eager(self, *inputs: torch.Tensor) -> torch.Tensor:
+        if self.precision == "bf16" and inputs[0].device.type == "cpu" and not cpu_has_native_bf16():
+            raise InputError("precision bf16: this CPU has no native bfloat16 (no avx512_bf16 or amx_bf16 flag), where PyTorch "
+                             "emulates it, many times slower than fp32; use fp32")
+        if self.channels_last and inputs[0].dim() in (4, 5):
+            fmt = torch.channels_last if inputs[0].dim() == 4 else torch.channels_last_3d
+            self.network.to(memory_format=fmt)
+            inputs = (inputs[0].contiguous(memory_format=fmt),) + tuple(inputs[1:])
+        with torch.autocast(inputs[0].device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            out = self.network(*inputs)
+        return out.float() if self.precision == "bf16" else out
+
+    # -------------------------------------------------------------------------------------- compiling
+
+    def _key(self, inputs: Sequence[torch.Tensor]) -> str:
+        import importlib.metadata as metadata
+
+        h = hashlib.sha256()
+        for name, value in self.network.state_dict().items():
+            h.update(name.encode())
+            h.update(value.detach().cpu().contiguous().numpy().tobytes() if value.dtype != torch.bfloat16 else value.float().numpy().tobytes())
+        h.update(repr([(tuple(x.shape), str(x.dtype)) for x in inputs]).encode())
+        h.update(f"{torch.__version__}|{self.backend}|{metadata.version(self.backend)}".encode())
+        return h.hexdigest()[:20]
+
+    def _cached(self, name: str) -> Optional[Path]:
+        return None if self.cache_dir is None else self.cache_dir / name
+
+    def _onnx(self, inputs: Sequence[torch.Tensor], key: str) -> Path:
+        """The network as ONNX (MONAI's ``convert_to_onnx``), batch axis dynamic; cached."""
+        import tempfile
+
+        from monai.networks.utils import convert_to_onnx
+
+        from monai_ext.data.volume_io import write_atomically
+
+        path = self._cached(f"network-{key}.onnx") or Path(tempfile.mkdtemp(prefix="monai_ext_onnx_")) / "network.onnx"
+        if path.is_file():
+            return path
+        names = [f"input{i}" for i in range(len(inputs))]
+        example = [x.detach().cpu() for x in inputs]
+        self.network.eval()
+
+        def export(tmp: Path) -> None:
+            import contextlib
+            import io
+
+            try:  # TorchScript tracing: quick and quiet
+                convert_to_onnx(self.network, example, input_names=names, output_names=["pred"], filename=str(tmp), verify=False,
+                                opset_version=18, dynamo=False)
+                return
+            except Exception as e:  # e.g. adaptive pooling to a size that does not divide the input (MADGNet)
+                logger.info("tracing did not export (%s); exporting with torch.export", str(e).splitlines()[0][:120])
+            try:
+                with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its steps
+                    convert_to_onnx(self.network, example, input_names=names, output_names=["pred"], filename=str(tmp), verify=False,
+                                    opset_version=18, dynamo=True, verbose=False)
+            except Exception as e:
+                reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+                raise InputError(f"backend onnxruntime: {type(self.network).__name__} does not export to ONNX ({reason}); "
+                                 "use the openvino backend, which converts it from PyTorch") from e
+
+        logger.info("exporting the network to ONNX for %s (window %s)", self.backend, list(inputs[0].shape[2:]))
+        return write_atomically(path, export)
+
+    def _compile(self, inputs: Sequence[torch.Tensor]) -> Callable:
+        key = self._key(inputs)
+        try:
+            if self.backend == "onnxruntime":
+                return self._onnxruntime(self._onnx(inputs, key))
+            return self._openvino(key, inputs)
+        except OSError as e:  # a read-only bundle, a full disk: compile in memory, every run
+            if self.cache_dir is None:
+                raise
+            logger.warning("%s: the compiled network is not cached (%s); it is compiled again next run", getattr(e, "filename", None) or self.cache_dir,
+                           e.strerror or e)
+            self.cache_dir = None
+            return self._compile(inputs)
+
+    def _onnxruntime(self, onnx: Path) -> Callable:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.num_threads
+        options.inter_op_num_threads = 1
+        session = ort.InferenceSession(str(onnx), options, providers=["CPUExecutionProvider"])
+        names = [i.name for i in session.get_inputs()]
+
+        def run(inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+            feed = {n: x.detach().contiguous().numpy() for n, x in zip(names, inputs)}
+            return torch.from_numpy(session.run(None, feed)[0])
+
+        return run
+
+    def _openvino(self, key: str, inputs: Sequence[torch.Tensor]) -> Callable:
+        import openvino as ov
+
+        core = ov.Core()
+        path = self._cached(f"openvino-{self.precision}-{key}.xml")
+        if path is not None and path.is_file() and path.with_suffix(".bin").is_file():
+            model = core.read_model(str(path))
+        else:
+            logger.info("converting the network to OpenVINO (window %s)", list(inputs[0].shape[2:]))
+            self.network.eval()
+            with torch.no_grad():  # OpenVINO's PyTorch frontend: every bundle's operations, 3D adaptive pooling included
+                model = ov.convert_model(self.network, example_input=tuple(x.detach().cpu() for x in inputs),
+                                         input=[ov.PartialShape(list(x.shape)) for x in inputs])
+            if self.precision == "int8":
+                model = self._quantize(model, inputs)
+            if path is not None:
+                _save_openvino(model, path)
+        compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": self.num_threads, "INFERENCE_PRECISION_HINT": "f32"})
+        request = compiled.create_infer_request()
+        output = compiled.output(0)
+
+        def run(inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+            result = request.infer([x.detach().contiguous().numpy() for x in inputs])
+            return torch.from_numpy(np.array(result[output]))
+
+        return run
+
+    def _quantize(self, model, inputs: Sequence[torch.Tensor]):
+        import nncf
+
+        if len(inputs) != 1:
+            raise InputError(f"precision int8: {type(self.network).__name__} takes {len(inputs)} inputs (a diffusion denoiser and its "
+                             "timestep); its sampler feeds each output back in, so it is not quantised: use fp32")
+        if self.calibration is None:
+            raise InputError("precision int8: no calibration cases (the bundle's validation cases after its preprocessing); "
+                             "prepare the data set where the bundle was trained, or use fp32")
+        windows = [w.detach().cpu().float() for w in self.calibration()]
+        if not windows:
+            raise InputError("precision int8: the calibration cases gave no windows; check the bundle's datalist, or use fp32")
+        size = inputs[0].shape[0]  # the compiled batch: windows go in groups of it
+        stacked = torch.cat(windows + windows[: (-len(windows)) % size])
+        batches = [stacked[i : i + size].numpy() for i in range(0, len(stacked), size)]
+        logger.info("quantising to int8 with NNCF on %d calibration windows", len(windows))
+        return nncf.quantize(model, nncf.Dataset(batches), subset_size=len(batches))
+
+
+def _save_openvino(model, path: Path) -> None:
+    """``model.xml`` and ``.bin``, each written under a temporary name and renamed (the ``.xml`` last)."""
+    import openvino as ov
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.xml")
+    ov.save_model(model, str(tmp), compress_to_fp16=False)
+    os.replace(tmp.with_suffix(".bin"), path.with_suffix(".bin"))
+    os.replace(tmp, path)
+
+
+def _require(backend: str) -> None:
+    import importlib.util
+
+    missing = [m for m in ({"openvino": ("openvino", "onnxruntime")}.get(backend, (backend,))) if importlib.util.find_spec(m) is None]
+    if backend == "openvino" and importlib.util.find_spec("nncf") is None:
+        missing.append("nncf")
+    if missing:
+        raise InputError(f"backend {backend}: {', '.join(missing)} not installed (pip install -r requirements.txt)")
+
+
+def calibration_windows(cases: Iterable[Dict[str, Any]], preprocessing: Callable, roi_size: Sequence[int], max_cases: int = 4,
+                        windows_per_case: int = 8, seed: int = 0) -> List[torch.Tensor]:
+    """Calibration windows for int8: ``windows_per_case`` windows of ``roi_size`` from each of the first
+    ``max_cases`` cases after ``preprocessing`` (a bundle's inference preprocessing), where the image has
+    the most signal (and the rest at random), each ``(1, C, *roi_size)``."""
+    from monai.transforms import RandSpatialCropSamples, SpatialPad
+
+    windows: List[torch.Tensor] = []
+    for i, case in enumerate(cases):
+        if i >= max_cases:
+            break
+        image = preprocessing(dict(case))["image"]
+        image = SpatialPad(roi_size)(image)
+        crops = RandSpatialCropSamples(roi_size, num_samples=windows_per_case, random_size=False)
+        crops.set_random_state(seed + i)
+        windows.extend(torch.as_tensor(c).unsqueeze(0).float() for c in crops(image))
+    return windows

@@ -1,0 +1,122 @@
+"""Every bundle's network runs on OpenVINO and ONNX Runtime with the logits of PyTorch eager (fp32, 1e-4),
+through ``CompiledNetwork``, which the bundles' ``inference.json`` uses; compiled models are cached."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from monai.bundle import ConfigParser
+
+from monai_ext.data.errors import InputError
+from monai_ext.inferers import CompiledNetwork, cpu_has_native_bf16
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLES = ["unet", "unetplusplus", "resunet", "resunetplusplus", "madgnet", "medsegdiff", "higmisnet"]
+PATCH = {2: [32, 32], 3: [16, 16, 16]}
+PATCH_32 = {2: [32, 32], 3: [32, 32, 32]}  # MADGNet down-samples 5 times
+
+
+def _network(name: str, dims: int):
+    parser = ConfigParser()
+    parser.read_config(str(ROOT / "bundles" / name / "configs" / "inference.json"))
+    patch = (PATCH_32 if name == "madgnet" else PATCH)[dims]
+    parser.update({"spatial_dims": dims, "patch_size": patch, "bundle_root": "/nonexistent"})
+    net = parser.get_parsed_content("network_def").eval()
+    channels = parser.get_parsed_content("network_in_channels")
+    x = torch.randn(2, channels, *patch)
+    inputs = (x, torch.tensor([999, 3])) if name == "medsegdiff" else (x,)  # the denoiser takes its timestep
+    return net, inputs
+
+
+# every bundle in 2D and 3D on OpenVINO and in 2D on ONNX Runtime; ONNX Runtime in 3D for the U-Net, and
+# MADGNet's refusal (the ONNX export is the same code for every network and dimension: it keeps CI short)
+CASES = [(n, d, b) for n in BUNDLES for d in (2, 3) for b in ("openvino", "onnxruntime") if b == "openvino" or d == 2 or n in ("unet", "madgnet")]
+
+
+@pytest.mark.parametrize("name,dims,backend", CASES)
+def test_every_bundle_runs_on_the_cpu_backends_with_eager_logits(name, dims, backend, tmp_path):
+    torch.set_num_threads(1)
+    net, inputs = _network(name, dims)
+    if (name, dims, backend) == ("madgnet", 3, "onnxruntime"):  # 3D adaptive pooling: neither ONNX exporter has it
+        with pytest.raises(InputError, match=r"backend onnxruntime: MADGNet does not export to ONNX .*; use the openvino backend"):
+            CompiledNetwork(net, backend, cache_dir=tmp_path)(*inputs)
+        return
+    with torch.no_grad():
+        expected = net(*inputs)
+        compiled = CompiledNetwork(net, backend, cache_dir=tmp_path)
+        torch.testing.assert_close(compiled(*inputs), expected, atol=1e-4, rtol=1e-4)
+        one = tuple(x[:1] for x in inputs)  # the last, smaller batch of a sliding window
+        torch.testing.assert_close(compiled(*one), expected[:1], atol=1e-4, rtol=1e-4)
+        three = tuple(torch.cat([x, x[:1]]) for x in inputs)  # more windows than the compiled batch
+        torch.testing.assert_close(compiled(*three), torch.cat([expected, expected[:1]]), atol=1e-4, rtol=1e-4)
+    assert len(list(tmp_path.glob("*.onnx" if backend == "onnxruntime" else "*.xml"))) == 1
+
+
+def test_compiled_models_are_cached_by_weights_and_window(tmp_path, monkeypatch):
+    net, (x,) = _network("unet", 2)
+    with torch.no_grad():
+        CompiledNetwork(net, "openvino", cache_dir=tmp_path)(x)
+        files = sorted(p.name for p in tmp_path.iterdir())
+        assert len(files) == 2  # the OpenVINO model (.xml, .bin)
+
+        import openvino
+
+        monkeypatch.setattr(openvino, "convert_model", lambda *a, **k: pytest.fail("converted again"))
+        again = CompiledNetwork(net, "openvino", cache_dir=tmp_path)  # a second run: loads, exports nothing
+        torch.testing.assert_close(again(x), net(x), atol=1e-4, rtol=1e-4)
+        monkeypatch.undo()
+        CompiledNetwork(net, "openvino", cache_dir=tmp_path)(torch.randn(1, 1, 48, 48))  # another window: another model
+        torch.manual_seed(1)
+        other, _ = _network("unet", 2)
+        changed = CompiledNetwork(net, "openvino", cache_dir=tmp_path)
+        changed.load_state_dict(other.state_dict())  # other weights: another model, and the new weights' logits
+        torch.testing.assert_close(changed(x), other(x), atol=1e-4, rtol=1e-4)
+    assert len(list(tmp_path.glob("*.xml"))) == 3 and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_the_wrapper_carries_the_networks_weights_under_their_own_names():
+    net, (x,) = _network("unet", 2)
+    compiled = CompiledNetwork(net, "onnxruntime")
+    assert list(compiled.state_dict()) == list(net.state_dict())  # a bundle's checkpoint loads as into the network
+    compiled.load_state_dict(net.state_dict())
+    med, _ = _network("medsegdiff", 2)
+    wrapped = CompiledNetwork(med, "openvino")
+    assert wrapped.mask_channels == med.mask_channels and not hasattr(wrapped, "encode_image")  # the sampler calls the backend
+
+
+def test_options_that_cannot_work_are_one_line():
+    net, inputs = _network("unet", 2)
+    with pytest.raises(InputError, match=r"backend 'tensorrt': one of torch, openvino, onnxruntime"):
+        CompiledNetwork(net, "tensorrt")
+    with pytest.raises(InputError, match=r"precision 'int8': the onnxruntime backend runs fp32"):
+        CompiledNetwork(net, "onnxruntime", "int8")
+    with pytest.raises(InputError, match=r"precision int8: no calibration cases"):
+        CompiledNetwork(net, "openvino", "int8")(*inputs)
+    med, med_inputs = _network("medsegdiff", 2)
+    with pytest.raises(InputError, match=r"precision int8: MedSegDiff takes 2 inputs"):
+        CompiledNetwork(med, "openvino", "int8", calibration=lambda: [med_inputs[0][:1]])(*med_inputs)
+    if not cpu_has_native_bf16():
+        with pytest.raises(InputError, match=r"precision bf16: this CPU has no native bfloat16"):
+            CompiledNetwork(net, "torch", "bf16")(*inputs)
+
+
+def test_int8_is_calibrated_on_the_bundles_cases_and_cached(tmp_path):
+    from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
+
+    from monai_ext.data import make_synthetic_dataset
+    from monai_ext.inferers import calibration_windows
+
+    data = make_synthetic_dataset(tmp_path / "data", num_cases=4, spatial_dims=2, size=(48, 40), seed=0)
+    import json
+
+    cases = [{"image": str(data.parent / c["image"])} for c in json.loads(data.read_text())["validation"]]
+    windows = calibration_windows(cases, Compose([LoadImaged("image"), EnsureChannelFirstd("image")]), [32, 32], windows_per_case=4)
+    assert len(windows) == 4 * min(4, len(cases)) and windows[0].shape == (1, 1, 32, 32)
+    net, _ = _network("unet", 2)
+    x = torch.cat(windows[-2:])  # windows of the data it was calibrated for
+    with torch.no_grad():
+        quantised = CompiledNetwork(net, "openvino", "int8", cache_dir=tmp_path / "cache", calibration=lambda: windows)
+        y, expected = quantised(x), net(x)
+    assert y.shape == expected.shape
+    assert torch.corrcoef(torch.stack([y.flatten(), expected.flatten()]))[0, 1] > 0.98  # close to fp32, not equal
+    assert len(list((tmp_path / "cache").glob("openvino-int8-*.xml"))) == 1
