@@ -135,3 +135,16 @@ def test_bench_dicom_read_compares_with_itk_and_pydicom(tmp_path):
     for r in report["results"]:
         assert r["itk"]["voxels_equal"] and r["ours"]["seconds"] > 0
     assert len(_rows(bench_dicom_read, report)) == 6
+
+
+def test_bench_cpu_inference_compares_each_backend_with_eager(tmp_path):
+    import bench_cpu_inference
+
+    out = tmp_path / "cpu.json"
+    bench_cpu_inference.main(bench_cpu_inference.SMOKE + ["--output", str(out)])
+    report = json.loads(out.read_text())
+    assert [m["bundle"] for m in report["models"]] == ["unet"]  # the smoke run; the benchmark adds ResUNet++ and MADGNet
+    for m in report["models"]:
+        fp32 = {k: v for k, v in m["results"].items() if k.endswith("fp32") and "seconds" in v}
+        assert {"torch-fp32", "openvino-fp32"} <= set(fp32) and all(v["max_abs_diff"] < 1e-3 for v in fp32.values())
+    assert _rows(bench_cpu_inference, report)

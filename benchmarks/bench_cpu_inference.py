@@ -1,0 +1,141 @@
+"""Networks on the CPU: each backend of ``monai_ext.inferers.CompiledNetwork`` against PyTorch eager fp32,
+measured in the same run on the same weights and windows.
+
+Models (the bundles' own ``network_def``, random weights): the U-Net in 3D (windows of ``--window3d``),
+ResUNet++ and MADGNet in 2D (slices of ``--window2d``, as a 2D bundle runs slice by slice on a volume).
+Backends: ``torch`` fp32 (the reference), ``torch`` channels-last, ``openvino`` fp32, ``openvino`` int8
+(NNCF, calibrated on phantom windows), ``onnxruntime`` fp32. For each: seconds per call of ``--batch``
+windows (best of ``--repeats`` after a warm-up; compiling is timed separately), the speed-up over eager
+fp32, the largest logit difference, and for int8 the share of voxels whose arg-max label agrees with
+fp32's. Targets (issue 15): a backend at least 2x eager fp32. Writes
+``benchmarks/results/bench_cpu_inference_cpu.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import torch
+from monai.bundle import ConfigParser
+from tqdm import tqdm
+
+from common import row, write_report
+
+from monai_ext.inferers import CompiledNetwork, available_threads
+
+logger = logging.getLogger("bench_cpu_inference")
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ["--window3d", "32", "--window2d", "64", "--batch", "2", "--repeats", "1", "--models", "unet"]
+BACKENDS = [("torch", "fp32", False), ("torch", "fp32", True), ("openvino", "fp32", False), ("openvino", "int8", False), ("onnxruntime", "fp32", False)]
+
+
+def _network(bundle: str, dims: int, window: List[int]) -> torch.nn.Module:
+    parser = ConfigParser()
+    parser.read_config(str(ROOT / "bundles" / bundle / "configs" / "inference.json"))
+    parser.update({"spatial_dims": dims, "patch_size": window, "bundle_root": "/nonexistent"})
+    torch.manual_seed(0)
+    return parser.get_parsed_content("network_def").eval()
+
+
+def _phantom_windows(count: int, window: List[int], seed: int) -> torch.Tensor:
+    """Windows of a smooth phantom with noise, z-scored: what a bundle's preprocessing hands its network."""
+    g = torch.Generator().manual_seed(seed)
+    grids = torch.meshgrid(*[torch.linspace(-1, 1, n) for n in window], indexing="ij")
+    out = []
+    for _ in range(count):
+        centre = torch.rand(len(window), generator=g) - 0.5
+        r2 = sum((x - c) ** 2 for x, c in zip(grids, centre))
+        image = (r2 < 0.3).float() + 0.5 * (r2 < 0.1).float() + 0.2 * torch.randn(window, generator=g)
+        out.append(((image - image.mean()) / image.std())[None])
+    return torch.stack(out)
+
+
+def _best(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def measure(name: str, net: torch.nn.Module, windows: torch.Tensor, calibration: torch.Tensor, repeats: int, cache: Path) -> Dict[str, dict]:
+    with torch.no_grad():
+        reference = net(windows)
+        results: Dict[str, dict] = {}
+        for backend, precision, channels_last in tqdm(BACKENDS, desc=name, leave=False):
+            label = f"{backend}-{precision}" + ("-channels_last" if channels_last else "")
+            compiled = CompiledNetwork(net, backend, precision, channels_last, cache / name, calibration=lambda: list(calibration.split(1)))
+            start = time.perf_counter()
+            try:
+                out = compiled(windows)
+            except Exception as e:  # a backend that cannot run this network is reported, not fatal
+                results[label] = {"error": str(e).splitlines()[0][:200]}
+                logger.info("%s %s: %s", name, label, results[label]["error"])
+                continue
+            compile_seconds = time.perf_counter() - start
+            seconds = _best(lambda: compiled(windows), repeats)
+            results[label] = {
+                "seconds": seconds, "compile_seconds": compile_seconds,
+                "max_abs_diff": float((out - reference).abs().max()),
+                "argmax_agreement": float((out.argmax(1) == reference.argmax(1)).float().mean()),
+            }
+            net.to(memory_format=torch.contiguous_format)  # channels-last changed the eager network's layout
+        eager = results["torch-fp32"]["seconds"]
+        for r in results.values():
+            if "seconds" in r:
+                r["speedup"] = eager / r["seconds"]
+    return results
+
+
+def main(argv: Optional[List[str]] = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--window3d", type=int, default=96, help="U-Net 3D window edge")
+    parser.add_argument("--window2d", type=int, default=256, help="2D window edge (MADGNet: rounded to a multiple of 32)")
+    parser.add_argument("--batch", type=int, default=4, help="windows per call (a sliding window's sw_batch_size)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--models", nargs="+", default=["unet", "resunetplusplus", "madgnet"], choices=["unet", "resunetplusplus", "madgnet"])
+    parser.add_argument("--output", type=Path, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    torch.set_num_threads(available_threads())
+    w2 = args.window2d // 32 * 32
+    models = [m for m in [("unet", 3, [args.window3d] * 3), ("resunetplusplus", 2, [w2, w2]), ("madgnet", 2, [w2, w2])] if m[0] in args.models]
+    report_models = []
+    with tempfile.TemporaryDirectory(prefix="bench_cpu_inference_") as cache:
+        for bundle, dims, window in tqdm(models, desc="networks"):
+            net = _network(bundle, dims, window)
+            windows = _phantom_windows(args.batch, window, seed=1)
+            calibration = _phantom_windows(8, window, seed=2)
+            logger.info("%s %dD, %d windows of %s", bundle, dims, args.batch, window)
+            results = measure(bundle, net, windows, calibration, args.repeats, Path(cache))
+            for label, r in results.items():
+                if "seconds" in r:
+                    logger.info("%s %s: %.3f s (x%.2f eager fp32), compile %.1f s, max diff %.1e, arg-max agreement %.4f", bundle, label,
+                                r["seconds"], r["speedup"], r["compile_seconds"], r["max_abs_diff"], r["argmax_agreement"])
+            report_models.append({"bundle": bundle, "spatial_dims": dims, "window": window, "batch": args.batch, "results": results})
+    report = {"threads": torch.get_num_threads(), "models": report_models, "targets": {"speedup_vs_eager_fp32": 2.0}}
+    write_report(report, "bench_cpu_inference", torch.device("cpu"), args.output)
+    return report
+
+
+def summarize(report: dict) -> List[dict]:
+    rows = []
+    for m in report["models"]:
+        eager = m["results"]["torch-fp32"]["seconds"]
+        for label, r in m["results"].items():
+            if label == "torch-fp32" or "seconds" not in r:
+                continue
+            what = f"{m['bundle']} {m['spatial_dims']}D, {m['batch']} x {'x'.join(map(str, m['window']))}: {label} (arg-max agreement {r['argmax_agreement']:.4f})"
+            rows.append(row(what, r["seconds"], "PyTorch eager fp32", eager, r["speedup"], "s"))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
