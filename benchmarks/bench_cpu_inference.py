@@ -7,8 +7,15 @@ Backends: ``torch`` fp32 (the reference), ``torch`` channels-last, ``openvino`` 
 (NNCF, calibrated on phantom windows), ``onnxruntime`` fp32. For each: seconds per call of ``--batch``
 windows (best of ``--repeats`` after a warm-up; compiling is timed separately), the speed-up over eager
 fp32, the largest logit difference, and for int8 the share of voxels whose arg-max label agrees with
-fp32's. Targets (issue 15): a backend at least 2x eager fp32. Writes
-``benchmarks/results/bench_cpu_inference_cpu.json``.
+fp32's. Targets (issue 15): a backend at least 2x eager fp32.
+
+**End to end** (``--e2e-size``, default 512x512x200 at 0.7x0.7x2.5 mm, a CT-like NIfTI and the same volume as a
+DICOM series): ``segment`` with the U-Net bundle (3D, 96^3 windows, 1.5 mm) on each backend, against the model
+zoo's chain with the same weights (``LoadImaged -> Orientationd -> Spacingd -> ScaleIntensityRanged ->
+SlidingWindowInferer -> Invertd -> SaveImaged``, from ``bench_sliding_window``), each stage timed; int8 is
+calibrated on the volume through the bundle's datalist. Target: ``segment`` at least 3x the zoo's chain.
+
+Writes ``benchmarks/results/bench_cpu_inference_cpu.json``.
 """
 
 from __future__ import annotations
@@ -30,7 +37,8 @@ from monai_ext.inferers import CompiledNetwork, available_threads
 
 logger = logging.getLogger("bench_cpu_inference")
 ROOT = Path(__file__).resolve().parents[1]
-SMOKE = ["--window3d", "32", "--window2d", "64", "--batch", "2", "--repeats", "1", "--models", "unet"]
+SMOKE = ["--window3d", "32", "--window2d", "64", "--batch", "2", "--repeats", "1", "--models", "unet", "--e2e-size", "0", "0", "0"]
+E2E_BACKENDS = [("torch", "fp32"), ("openvino", "fp32"), ("openvino", "int8")]
 BACKENDS = [("torch", "fp32", False), ("torch", "fp32", True), ("openvino", "fp32", False), ("openvino", "int8", False), ("onnxruntime", "fp32", False)]
 
 
@@ -101,6 +109,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     parser.add_argument("--batch", type=int, default=4, help="windows per call (a sliding window's sw_batch_size)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--models", nargs="+", default=["unet", "resunetplusplus", "madgnet"], choices=["unet", "resunetplusplus", "madgnet"])
+    parser.add_argument("--e2e-size", type=int, nargs=3, default=[512, 512, 200], help="end-to-end volume (0 0 0: none)")
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -120,13 +129,75 @@ def main(argv: Optional[List[str]] = None) -> dict:
                     logger.info("%s %s: %.3f s (x%.2f eager fp32), compile %.1f s, max diff %.1e, arg-max agreement %.4f", bundle, label,
                                 r["seconds"], r["speedup"], r["compile_seconds"], r["max_abs_diff"], r["argmax_agreement"])
             report_models.append({"bundle": bundle, "spatial_dims": dims, "window": window, "batch": args.batch, "results": results})
-    report = {"threads": torch.get_num_threads(), "models": report_models, "targets": {"speedup_vs_eager_fp32": 2.0}}
+    report = {"threads": torch.get_num_threads(), "models": report_models, "targets": {"speedup_vs_eager_fp32": 2.0, "end_to_end_vs_zoo": 3.0}}
+    if all(args.e2e_size):
+        report["end_to_end"] = end_to_end(args.e2e_size)
     write_report(report, "bench_cpu_inference", torch.device("cpu"), args.output)
     return report
 
 
+def end_to_end(size: List[int]) -> List[dict]:
+    """``segment`` on each backend and the zoo's chain, on a NIfTI and on a DICOM series of one CT volume."""
+    import json
+    import shutil
+
+    import nibabel as nib
+    import numpy as np
+
+    from bench_sliding_window import _make_ct, _zoo_way
+    from monai_ext.apps.segment import segment
+    from monai_ext.data.dicom_export import write_dicom_series
+
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench_cpu_e2e_") as tmp:
+        tmp = Path(tmp)
+        data = tmp / "data"
+        data.mkdir()
+        nifti = _make_ct(data / "ct.nii.gz", size)
+        image = nib.load(str(nifti))
+        write_dicom_series(np.asarray(image.dataobj).astype(np.int16), image.affine, tmp / "ct_dicom")
+        (data / "datalist.json").write_text(json.dumps({"validation": [{"image": "ct.nii.gz"}]}))  # int8 calibration
+        bundle = tmp / "unet"
+        shutil.copytree(ROOT / "bundles" / "unet", bundle, ignore=shutil.ignore_patterns("models", "eval"))
+        overrides = {"spatial_dims": 3, "patch_size": [96, 96, 96], "pixdim": [1.5, 1.5, 1.5], "dataset_dir": str(data),
+                     "intensity": {"scheme": "window", "a_min": -57, "a_max": 164}}
+        parser = ConfigParser()
+        parser.read_config(str(bundle / "configs" / "inference.json"))
+        parser.update(overrides)
+        torch.manual_seed(0)
+        net = parser.get_parsed_content("network_def").eval()
+        (bundle / "models").mkdir()
+        torch.save(net.state_dict(), bundle / "models" / "model.pt")
+        for name, source in (("NIfTI", nifti), ("DICOM", tmp / "ct_dicom")):
+            logger.info("end to end on the %s input: the zoo's chain", name)
+            _zoo_way(net, source, tmp / "zoo", torch.device("cpu"), 4)  # warm-up
+            zoo = _zoo_way(net, source, tmp / "zoo", torch.device("cpu"), 4)
+            reference = None
+            for backend, precision in E2E_BACKENDS:
+                logger.info("end to end on the %s input: segment, %s %s", name, backend, precision)
+                out = tmp / f"{backend}-{precision}"
+                segment(bundle, source, out, device="cpu", overrides=overrides, overwrite=True, progress=False, backend=backend, precision=precision)
+                (result,) = segment(bundle, source, out, device="cpu", overrides=overrides, overwrite=True, progress=False, backend=backend,
+                                    precision=precision)  # the second run: compiled models come from the cache
+                mask = np.asarray(nib.load(str(result.output)).dataobj)
+                reference = mask if reference is None else reference
+                row = {"input": name, "backend": backend, "precision": precision, "ours_seconds": result.seconds, "zoo_seconds": zoo,
+                       "ours_total": sum(result.seconds.values()), "zoo_total": sum(zoo.values()),
+                       "agreement_with_torch_fp32": float((mask == reference).mean())}
+                row["ratio"] = row["zoo_total"] / row["ours_total"]
+                logger.info("%s %s %s: segment %.1f s (%s) against the zoo's %.1f s (%s): x%.2f; labels agree with torch fp32 on %.4f", name,
+                            backend, precision, row["ours_total"], ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()), row["zoo_total"],
+                            ", ".join(f"{k} {v:.1f}" for k, v in zoo.items()), row["ratio"], row["agreement_with_torch_fp32"])
+                results.append(row)
+    return results
+
+
 def summarize(report: dict) -> List[dict]:
     rows = []
+    for r in report.get("end_to_end", []):
+        what = (f"segment end to end, {r['input']} CT, U-Net 3D on {r['backend']} {r['precision']} "
+                f"(labels agree with torch fp32 on {r['agreement_with_torch_fp32']:.4f})")
+        rows.append(row(what, r["ours_total"], "MONAI zoo chain (LoadImage, Spacing, SlidingWindowInferer, Invertd, SaveImage)", r["zoo_total"], r["ratio"], "s"))
     for m in report["models"]:
         eager = m["results"]["torch-fp32"]["seconds"]
         for label, r in m["results"].items():
