@@ -5,7 +5,7 @@ Models (the bundles' own ``network_def``, random weights): the U-Net in 3D (wind
 ResUNet++ and MADGNet in 2D (slices of ``--window2d``, as a 2D bundle runs slice by slice on a volume).
 Backends: ``torch`` fp32 (the reference), ``torch`` channels-last, ``openvino`` fp32, ``openvino`` int8
 (NNCF, calibrated on phantom windows), ``onnxruntime`` fp32. For each: seconds per call of ``--batch``
-windows (best of ``--repeats`` after a warm-up; compiling is timed separately), the speed-up over eager
+windows (the mean of ``--repeats`` after a warm-up; compiling is timed separately), the speed-up over eager
 fp32, the largest logit difference, and for int8 the share of voxels whose arg-max label agrees with
 fp32's. Targets (issue 15): a backend at least 2x eager fp32.
 
@@ -31,7 +31,7 @@ import torch
 from monai.bundle import ConfigParser
 from tqdm import tqdm
 
-from common import row, write_report
+from common import row, time_step, write_report
 
 from monai_ext.inferers import CompiledNetwork, available_threads
 
@@ -63,16 +63,6 @@ def _phantom_windows(count: int, window: List[int], seed: int) -> torch.Tensor:
     return torch.stack(out)
 
 
-def _best(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def measure(name: str, net: torch.nn.Module, windows: torch.Tensor, calibration: torch.Tensor, repeats: int, cache: Path) -> Dict[str, dict]:
     with torch.no_grad():
         reference = net(windows)
@@ -88,7 +78,7 @@ def measure(name: str, net: torch.nn.Module, windows: torch.Tensor, calibration:
                 logger.info("%s %s: %s", name, label, results[label]["error"])
                 continue
             compile_seconds = time.perf_counter() - start
-            seconds = _best(lambda: compiled(windows), repeats)
+            seconds, _ = time_step(lambda: compiled(windows), repeats, "cpu")  # after a warm-up call
             results[label] = {
                 "seconds": seconds, "compile_seconds": compile_seconds,
                 "max_abs_diff": float((out - reference).abs().max()),

@@ -101,7 +101,7 @@ class CompiledNetwork(torch.nn.Module):
         if precision not in PRECISIONS[backend]:
             raise InputError(f"precision {precision!r}: the {backend} backend runs {' or '.join(PRECISIONS[backend])}")
         if backend != "torch":
-            _require(backend)
+            _require(backend, precision)
         self.network = network
         self.backend, self.precision, self.channels_last = backend, precision, bool(channels_last)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
@@ -302,12 +302,11 @@ def _save_openvino(model, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _require(backend: str) -> None:
+def _require(backend: str, precision: str) -> None:
     import importlib.util
 
-    missing = [m for m in ({"openvino": ("openvino", "onnxruntime")}.get(backend, (backend,))) if importlib.util.find_spec(m) is None]
-    if backend == "openvino" and importlib.util.find_spec("nncf") is None:
-        missing.append("nncf")
+    needed = [backend] + (["nncf"] if precision == "int8" else [])
+    missing = [m for m in needed if importlib.util.find_spec(m) is None]
     if missing:
         raise InputError(f"backend {backend}: {', '.join(missing)} not installed (pip install -r requirements.txt)")
 
