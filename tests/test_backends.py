@@ -115,8 +115,18 @@ def test_int8_is_calibrated_on_the_bundles_cases_and_cached(tmp_path):
     net, _ = _network("unet", 2)
     x = torch.cat(windows[-2:])  # windows of the data it was calibrated for
     with torch.no_grad():
-        quantised = CompiledNetwork(net, "openvino", "int8", cache_dir=tmp_path / "cache", calibration=lambda: windows)
+        quantised = CompiledNetwork(net, "openvino", "int8", cache_dir=tmp_path / "cache", calibration=lambda: windows, min_agreement=0.9)
         y, expected = quantised(x), net(x)
     assert y.shape == expected.shape
     assert torch.corrcoef(torch.stack([y.flatten(), expected.flatten()]))[0, 1] > 0.98  # close to fp32, not equal
     assert len(list((tmp_path / "cache").glob("openvino-int8-*.xml"))) == 1
+
+
+def test_int8_is_refused_where_the_quantised_network_labels_otherwise(tmp_path):
+    net, _ = _network("unet", 2)
+    windows = [torch.randn(1, 1, 32, 32) for _ in range(4)]
+    strict = CompiledNetwork(net, "openvino", "int8", cache_dir=tmp_path, calibration=lambda: windows, min_agreement=1.01)  # unreachable
+    with pytest.raises(InputError, match=r"precision int8: UNet does not quantise: the int8 network gives the fp32 labels on [0-9.]+% of the "
+                                         r"calibration windows' voxels \(at least 101% needed\); use fp32"):
+        strict(torch.cat(windows[:2]))
+    assert not list(tmp_path.glob("openvino-int8-*"))  # a refused model is not cached

@@ -14,7 +14,10 @@ backend and precision and the library versions, so a second run loads them inste
 or library makes a new key). Files are written under a temporary name and renamed.
 
 int8 (OpenVINO): NNCF's post-training quantisation of the fp32 model, calibrated on windows of a few cases
-(``calibration``, e.g. a bundle's validation cases after its preprocessing). Networks with more than one
+(``calibration``, e.g. a bundle's validation cases after its preprocessing), then checked on those windows:
+where the int8 network's arg-max labels differ from fp32's on more than 1% of the voxels (``min_agreement``)
+the network does not quantise and int8 is refused, naming the share (a trained ResUNet++ fell from Dice
+0.76 to 0.24 in int8 on our synthetic task). Networks with more than one
 input (MedSegDiff's denoiser and its timestep) are refused for int8: the sampler feeds the quantised
 network's output back into it for every step.
 
@@ -79,6 +82,8 @@ class CompiledNetwork(torch.nn.Module):
         cache_dir: where exported and compiled models are kept (``None``: compiled in memory every run).
         calibration: int8: a callable returning the calibration windows, each ``(1, C, *window)``.
         num_threads: the backend's threads (default :func:`available_threads`).
+        min_agreement: int8: the share of the calibration windows' arg-max labels the quantised network must
+            give as the fp32 network does; below it the network does not quantise, and int8 is refused.
 
     Raises:
         InputError: an unknown backend or precision, a backend that is not installed, bf16 on a CPU
@@ -94,6 +99,7 @@ class CompiledNetwork(torch.nn.Module):
         cache_dir: Union[str, Path, None] = None,
         calibration: Optional[Callable[[], Sequence[torch.Tensor]]] = None,
         num_threads: Optional[int] = None,
+        min_agreement: float = 0.99,
     ) -> None:
         super().__init__()
         if backend not in BACKENDS:
@@ -107,7 +113,8 @@ class CompiledNetwork(torch.nn.Module):
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.calibration = calibration
         self.num_threads = num_threads or available_threads()
-        self._runners: Dict[Tuple, Callable] = {}
+        self.min_agreement = min_agreement
+        self._runners: Dict[Tuple, Any] = {}  # (compiled batch, runner), or the error that refused it
 
     # -------------------------------------------------------------------------- the network's weights
 
@@ -140,7 +147,12 @@ class CompiledNetwork(torch.nn.Module):
         # adaptive pooling included); other batches are cut into and padded to that size
         signature = tuple((tuple(x.shape[1:]), str(x.dtype)) for x in inputs)
         if signature not in self._runners:
-            self._runners[signature] = (inputs[0].shape[0], self._compile(inputs))
+            try:
+                self._runners[signature] = (inputs[0].shape[0], self._compile(inputs))
+            except InputError as e:  # refused (e.g. int8 that does not quantise): once, not again for every case
+                self._runners[signature] = e
+        if isinstance(self._runners[signature], InputError):
+            raise self._runners[signature]
         size, run = self._runners[signature]
         outputs = []
         for start in range(0, inputs[0].shape[0], size):
@@ -288,7 +300,23 @@ class CompiledNetwork(torch.nn.Module):
         stacked = torch.cat(windows + windows[: (-len(windows)) % size])
         batches = [stacked[i : i + size].numpy() for i in range(0, len(stacked), size)]
         logger.info("quantising to int8 with NNCF on %d calibration windows", len(windows))
-        return nncf.quantize(model, nncf.Dataset(batches), subset_size=len(batches))
+        quantised = nncf.quantize(model, nncf.Dataset(batches), subset_size=len(batches))
+        # does it still segment as fp32 does? (a network can lose its accuracy in int8, e.g. ResUNet++)
+        import openvino as ov
+
+        compiled = ov.Core().compile_model(quantised, "CPU", {"INFERENCE_NUM_THREADS": self.num_threads, "INFERENCE_PRECISION_HINT": "f32"})
+        same = total = 0
+        with torch.no_grad():
+            for batch in batches:
+                expected = self.network(torch.from_numpy(batch)).argmax(1)
+                got = torch.from_numpy(np.array(compiled([batch])[compiled.output(0)])).argmax(1)
+                same, total = same + int((got == expected).sum()), total + expected.numel()
+        agreement = same / max(total, 1)
+        logger.info("int8 gives fp32's labels on %.4f of the calibration windows' voxels", agreement)
+        if agreement < self.min_agreement:
+            raise InputError(f"precision int8: {type(self.network).__name__} does not quantise: the int8 network gives the fp32 labels on "
+                             f"{agreement:.1%} of the calibration windows' voxels (at least {self.min_agreement:.0%} needed); use fp32")
+        return quantised
 
 
 def _save_openvino(model, path: Path) -> None:
