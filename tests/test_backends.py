@@ -74,11 +74,19 @@ def test_compiled_models_are_cached_by_weights_and_window(tmp_path, monkeypatch)
     assert len(list(tmp_path.glob("*.xml"))) == 3 and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
-def test_the_wrapper_carries_the_networks_weights_under_their_own_names():
+def test_the_wrapper_carries_the_networks_weights_under_their_own_names(tmp_path, monkeypatch):
     net, (x,) = _network("unet", 2)
     compiled = CompiledNetwork(net, "onnxruntime")
     assert list(compiled.state_dict()) == list(net.state_dict())  # a bundle's checkpoint loads as into the network
     compiled.load_state_dict(net.state_dict())
+    import tempfile
+
+    made = []
+    real_mkdtemp = tempfile.mkdtemp
+    monkeypatch.setattr(tempfile, "mkdtemp", lambda *a, **k: made.append(real_mkdtemp(*a, **k)) or made[-1])
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), net(x), atol=1e-4, rtol=1e-4)
+    assert len(made) == 1 and not Path(made[0]).exists()  # without a cache folder the export is temporary and removed
     med, _ = _network("medsegdiff", 2)
     wrapped = CompiledNetwork(med, "openvino")
     assert wrapped.mask_channels == med.mask_channels and not hasattr(wrapped, "encode_image")  # the sampler calls the backend

@@ -31,6 +31,7 @@ import hashlib
 import logging
 import os
 import platform
+import shutil
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -232,7 +233,12 @@ class CompiledNetwork(torch.nn.Module):
         key = self._key(inputs)
         try:
             if self.backend == "onnxruntime":
-                return self._onnxruntime(self._onnx(inputs, key))
+                onnx = self._onnx(inputs, key)
+                try:
+                    return self._onnxruntime(onnx)
+                finally:
+                    if self.cache_dir is None:  # the session holds the model; the temporary export goes
+                        shutil.rmtree(onnx.parent, ignore_errors=True)
             return self._openvino(key, inputs)
         except OSError as e:  # a read-only bundle, a full disk: compile in memory, every run
             if self.cache_dir is None:
