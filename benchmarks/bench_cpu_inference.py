@@ -92,7 +92,7 @@ def measure(name: str, net: torch.nn.Module, windows: torch.Tensor, calibration:
                 "max_abs_diff": float((out - reference).abs().max()),
                 "argmax_agreement": float((out.argmax(1) == reference.argmax(1)).float().mean()),
             }
-            net.to(memory_format=torch.contiguous_format)  # channels-last changed the eager network's layout
+            net.to(memory_format=torch.contiguous_format)  # channels-last changed the eager network's layout (and a later wrapper starts afresh)
         eager = results["torch-fp32"]["seconds"]
         for r in results.values():
             if "seconds" in r:

@@ -96,6 +96,8 @@ def test_options_that_cannot_work_are_one_line():
     net, inputs = _network("unet", 2)
     with pytest.raises(InputError, match=r"backend 'tensorrt': one of torch, openvino, onnxruntime"):
         CompiledNetwork(net, "tensorrt")
+    with pytest.raises(InputError, match=r"channels_last: a torch backend option; the openvino backend chooses its own"):
+        CompiledNetwork(net, "openvino", channels_last=True)
     with pytest.raises(InputError, match=r"precision 'int8': the onnxruntime backend runs fp32"):
         CompiledNetwork(net, "onnxruntime", "int8")
     with pytest.raises(InputError, match=r"precision int8: no calibration cases"):

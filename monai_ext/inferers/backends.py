@@ -108,6 +108,8 @@ class CompiledNetwork(torch.nn.Module):
         if precision not in PRECISIONS[backend]:
             raise InputError(f"precision {precision!r}: the {backend} backend runs {' or '.join(PRECISIONS[backend])}")
         if backend != "torch":
+            if channels_last:
+                raise InputError(f"channels_last: a torch backend option; the {backend} backend chooses its own memory layout")
             _require(backend, precision)
         self.network = network
         self.backend, self.precision, self.channels_last = backend, precision, bool(channels_last)
@@ -115,6 +117,7 @@ class CompiledNetwork(torch.nn.Module):
         self.calibration = calibration
         self.num_threads = num_threads or available_threads()
         self.min_agreement = min_agreement
+        self._layout: Optional[torch.memory_format] = None
         self._runners: Dict[Tuple, Any] = {}  # (compiled batch, runner), or the error that refused it
 
     # -------------------------------------------------------------------------- the network's weights
@@ -170,7 +173,9 @@ class CompiledNetwork(torch.nn.Module):
                              "emulates it, many times slower than fp32; use fp32")
         if self.channels_last and inputs[0].dim() in (4, 5):
             fmt = torch.channels_last if inputs[0].dim() == 4 else torch.channels_last_3d
-            self.network.to(memory_format=fmt)
+            if self._layout is not fmt:  # the weights once, not at every call
+                self.network.to(memory_format=fmt)
+                self._layout = fmt
             inputs = (inputs[0].contiguous(memory_format=fmt),) + tuple(inputs[1:])
         with torch.autocast(inputs[0].device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             out = self.network(*inputs)
