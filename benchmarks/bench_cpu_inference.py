@@ -39,7 +39,8 @@ from tqdm import tqdm
 from common import row, time_step, write_report
 
 from monai_ext.data.errors import InputError
-from monai_ext.inferers import CompiledNetwork, available_threads
+from monai_ext.inferers import CompiledNetwork
+from monai_ext.threads import available_threads
 
 logger = logging.getLogger("bench_cpu_inference")
 ROOT = Path(__file__).resolve().parents[1]

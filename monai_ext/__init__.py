@@ -18,7 +18,7 @@ from monai_ext.data.errors import install_excepthook as _install_excepthook
 
 _install_excepthook()  # an uncaught one-line error (a missing datalist, a full disk) prints as that line
 
-_SUBPACKAGES = ("apps", "bundle", "data", "engines", "handlers", "inferers", "losses", "metrics", "networks", "transforms", "visualize")
+_SUBPACKAGES = ("apps", "bundle", "data", "engines", "handlers", "inferers", "losses", "metrics", "networks", "threads", "transforms", "visualize")
 
 
 def __getattr__(name):

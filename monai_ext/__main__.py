@@ -82,13 +82,11 @@ def _synthetic(args: argparse.Namespace) -> None:
 def _segment(args: argparse.Namespace) -> int:
     import logging
 
-    import torch
-
     from monai_ext.apps.segment import segment
-    from monai_ext.inferers.backends import available_threads
+    from monai_ext.threads import limit_threads
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    torch.set_num_threads(available_threads())  # the cores this process may use (OMP_NUM_THREADS, affinity, cgroup quota)
+    limit_threads()  # the cores this process may use (OMP_NUM_THREADS, affinity, cgroup quota)
     device = None if args.device == "auto" else args.device
     overrides = _key_values(args.set)
     results = segment(

@@ -336,3 +336,26 @@ def test_segment_runs_the_network_on_openvino_and_caches_it_beside_the_weights(b
     cached = sorted(p.suffix for p in (bundle / "models" / "compiled").iterdir())
     assert ".xml" in cached and ".onnx" in cached
     shutil.rmtree(bundle / "models" / "compiled")  # the bundle fixture is shared
+
+
+def test_label_maps_stay_uint8_from_the_arg_max_to_the_writer(bundle, tmp_path, monkeypatch):
+    import importlib
+
+    app = importlib.import_module("monai_ext.apps.segment")
+
+    handed = {}
+    write = app._write
+
+    def spy(outputs, *args):
+        handed.update(outputs)
+        return write(outputs, *args)
+
+    monkeypatch.setattr(app, "_write", spy)
+    source = NIB_DATA / "anatomical.nii"  # LAS, 2 x 2 x 2.2 mm: reoriented and resampled to 1.5 mm and back
+    (result,) = segment(bundle, source, tmp_path, device="cpu", overrides={**SMALL_3D, "pixdim": [1.5, 1.5, 1.5]}, progress=False)
+    assert result.error is None
+    assert handed["pred"].dtype == torch.uint8 and tuple(handed["pred"].shape[1:]) == nib.load(str(source)).shape
+    monais = {**SMALL_3D, "pixdim": [1.5, 1.5, 1.5], "postprocessing#transforms#0#_target_": "Invertd"}  # MONAI's: float32 grid_sample
+    (reference,) = segment(bundle, source, tmp_path / "monai", device="cpu", overrides=monais, progress=False)
+    assert handed["pred"].dtype == torch.float32
+    assert np.array_equal(np.asarray(nib.load(str(result.output)).dataobj), np.asarray(nib.load(str(reference.output)).dataobj))

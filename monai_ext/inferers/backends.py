@@ -39,8 +39,9 @@ import numpy as np
 import torch
 
 from monai_ext.data.errors import InputError
+from monai_ext.threads import available_threads
 
-__all__ = ["BACKENDS", "PRECISIONS", "CompiledNetwork", "calibration_windows", "cpu_has_native_bf16", "available_threads"]
+__all__ = ["BACKENDS", "PRECISIONS", "CompiledNetwork", "calibration_windows", "cpu_has_native_bf16"]
 
 logger = logging.getLogger("monai_ext.backends")
 
@@ -57,21 +58,6 @@ def cpu_has_native_bf16() -> bool:
     return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
-def available_threads() -> int:
-    """The cores this process may use: ``OMP_NUM_THREADS`` if set, else the CPU affinity and the cgroup's
-    CPU quota (a container limited to 2 CPUs on a 64-core host gets 2)."""
-    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
-        return max(1, int(os.environ["OMP_NUM_THREADS"]))
-    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            count = min(count, max(1, int(int(quota) // int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, count)
-
-
 class CompiledNetwork(torch.nn.Module):
     """``network`` run by ``backend`` at inference (see the module docstring).
 
@@ -82,7 +68,7 @@ class CompiledNetwork(torch.nn.Module):
         channels_last: torch backend: run in the channels-last memory format.
         cache_dir: where exported and compiled models are kept (``None``: compiled in memory every run).
         calibration: int8: a callable returning the calibration windows, each ``(1, C, *window)``.
-        num_threads: the backend's threads (default :func:`available_threads`).
+        num_threads: the backend's threads (default :func:`monai_ext.threads.available_threads`).
         min_agreement: int8: the share of the calibration windows' arg-max labels the quantised network must
             give as the fp32 network does; below it the network does not quantise, and int8 is refused.
 

@@ -2,3 +2,4 @@ from .diffusion import SplitDiffusionMapsd
 from .geometry import CheckSameGeometryd
 from .intensity import IntensityNormalizationd
 from .io import LoadImageSeriesd
+from .invert import InvertLabelsd
