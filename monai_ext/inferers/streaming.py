@@ -15,11 +15,14 @@ the same result within float tolerance (the window grid and the importance map a
   touches is final: it is normalised, optionally reduced (``output="probabilities"`` in float16 or
   ``output="labels"``, the arg-max as uint8) and leaves the window device at once. Only one window's
   depth of full-channel float32 accumulation lives on the GPU, whatever the volume and class count;
-- optional bf16/fp16 autocast (``amp_dtype``), channels-last layout, and mirror test-time augmentation
+- optional bf16/fp16 autocast (``amp_dtype``) and mirror test-time augmentation
   (``tta_axes``: every combination of flips along those spatial axes, averaged, as nnU-Net does);
 - a 2D window on a 3D input segments the volume slice by slice along ``slice_axis``: the slices become
   one batch, so every network call takes ``sw_batch_size`` windows from many slices. A 2D bundle's
   ``inference.json`` therefore runs unchanged on images and on volumes.
+
+The network's memory layout (channels-last) and backend are the network's business:
+:class:`~monai_ext.inferers.CompiledNetwork`, as the bundles' ``inference.json`` builds it.
 
 Predictors that return a tuple or dict, or maps of another size than the window, are passed to MONAI's
 ``sliding_window_inference`` unchanged.
@@ -70,7 +73,6 @@ class StreamingSlidingWindowInferer(Inferer):
         device: device of the result (default: the input's).
         progress: show a progress bar.
         amp_dtype: run the network under autocast in ``"bfloat16"`` or ``"float16"`` (default: off).
-        channels_last: give the network channels-last windows.
         output: ``"logits"`` (the stitched network output, float32, as MONAI returns it),
             ``"probabilities"`` (after ``activation``, float16) or ``"labels"`` (``(B, 1, ...)`` uint8 arg-max
             for softmax, ``(B, C, ...)`` uint8 thresholded at 0.5 for sigmoid).
@@ -98,7 +100,6 @@ class StreamingSlidingWindowInferer(Inferer):
         device: Union[torch.device, str, None] = None,
         progress: bool = False,
         amp_dtype: Union[torch.dtype, str, None] = None,
-        channels_last: bool = False,
         output: str = "logits",
         activation: str = "softmax",
         tta_axes: Optional[Sequence[int]] = None,
@@ -131,7 +132,6 @@ class StreamingSlidingWindowInferer(Inferer):
         self.device = device
         self.progress = progress
         self.amp_dtype = amp_dtype
-        self.channels_last = channels_last
         self.output = output
         self.activation = activation
         self.tta_axes = list(tta_axes or [])
@@ -164,8 +164,6 @@ class StreamingSlidingWindowInferer(Inferer):
         return entry
 
     def _predict(self, network: Callable, windows: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        if self.channels_last and windows.dim() in (4, 5):
-            windows = windows.contiguous(memory_format=torch.channels_last if windows.dim() == 4 else torch.channels_last_3d)
         with torch.autocast(device_type=windows.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             pred = network(windows, *args, **kwargs)
             if not isinstance(pred, torch.Tensor) or not self.tta_axes:
