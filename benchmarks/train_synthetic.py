@@ -40,8 +40,16 @@ logger = logging.getLogger("train_synthetic")
 
 
 def train_bundle(
-    name: str, dataset_dir: Path, work_dir: Path, minutes: float, val_interval: int, overrides: Optional[dict] = None, run_name: Optional[str] = None
+    name: str, dataset_dir: Path, work_dir: Path, minutes: Optional[float], val_interval: int, overrides: Optional[dict] = None,
+    run_name: Optional[str] = None, max_steps: Optional[int] = None, eval_every: Optional[int] = None,
 ) -> dict:
+    """Train bundle ``name`` through its own ``train.json`` for ``minutes`` of training or ``max_steps`` optimiser
+    steps, whichever ends first. Validation: the bundle's own, every ``val_interval`` epochs, or (``eval_every``)
+    its evaluator every that many steps and at the end instead. With ``max_steps`` the bundle's schedule spans the
+    run (``max_epochs`` = the epochs those steps take). Each validation is a point of the learning curve:
+    optimiser steps, training images seen, training seconds (validation excluded) and mean foreground Dice."""
+    import math
+
     bundle = ROOT / "bundles" / name
     parser = ConfigParser()
     parser.read_config(str(bundle / "configs" / "train.json"))
@@ -51,19 +59,26 @@ def train_bundle(
             "bundle_root": str(work_dir / (run_name or name)),
             "dataset_dir": str(dataset_dir),
             "num_workers": 0,
-            "val_interval": val_interval,
+            "val_interval": 10**9 if eval_every else val_interval,
             "train#trainer#max_epochs": 100_000,
             "lr_scheduler#T_max": 100,
             **(overrides or {}),
         }
     )
+    if max_steps:
+        steps_per_epoch = len(parser.get_parsed_content("train#dataloader"))
+        parser["train#trainer#max_epochs"] = math.ceil(max_steps / steps_per_epoch)
+        parser["lr_scheduler#T_max"] = "@train#trainer#max_epochs"
     parser.get_parsed_content("initialize")  # evaluates the bundle's initialize expressions (determinism)
     trainer = parser.get_parsed_content("train#trainer")
     evaluator = parser.get_parsed_content("validate#evaluator")
     net = parser.get_parsed_content("network")
 
-    state = {"start": None, "patches": 0, "best": 0.0, "curve": []}
-    budget = minutes * 60.0
+    state = {"start": None, "images": 0, "validating": 0.0, "best": 0.0, "curve": []}
+    budget = None if minutes is None else minutes * 60.0
+
+    def seconds() -> float:
+        return time.perf_counter() - state["start"] - state["validating"]
 
     @trainer.on(Events.STARTED)
     def _start(engine):
@@ -71,33 +86,46 @@ def train_bundle(
 
     @trainer.on(Events.ITERATION_COMPLETED)
     def _tick(engine):
-        state["patches"] += engine.state.batch["image"].shape[0] if isinstance(engine.state.batch, dict) else len(engine.state.batch)
-        if time.perf_counter() - state["start"] > budget:
+        batch = engine.state.batch
+        state["images"] += batch["image"].shape[0] if isinstance(batch, dict) else len(batch)
+        if (budget is not None and seconds() > budget) or (max_steps and engine.state.iteration >= max_steps):
             engine.terminate()
 
     @evaluator.on(Events.EPOCH_COMPLETED)
     def _record(engine):
         dice = float(engine.state.metrics.get("val_mean_dice", 0.0))
         state["best"] = max(state["best"], dice)
-        state["curve"].append((round(time.perf_counter() - state["start"], 1), round(dice, 4)))
+        state["curve"].append({"steps": trainer.state.iteration, "images": state["images"], "seconds": round(seconds(), 1), "dice": round(dice, 4)})
 
-    logger.info("%s: %d parameters, training for %.1f min", name, sum(p.numel() for p in net.parameters()), minutes)
+    if eval_every:
+        @trainer.on(Events.ITERATION_COMPLETED(every=eval_every))
+        def _validate(engine):
+            begin = time.perf_counter()
+            evaluator.run()
+            state["validating"] += time.perf_counter() - begin
+
+    logger.info("%s: %d parameters, training for %s", name, sum(p.numel() for p in net.parameters()),
+                " or ".join(([f"{minutes:g} min"] if minutes is not None else []) + ([f"{max_steps} steps"] if max_steps else [])))
     trainer.run()
-    train_seconds = time.perf_counter() - state["start"]
-    evaluator.run()
-    final = float(evaluator.state.metrics["val_mean_dice"])
+    train_seconds = seconds()
+    if not state["curve"] or state["curve"][-1]["steps"] != trainer.state.iteration:
+        begin = time.perf_counter()
+        evaluator.run()
+        state["validating"] += time.perf_counter() - begin
+    final = state["curve"][-1]["dice"]
     return {
         "bundle": name,
         "overrides": overrides or {},
         "parameters": sum(p.numel() for p in net.parameters()),
         "train_seconds": round(train_seconds, 1),
+        "steps": trainer.state.iteration,
         "epochs": trainer.state.epoch,
-        "patches_per_second": round(state["patches"] / train_seconds, 2),
+        "patches_per_second": round(state["images"] / train_seconds, 2),
         "val_dice_final": round(final, 4),
         "val_dice_best": round(max(state["best"], final), 4),
-        "seconds_to_0.90": next((t for t, d in state["curve"] if d >= 0.90), None),
+        "seconds_to_0.90": next((c["seconds"] for c in state["curve"] if c["dice"] >= 0.90), None),
         "target_met": final >= 0.90,
-        "val_curve_seconds_dice": state["curve"],
+        "curve": state["curve"],
     }
 
 

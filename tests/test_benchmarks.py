@@ -50,6 +50,23 @@ def test_train_synthetic_trains_a_bundle_for_its_budget(tmp_path):
     assert line["reference_value"] == 0.90
 
 
+def test_learning_curves_record_dice_against_steps_images_and_seconds_and_plot_them(tmp_path):
+    import learning_curves
+
+    out = tmp_path / "curves.json"
+    learning_curves.main(learning_curves.SMOKE + ["--steps", "3", "--eval-every", "2", "--output", str(out)])
+    report = json.loads(out.read_text())
+    (task,) = report["tasks"]
+    (result,) = task["results"]
+    assert [c["steps"] for c in result["curve"]] == [2, 3]  # every 2 steps, and at the end
+    assert all(c["images"] > 0 and c["seconds"] >= 0 and 0 <= c["dice"] <= 1 for c in result["curve"])
+    assert result["summary"]["target"] == 0.90 and result["summary"]["seconds_per_step"] > 0
+    (line,) = _rows(learning_curves, report)
+    assert line["reference_value"] == 0.90
+    picture = learning_curves.plot(report, tmp_path / "curves.png")
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_bench_sliding_window_compares_with_monai_and_the_zoo_way(tmp_path):
     import bench_sliding_window
 

@@ -1,0 +1,150 @@
+"""Learning curves: validation Dice against optimiser steps, training images seen and training seconds, for
+every bundle, trained through its own ``configs/train.json`` on the same synthetic data with the same seeds.
+
+- 2D: the synthetic 2D task at ``--size2d`` (default 128x128, the whole image as the patch);
+- 3D: the synthetic 3D task at ``--size3d`` (default 48^3), for every bundle in ``--bundles3d``.
+
+Each bundle trains for ``--steps`` optimiser steps (its learning-rate schedule spans them), and its evaluator runs
+every ``--eval-every`` steps (validation time is not counted in the seconds). Targets (issue 17): validation
+Dice 0.90 in 2D and 0.85 in 3D within 1,000 steps, and a final Dice no more than 0.03 below the best
+(stability). Reported per bundle: steps to the target, best and final Dice, seconds per step.
+
+Writes ``benchmarks/results/learning_curves_<device>.json`` and ``benchmarks/results/learning_curves.png`` (one
+curve per bundle, against steps, images and seconds; a row per task).
+
+Run: ``python benchmarks/learning_curves.py [--steps 1000] [--bundles unet madgnet] [--dims 2]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+from tqdm import tqdm
+
+from common import row, write_report
+from train_synthetic import train_bundle
+
+from monai_ext.data import make_synthetic_dataset
+
+HERE = Path(__file__).resolve().parent
+BUNDLES = ["unet", "unetplusplus", "resunet", "resunetplusplus", "madgnet", "higmisnet", "medsegdiff"]
+TARGETS = {2: 0.90, 3: 0.85}
+STABILITY = 0.03
+SMOKE = ["--steps", "2", "--eval-every", "1", "--bundles", "unet", "--dims", "2", "--size2d", "32", "--cases", "6", "--no-plot"]
+logger = logging.getLogger("learning_curves")
+
+
+def _summary(result: dict, dims: int) -> dict:
+    target = TARGETS[dims]
+    curve = result["curve"]
+    reached = next((c for c in curve if c["dice"] >= target), None)
+    return {
+        "target": target,
+        "steps_to_target": reached["steps"] if reached else None,
+        "seconds_to_target": reached["seconds"] if reached else None,
+        "best": result["val_dice_best"],
+        "final": result["val_dice_final"],
+        "stable": result["val_dice_best"] - result["val_dice_final"] <= STABILITY,
+        "seconds_per_step": round(result["train_seconds"] / max(result["steps"], 1), 3),
+    }
+
+
+def plot(report: dict, path: Path) -> Path:
+    """One row per task, columns: Dice against steps, images seen and training seconds; a curve per bundle."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = report["tasks"]
+    fig, axes = plt.subplots(len(tasks), 3, figsize=(15, 4.2 * len(tasks)), squeeze=False, sharey=True)
+    for row_axes, task in zip(axes, tasks):
+        for result in task["results"]:
+            curve = result["curve"]
+            for ax, key in zip(row_axes, ("steps", "images", "seconds")):
+                ax.plot([c[key] for c in curve], [c["dice"] for c in curve], marker=".", label=result["bundle"])
+        for ax, label in zip(row_axes, ("optimiser steps", "training images seen", "training seconds (2 CPU threads)" if not torch.cuda.is_available()
+                                        else "training seconds")):
+            ax.axhline(TARGETS[task["spatial_dims"]], color="grey", linestyle="--", linewidth=1)
+            ax.set_xlabel(label)
+            ax.grid(alpha=0.3)
+        row_axes[0].set_ylabel(f"validation Dice, synthetic {task['spatial_dims']}D {'x'.join(map(str, task['size']))}")
+        row_axes[0].legend(loc="lower right", fontsize=8)
+    fig.suptitle("Learning curves: every bundle through its own train.json, same data and seeds (dashed: target)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def main(argv: Optional[List[str]] = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bundles", nargs="+", default=BUNDLES, choices=BUNDLES)
+    parser.add_argument("--bundles3d", nargs="*", default=BUNDLES, choices=BUNDLES, help="bundles trained on the 3D task")
+    parser.add_argument("--dims", nargs="+", type=int, default=[2, 3], choices=[2, 3])
+    parser.add_argument("--steps", type=int, default=1000, help="optimiser steps per bundle")
+    parser.add_argument("--eval-every", type=int, default=50, help="validate every this many steps")
+    parser.add_argument("--size2d", type=int, default=128)
+    parser.add_argument("--size3d", type=int, default=48)
+    parser.add_argument("--cases", type=int, default=60)
+    parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument("--plot", type=Path, default=HERE / "results" / "learning_curves.png")
+    parser.add_argument("--no-plot", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("ignite").setLevel(logging.WARNING)
+
+    tasks = []
+    with tempfile.TemporaryDirectory(prefix="learning_curves_") as tmp:
+        for dims in args.dims:
+            size = [args.size2d if dims == 2 else args.size3d] * dims
+            data = make_synthetic_dataset(Path(tmp) / f"synthetic{dims}d", num_cases=args.cases, spatial_dims=dims, size=size, seed=0).parent
+            names = [b for b in args.bundles if dims == 2 or b in args.bundles3d]
+            logger.info("synthetic %dD task, %s: %d cases; %s", dims, "x".join(map(str, size)), args.cases, ", ".join(names))
+            results = []
+            for name in tqdm(names, desc=f"learning curves {dims}D"):
+                result = train_bundle(name, data, Path(tmp) / f"runs{dims}d", None, 1, {"spatial_dims": dims, "patch_size": size},
+                                      max_steps=args.steps, eval_every=args.eval_every)
+                result["summary"] = _summary(result, dims)
+                results.append(result)
+                s = result["summary"]
+                logger.info("%dD %s: Dice best %.4f, final %.4f; %s to %.2f; %.3f s per step", dims, name, s["best"], s["final"],
+                            f"{s['steps_to_target']} steps" if s["steps_to_target"] else "not", s["target"], s["seconds_per_step"])
+            tasks.append({"spatial_dims": dims, "size": size, "cases": args.cases, "steps": args.steps, "eval_every": args.eval_every,
+                          "results": results})
+
+    print(f"\nlearning curves, {args.steps} steps per bundle")
+    for task in tasks:
+        for r in task["results"]:
+            s = r["summary"]
+            print(f"{task['spatial_dims']}D {r['bundle']:16s} best {s['best']:.4f} final {s['final']:.4f}  "
+                  f"{s['target']:.2f} at {s['steps_to_target'] or '-':>5} steps  {s['seconds_per_step']:.3f} s/step  "
+                  f"{'stable' if s['stable'] else 'UNSTABLE'}")
+    report = {"tasks": tasks, "targets": {"dice_2d": TARGETS[2], "dice_3d": TARGETS[3], "within_steps": 1000, "stability": STABILITY}}
+    if not args.no_plot:
+        report["plot"] = str(plot(report, args.plot).relative_to(HERE) if args.plot.resolve().is_relative_to(HERE) else args.plot)
+        logger.info("plot: %s", args.plot)
+    write_report(report, "learning_curves", torch.device("cuda" if torch.cuda.is_available() else "cpu"), args.output)
+    return report
+
+
+def summarize(report: dict) -> List[dict]:
+    rows = []
+    for task in report["tasks"]:
+        for r in task["results"]:
+            s = r["summary"]
+            steps = f"{s['steps_to_target']} steps to {s['target']:.2f}" if s["steps_to_target"] else f"{s['target']:.2f} not reached"
+            rows.append(row(f"{r['bundle']} {task['spatial_dims']}D {'x'.join(map(str, task['size']))}: best validation Dice in {task['steps']} steps "
+                            f"({steps}; final {s['final']:.4f}{'' if s['stable'] else ', unstable'}; {s['seconds_per_step']:.3f} s/step)",
+                            s["best"], "target", s["target"], s["best"] / s["target"]))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
