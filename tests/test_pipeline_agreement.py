@@ -76,6 +76,8 @@ def test_segment_and_monai_bundle_run_write_the_same_files(name, dims, tmp_path)
         np.testing.assert_allclose(a.affine, source.affine, atol=1e-5)
         np.testing.assert_allclose(b.affine, source.affine, atol=1e-5)
         np.testing.assert_array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj).reshape(a.shape), err_msg=file)
+        for key in ("qform_code", "sform_code", "xyzt_units"):  # the input's (2, 2, mm and s), not MONAI's 1
+            assert a.header[key] == b.header[key] == source.header[key], (file, key)
     mask = np.asarray(nib.load(str(tmp_path / "segment" / "anatomical_seg.nii.gz")).dataobj)
     assert len(np.unique(mask)) > 1  # a mask with content, so that agreeing means something
 

@@ -18,10 +18,14 @@ def _train(bundle: Path, run_root: Path, data: Path, extra_config=None, **overri
     configs = [str(bundle / "configs" / "train.json")] + ([str(extra_config)] if extra_config else [])
     args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(configs), "--meta_file", str(bundle / "configs" / "metadata.json"),
             "--logging_file", str(bundle / "configs" / "logging.conf"), "--bundle_root", str(run_root), "--dataset_dir", str(data),
-            "--num_workers", "0", "--patch_size", "[32,32]", "--batch_size", "2", "--train#trainer#max_epochs", "4"]
+            "--num_workers", "0", "--patch_size", "[32,32]", "--batch_size", "2", "--train#trainer#max_epochs", "3"]
     for key, value in overrides.items():
         args += [f"--{key}", str(value)]
     return subprocess.run(args, capture_output=True, text=True, cwd=bundle, timeout=600)
+
+
+# Hi-gMISnet's generators with fewer filters and levels: the same state to save and restore, in a third of the time
+LIGHT = {"higmisnet": {"network_def#filters": 8, "network_def#levels": 3}}
 
 
 def _weights(path: Path):
@@ -38,18 +42,19 @@ def test_a_run_killed_after_an_epoch_resumes_to_the_uninterrupted_weights(name, 
         "$@train#trainer.add_event_handler(monai.engines.workflow.Events.EPOCH_COMPLETED(once=2), lambda e: os.kill(os.getpid(), 9))",
         config["run"][-1]]}))
 
-    uninterrupted = _train(bundle, tmp_path / "uninterrupted", data)
+    light = LIGHT.get(name, {})
+    uninterrupted = _train(bundle, tmp_path / "uninterrupted", data, **light)
     assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
-    killed = _train(bundle, tmp_path / "killed", data, kill)
+    killed = _train(bundle, tmp_path / "killed", data, kill, **light)
     assert killed.returncode == -9, killed.stderr[-3000:]
     models = tmp_path / "killed" / "models"
     assert not (models / "model_last.pt").exists()  # it never finished
     assert torch.load(models / "last.pt", weights_only=True)["trainer"]["iteration"] > 0
 
-    resumed = _train(bundle, tmp_path / "killed", data, resume_from=models / "last.pt")
+    resumed = _train(bundle, tmp_path / "killed", data, resume_from=models / "last.pt", **light)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     log = resumed.stderr + resumed.stdout
-    assert "resumed from" in log and "at epoch 2 of 4" in log and "Epoch[2] Complete" not in log and "Epoch[3] Complete" in log
+    assert "resumed from" in log and "at epoch 2 of 3" in log and "Epoch[2] Complete" not in log and "Epoch[3] Complete" in log
     assert "ignoring non-scalar output" not in log  # the handlers see MONAI's decollated output (Hi-gMISnet's engine)
     for file in ("model_last.pt", "model.pt"):
         a, b = _weights(models / file), _weights(tmp_path / "uninterrupted" / "models" / file)

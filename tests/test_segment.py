@@ -359,3 +359,20 @@ def test_label_maps_stay_uint8_from_the_arg_max_to_the_writer(bundle, tmp_path, 
     (reference,) = segment(bundle, source, tmp_path / "monai", device="cpu", overrides=monais, progress=False)
     assert handed["pred"].dtype == torch.float32
     assert np.array_equal(np.asarray(nib.load(str(result.output)).dataobj), np.asarray(nib.load(str(reference.output)).dataobj))
+
+
+def test_outputs_keep_the_inputs_nifti_header_codes(bundle, tmp_path):
+    image = nib.load(str(NIB_DATA / "anatomical.nii"))
+    mni = nib.Nifti1Image(np.asarray(image.dataobj), image.affine)
+    mni.set_sform(image.affine, code=4)  # MNI-152 coordinates, no qform, micrometres
+    mni.set_qform(None, code=0)
+    mni.header.set_xyzt_units("micron", "sec")
+    nib.save(mni, str(tmp_path / "mni.nii.gz"))
+    for source, expected in ((NIB_DATA / "anatomical.nii", (2, 2, 10)), (tmp_path / "mni.nii.gz", (0, 4, 11))):
+        (result,) = segment(bundle, source, tmp_path / "out", device="cpu", overrides=SMALL_3D, progress=False)
+        header = nib.load(str(result.output)).header
+        assert (int(header["qform_code"]), int(header["sform_code"]), int(header["xyzt_units"])) == expected
+        np.testing.assert_allclose(nib.load(str(result.output)).affine, nib.load(str(source)).affine, atol=1e-5)
+    (series,) = segment(bundle, CT5N, tmp_path / "dicom", device="cpu", overrides=SMALL_3D, progress=False)  # DICOM: scanner, mm
+    header = nib.load(str(series.output)).header
+    assert (int(header["qform_code"]), int(header["sform_code"]), int(header["xyzt_units"])) == (1, 1, 10)

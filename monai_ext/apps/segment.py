@@ -43,7 +43,8 @@ from tqdm import tqdm
 
 from monai_ext.bundle.trained import SettingsMismatch, check_fits, differing_settings, load_state, record_of
 from monai_ext.data.dicom_seg import write_dicom_seg, write_rtstruct
-from monai_ext.data.volume_io import Case, InputError, Volume, check_image, find_cases, read_volume, stale_temporaries, write_nifti
+from monai_ext.data.volume_io import (Case, InputError, Volume, check_image, find_cases, nifti_header_codes, read_volume, stale_temporaries,
+                                      write_nifti)
 
 __all__ = ["BundleSegmenter", "segment", "CaseResult", "check_device"]
 
@@ -514,6 +515,7 @@ def _write(outputs: Dict[str, torch.Tensor], model: BundleSegmenter, volume: Vol
 
 def _write_outputs(outputs, model, volume, output_dir, names, output_format, order, written) -> Path:
     affine = volume.image.affine
+    codes = nifti_header_codes(volume.image.meta)  # the input's qform/sform codes and units
     mask_path = output_dir / names["pred"]
     for o in order:
         if o.key not in outputs:
@@ -522,15 +524,16 @@ def _write_outputs(outputs, model, volume, output_dir, names, output_format, ord
         if tuple(values.shape[1:]) != tuple(volume.image.shape[1:]):
             raise InputError(f"{volume.path}: the bundle's {o.key} has shape {list(values.shape[1:])}, not the input's {list(volume.image.shape[1:])}")
         if o.key == "pred":
-            labels = values[0].round().to(torch.int32)
+            labels = values[0] if not values.is_floating_point() else values[0].round().to(torch.int32)
             if output_format == "dicom-seg":
                 write_dicom_seg(labels, volume, model.class_names, mask_path, algorithm=model.bundle.name, version=model.version)
             elif output_format == "rtstruct":
                 write_rtstruct(labels, volume, model.class_names, mask_path)
             else:
-                write_nifti(labels, affine, mask_path, dtype=o.dtype)
+                write_nifti(labels, affine, mask_path, dtype=o.dtype, codes=codes)
             written.append(mask_path)
         else:
-            write_nifti(values[0] if values.shape[0] == 1 else values.movedim(0, -1), affine, output_dir / names[o.key], dtype=o.dtype or np.float32)
+            write_nifti(values[0] if values.shape[0] == 1 else values.movedim(0, -1), affine, output_dir / names[o.key], dtype=o.dtype or np.float32,
+                        codes=codes)
             written.append(output_dir / names[o.key])
     return mask_path

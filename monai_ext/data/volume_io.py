@@ -20,7 +20,7 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 import numpy as np
 import torch
@@ -374,12 +374,31 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+# scanner coordinates, millimetres and seconds: what a DICOM series' geometry is
+DEFAULT_NIFTI_CODES = {"qform_code": 1, "sform_code": 1, "xyzt_units": 10}
+
+
+def nifti_header_codes(meta: Optional[Mapping[str, Any]]) -> Dict[str, int]:
+    """The qform and sform codes and the units (``xyzt_units``) of the input a mask is written for, as MONAI's
+    NIfTI reader puts them in the image's metadata; scanner coordinates in millimetres for any other input
+    (a DICOM series, NRRD, MetaImage)."""
+    codes = dict(DEFAULT_NIFTI_CODES)
+    for key in codes:
+        value = (meta or {}).get(key)
+        if value is not None and np.size(value) == 1:
+            codes[key] = int(np.asarray(value).item())
+    return codes
+
+
 def write_nifti(
-    labels: Union[np.ndarray, torch.Tensor], affine: Union[np.ndarray, torch.Tensor], target: Union[str, Path], dtype=None
+    labels: Union[np.ndarray, torch.Tensor], affine: Union[np.ndarray, torch.Tensor], target: Union[str, Path], dtype=None,
+    codes: Optional[Mapping[str, int]] = None,
 ) -> Path:
     """Write an image ``(*spatial[, components])`` with the given RAS affine as NIfTI.
 
-    ``dtype`` defaults to a label map's: uint8, or int16 past 255 labels.
+    ``dtype`` defaults to a label map's: uint8, or int16 past 255 labels. ``codes``: the header's
+    ``qform_code``, ``sform_code`` and ``xyzt_units`` (default :data:`DEFAULT_NIFTI_CODES`; the input's, from
+    :func:`nifti_header_codes`, keep what it said its coordinates are).
     """
     import nibabel as nib
 
@@ -389,6 +408,8 @@ def write_nifti(
     data = data.astype(dtype)
     aff = affine.detach().cpu().numpy() if isinstance(affine, torch.Tensor) else np.asarray(affine)
     img = nib.Nifti1Image(data, aff.astype(np.float64))
-    img.set_qform(aff, code=1)
-    img.set_sform(aff, code=1)
+    codes = {**DEFAULT_NIFTI_CODES, **(codes or {})}
+    img.set_qform(aff, code=codes["qform_code"])
+    img.set_sform(aff, code=codes["sform_code"])
+    img.header["xyzt_units"] = codes["xyzt_units"]
     return write_atomically(Path(target), lambda tmp: nib.save(img, str(tmp)))
