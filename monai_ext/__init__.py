@@ -5,6 +5,7 @@ config expressions such as ``$monai_ext.bundle.TrainedSettings(@checkpoint)`` ne
 """
 
 import importlib
+import logging
 import warnings
 
 __version__ = "0.1.0"
@@ -13,6 +14,19 @@ __version__ = "0.1.0"
 # Orientation uses the first D codes for a D-dimensional image and warns each time (with a message that
 # reads the comparison backwards). Only that message is silenced.
 warnings.filterwarnings("ignore", message=r"axcodes \('RAS'\) length is smaller than number of input spatial dimensions", category=UserWarning)
+
+# MONAI 1.6 builds an nvImageCodec DICOM reader whenever a LoadImage is made, and on a machine without
+# nvImageCodec (every CPU machine) says twice, each time, that it falls back to pydicom's decoders, which is
+# what this package uses anyway. Only those two notices are silenced.
+warnings.filterwarnings("ignore", message=r"NvImgCodecPydicomReader: nvImageCodec decoder plugin did not register", category=UserWarning)
+
+
+class _DropNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "nvImageCodec is not available" not in record.getMessage()
+
+
+logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").addFilter(_DropNotice())
 
 from monai_ext.data.errors import install_excepthook as _install_excepthook
 

@@ -1,4 +1,9 @@
+import atexit
 import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +21,29 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def _pristine_bundles() -> Path:
+    """The bundles as git tracks them (with the checkout's edits), copied once per test process: a checkout in
+    which a user trained a bundle (``models/``, ``eval/``, ``runs/``) passes, and no test reads a user's
+    weights or writes beside them. Outside a git checkout: the folder without what runs write."""
+    root = Path(__file__).resolve().parents[1]
+    target = Path(tempfile.mkdtemp(prefix="pristine_bundles_"))
+    atexit.register(shutil.rmtree, target, True)
+    try:
+        listed = subprocess.run(["git", "ls-files", "-z", "bundles"], cwd=root, capture_output=True, check=True, timeout=60).stdout
+        files = [f for f in listed.decode().split("\0") if f and (root / f).is_file()]
+    except (OSError, subprocess.SubprocessError):
+        files = []
+    if not files:
+        shutil.copytree(root / "bundles", target / "bundles", ignore=shutil.ignore_patterns("models", "eval", "runs", "logs", "*.pt"))
+    for f in files:
+        (target / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / f, target / f)
+    return target / "bundles"
+
+
+BUNDLES_DIR = _pristine_bundles()
 
 
 @pytest.fixture(autouse=True)
@@ -36,7 +64,7 @@ def random_unet_3d(tmp_path_factory):
     from monai.bundle import ConfigParser
 
     root = tmp_path_factory.mktemp("bundle") / "unet"
-    shutil.copytree(Path(__file__).resolve().parents[1] / "bundles" / "unet", root, ignore=shutil.ignore_patterns("models", "eval"))
+    shutil.copytree(BUNDLES_DIR / "unet", root)
     parser = ConfigParser()
     parser.read_config(str(root / "configs" / "inference.json"))
     parser.update(SMALL_3D)

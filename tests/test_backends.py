@@ -9,6 +9,7 @@ from monai.bundle import ConfigParser
 
 from monai_ext.data.errors import InputError
 from monai_ext.inferers import CompiledNetwork, cpu_has_native_bf16
+from conftest import BUNDLES_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLES = ["unet", "unetplusplus", "resunet", "resunetplusplus", "madgnet", "medsegdiff", "higmisnet"]
@@ -20,7 +21,7 @@ LIGHT = {"madgnet": {"network_def#backbone_layers": [1, 1, 1, 1]}, "higmisnet": 
 
 def _network(name: str, dims: int):
     parser = ConfigParser()
-    parser.read_config(str(ROOT / "bundles" / name / "configs" / "inference.json"))
+    parser.read_config(str(BUNDLES_DIR / name / "configs" / "inference.json"))
     patch = (PATCH_32 if name == "madgnet" else PATCH)[dims]
     parser.update({"spatial_dims": dims, "patch_size": patch, "bundle_root": "/nonexistent", **LIGHT.get(name, {})})
     net = parser.get_parsed_content("network_def").eval()

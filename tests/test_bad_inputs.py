@@ -24,6 +24,7 @@ from monai.bundle import ConfigParser
 
 from monai_ext.bundle import with_record
 from monai_ext.data.dicom_export import write_dicom_series
+from conftest import BUNDLES_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 NIB_DATA = Path(nib.__file__).parent / "tests" / "data"
@@ -37,7 +38,7 @@ def bundle(tmp_path_factory) -> Path:
     """The U-Net bundle's tracked files with random 3D weights that carry their settings (nothing to --set)."""
     root = tmp_path_factory.mktemp("bundle") / "unet"
     for part in ("configs", "docs"):
-        shutil.copytree(ROOT / "bundles" / "unet" / part, root / part)
+        shutil.copytree(BUNDLES_DIR / "unet" / part, root / part)
     parser = ConfigParser()
     parser.read_config(str(root / "configs" / "inference.json"))
     parser.update(SETTINGS)

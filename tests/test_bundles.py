@@ -14,6 +14,7 @@ import torch
 from monai.bundle import ConfigParser, onnx_export, verify_metadata, verify_net_in_out
 
 from monai_ext.data import make_synthetic_dataset
+from conftest import BUNDLES_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "schemas" / "meta_schema_20240725.json"
@@ -58,7 +59,7 @@ def test_vendored_schema_is_the_published_file():
 
 @pytest.mark.parametrize("name", BUNDLES)
 def test_metadata_and_network_checks(name, tmp_path):
-    bundle = ROOT / "bundles" / name
+    bundle = BUNDLES_DIR / name
     verify_metadata(meta_file=str(bundle / "configs" / "metadata.json"), filepath=str(SCHEMA))
     verify_net_in_out(
         net_id="network_def",
@@ -78,7 +79,7 @@ def test_metadata_and_network_checks(name, tmp_path):
 def test_inference_and_train_configs_have_the_bundle_properties(name, data, tmp_path):
     from monai.bundle.workflows import ConfigWorkflow
 
-    bundle = ROOT / "bundles" / name
+    bundle = BUNDLES_DIR / name
     for config, kind in (("inference.json", "infer"), ("train.json", "train")):
         workflow = ConfigWorkflow(
             config_file=str(bundle / "configs" / config),
@@ -98,7 +99,7 @@ def test_inference_and_train_configs_have_the_bundle_properties(name, data, tmp_
 
 @pytest.mark.parametrize("name", BUNDLES)
 def test_train_evaluate_infer_export_2d(name, data, tmp_path):
-    bundle = ROOT / "bundles" / name
+    bundle = BUNDLES_DIR / name
     run_root = tmp_path / "run"
     common = {"bundle_root": run_root, "dataset_dir": data[2], "num_workers": 0, "patch_size": _patch(name, 2), **FAST.get(name, {})}
     _bundle_run(bundle, ["train.json"], **common, **{"train#trainer#max_epochs": 1, "batch_size": 2})
@@ -167,7 +168,7 @@ def test_train_evaluate_infer_export_2d(name, data, tmp_path):
 
 @pytest.mark.parametrize("name", BUNDLES)
 def test_one_value_switches_to_3d(name, data, tmp_path):
-    bundle = ROOT / "bundles" / name
+    bundle = BUNDLES_DIR / name
     run_root = tmp_path / "run3d"
     common = {"bundle_root": run_root, "dataset_dir": data[3], "num_workers": 0, "patch_size": _patch(name, 3), "spatial_dims": 3,
               **FAST.get(name, {})}

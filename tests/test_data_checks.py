@@ -11,6 +11,7 @@ from monai.data import MetaTensor
 from monai_ext.data import LazyDatalist, require_cases
 from monai_ext.data.errors import InputError
 from monai_ext.transforms import CheckSameGeometryd, IntensityNormalizationd
+from conftest import BUNDLES_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLES = ["unet", "unetplusplus", "resunet", "resunetplusplus", "madgnet", "medsegdiff", "higmisnet"]
@@ -73,7 +74,7 @@ def test_a_datalist_is_read_on_first_use_and_a_run_requires_its_cases(tmp_path):
 def test_inference_properties_check_passes_with_no_data_present(name, tmp_path):
     from monai.bundle.workflows import ConfigWorkflow
 
-    bundle = ROOT / "bundles" / name
+    bundle = BUNDLES_DIR / name
     workflow = ConfigWorkflow(
         config_file=str(bundle / "configs" / "inference.json"), meta_file=str(bundle / "configs" / "metadata.json"),
         logging_file=False, workflow_type="infer", bundle_root=str(tmp_path), dataset_dir=str(tmp_path / "no_data_here"),
@@ -121,7 +122,7 @@ def test_a_bundle_run_with_bad_data_stops_with_one_line_naming_the_file(tmp_path
         shorter: f"{label}: label shape [38, 36] differs from image shape [40, 36]",
         broken: "broken/datalist.json: not a datalist",
     }
-    bundle = ROOT / "bundles" / "unet"
+    bundle = BUNDLES_DIR / "unet"
     for folder, message in cases.items():
         proc = subprocess.run(
             [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(bundle / "configs" / "train.json"),

@@ -15,6 +15,7 @@ from PIL import Image
 from test_public_datasets import REPLICAS
 
 from monai_ext.data.public import prepare_dataset
+from conftest import BUNDLES_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 OVERLAYS = ROOT / "datasets"
@@ -22,7 +23,7 @@ BUNDLES = ["unet", "unetplusplus", "resunet", "resunetplusplus", "madgnet", "med
 
 
 def _parser(bundle: str, config: str, overlay: str, **overrides) -> ConfigParser:
-    configs = ROOT / "bundles" / bundle / "configs"
+    configs = BUNDLES_DIR / bundle / "configs"
     parser = ConfigParser()
     parser.read_config([str(configs / config), str(OVERLAYS / f"{overlay}.json")])
     parser.read_meta(str(configs / "metadata.json"))
@@ -32,7 +33,7 @@ def _parser(bundle: str, config: str, overlay: str, **overrides) -> ConfigParser
 
 def test_one_overlay_per_data_set_and_no_copies_in_the_bundles():
     assert sorted(p.stem for p in OVERLAYS.glob("*.json")) == sorted(REPLICAS)
-    assert not [b for b in BUNDLES if (ROOT / "bundles" / b / "configs" / "datasets").exists()]
+    assert not [b for b in BUNDLES if (BUNDLES_DIR / b / "configs" / "datasets").exists()]
 
 
 @pytest.mark.parametrize("name", sorted(REPLICAS))
@@ -87,10 +88,10 @@ def test_overlay_trains_and_infers_on_the_data_sets_own_files(name, tmp_path):
 
 
 def test_higmisnet_protocols_merge_after_the_shared_overlays():
-    folder = ROOT / "bundles" / "higmisnet" / "configs" / "protocols"
+    folder = BUNDLES_DIR / "higmisnet" / "configs" / "protocols"
     expected = {"isic2018": [128, 128], "busi": [256, 256], "cvc_clinicdb": [384, 288], "monuseg": [512, 512], "glas": [512, 512],
                 "drive": [512, 512], "montgomery": [256, 256], "promise12": [256, 256], "physionet_ich": [256, 256]}
-    configs = ROOT / "bundles" / "higmisnet" / "configs"
+    configs = BUNDLES_DIR / "higmisnet" / "configs"
     for name, size in expected.items():
         parser = ConfigParser()
         parser.read_config([str(configs / "train.json"), str(OVERLAYS / f"{name}.json"), str(folder / f"{name}.json")])

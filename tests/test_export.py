@@ -16,6 +16,7 @@ from monai.bundle import ConfigParser
 
 from monai_ext.bundle import with_record
 from monai_ext.bundle.export import ExportError, export_bundle
+from conftest import BUNDLES_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = {"name": "PROMISE12", "url": "https://promise12.grand-challenge.org/", "terms": None, "citation": "Litjens G. et al. 2014."}
@@ -24,7 +25,7 @@ SOURCE = {"name": "PROMISE12", "url": "https://promise12.grand-challenge.org/", 
 def _trained(name: str, root: Path, settings: dict, metric: float = 0.81) -> Path:
     """Weights of the bundle's network for ``settings``, recorded as training records them, and an evaluation."""
     parser = ConfigParser()
-    parser.read_config(str(ROOT / "bundles" / name / "configs" / "inference.json"))
+    parser.read_config(str(BUNDLES_DIR / name / "configs" / "inference.json"))
     parser.update(settings)
     net = parser.get_parsed_content("network_def")
     recorded = {k: settings.get(k, parser.get_parsed_content(k)) for k in ("spatial_dims", "in_channels", "out_channels", "class_names", "patch_size")}
@@ -57,11 +58,11 @@ assert monai_ext.__file__.startswith(sys.argv[1]), monai_ext.__file__
 ])
 def test_export_bakes_the_training_into_a_bundle_that_runs_without_monai_ext(name, settings, tmp_path, python_without_monai_ext):
     weights = _trained(name, tmp_path / "run", settings)
-    out = export_bundle(ROOT / "bundles" / name, tmp_path / f"{name}_prostate", checkpoint=weights, large_files_url="https://example.org/b")
+    out = export_bundle(BUNDLES_DIR / name, tmp_path / f"{name}_prostate", checkpoint=weights, large_files_url="https://example.org/b")
     inference = json.loads((out / "configs" / "inference.json").read_text())
     assert "trained" not in inference and not [k for k, v in inference.items() if isinstance(v, str) and "@trained" in v]
     assert inference["spatial_dims"] == settings["spatial_dims"] and inference["class_names"] == settings["class_names"]
-    assert inference["dataset_dir"] == json.loads((ROOT / "bundles" / name / "configs" / "inference.json").read_text())["dataset_dir"]
+    assert inference["dataset_dir"] == json.loads((BUNDLES_DIR / name / "configs" / "inference.json").read_text())["dataset_dir"]
     train = json.loads((out / "configs" / "train.json").read_text())
     assert train["patch_size"] == settings["patch_size"] and train["out_channels"] == 2  # fine-tuning starts from the same settings
     meta = json.loads((out / "configs" / "metadata.json").read_text())
@@ -85,7 +86,7 @@ def test_export_bakes_the_training_into_a_bundle_that_runs_without_monai_ext(nam
 
 
 def test_export_refuses_what_it_cannot_do_well(tmp_path):
-    bundle = ROOT / "bundles" / "unet"
+    bundle = BUNDLES_DIR / "unet"
     with pytest.raises(ExportError, match="missing checkpoint"):
         export_bundle(bundle, tmp_path / "out", checkpoint=tmp_path / "none.pt")
     weights = _trained("unet", tmp_path / "run", {"spatial_dims": 3, "patch_size": [16, 16, 16]})

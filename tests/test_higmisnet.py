@@ -10,6 +10,7 @@ from monai_ext.engines import ParallelGANTrainer
 from monai_ext.losses import ReciprocalLoss
 from monai_ext.networks.blocks.higmis import DualModeAttentionGate, MultiResBlock
 from monai_ext.networks.nets import HiGMISGenerator, HiGMISnet, PairedPatchDiscriminator
+from conftest import BUNDLES_DIR
 
 
 def _small(**kw):
@@ -213,7 +214,7 @@ def test_the_bundle_offers_early_stopping_on_the_validation_dice(tmp_path):
     from monai_ext.data.synthetic import make_synthetic_dataset
 
     data = make_synthetic_dataset(tmp_path / "data", num_cases=6, spatial_dims=2, size=(32, 32), seed=3).parent
-    proc = _bundle_run(ROOT / "bundles" / "higmisnet", ["train.json"], bundle_root=tmp_path / "run", dataset_dir=data, num_workers=0,
+    proc = _bundle_run(BUNDLES_DIR / "higmisnet", ["train.json"], bundle_root=tmp_path / "run", dataset_dir=data, num_workers=0,
                        patch_size="[32,32]", batch_size=2, val_interval=1, early_stop_patience=1,
                        **{"train#trainer#max_epochs": 3, "validate#early_stop#score_function": "$lambda engine: 0.0"})
     log = proc.stdout + proc.stderr

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from monai.bundle import ConfigParser
+from conftest import BUNDLES_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("monailabel_check", ROOT / "scripts" / "monailabel" / "check.py")
@@ -40,7 +41,7 @@ def test_each_bundle_is_installed_with_small_settings_and_weights_it_can_load(na
     net.load_state_dict(torch.load(target / "models" / "model.pt", weights_only=True))
     meta = json.loads((target / "configs" / "metadata.json").read_text())
     assert "channel_def" in meta["network_data_format"]["outputs"]["pred"]  # MONAI Label's label names
-    assert (ROOT / "bundles" / name / "configs" / "inference.json").read_text() != (target / "configs" / "inference.json").read_text()
+    assert (BUNDLES_DIR / name / "configs" / "inference.json").read_text() != (target / "configs" / "inference.json").read_text()
 
 
 def test_the_monailabel_check_passes_where_monailabel_is_installed(tmp_path):

@@ -13,6 +13,7 @@ import torch
 from test_bundles import BUNDLES, FAST, ROOT, _patch
 
 from monai_ext.data import make_synthetic_dataset
+from conftest import BUNDLES_DIR
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def _save_each_rank(bundle: Path, folder: Path) -> Path:
 
 @pytest.mark.parametrize("name", BUNDLES)
 def test_two_processes_train_the_same_weights(name, data, tmp_path):
-    bundle = ROOT / "bundles" / name
+    bundle = BUNDLES_DIR / name
     configs = [str(bundle / "configs" / "train.json"), str(bundle / "configs" / "multi_gpu_train.json"), str(_save_each_rank(bundle, tmp_path))]
     (tmp_path / "run").mkdir()
     overrides = {"bundle_root": tmp_path / "run", "dataset_dir": data, "num_workers": 0, "patch_size": _patch(name, 2), "batch_size": 2,

@@ -17,9 +17,10 @@ import pytest
 import monai_ext.data.volume_io as vio
 from monai_ext.apps import segment
 from monai_ext.bundle import read_record
+from conftest import BUNDLES_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
-BUNDLE = ROOT / "bundles" / "unet"
+BUNDLE = BUNDLES_DIR / "unet"
 CT5N = Path(pydicom.__file__).parent / "data" / "test_files" / "dicomdirtests" / "98892001" / "CT5N"
 
 

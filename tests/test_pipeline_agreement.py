@@ -15,6 +15,7 @@ import torch
 from monai.bundle import ConfigParser
 
 from monai_ext.apps import segment
+from conftest import BUNDLES_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 VOLUME = Path(nib.__file__).parent / "tests" / "data" / "anatomical.nii"  # T1 crop, int16, LAS
@@ -31,7 +32,7 @@ def _settings(name: str, dims: int) -> dict:
 
 def _random_weights(name: str, settings: dict, root: Path) -> None:
     parser = ConfigParser()
-    parser.read_config(str(ROOT / "bundles" / name / "configs" / "inference.json"))
+    parser.read_config(str(BUNDLES_DIR / name / "configs" / "inference.json"))
     parser.update({"bundle_root": str(root), **settings})
     net = parser.get_parsed_content("network_def")
     torch.manual_seed(1)
@@ -46,7 +47,7 @@ def _random_weights(name: str, settings: dict, root: Path) -> None:
 @pytest.mark.parametrize("dims", [2, 3])
 @pytest.mark.parametrize("name", BUNDLES)
 def test_segment_and_monai_bundle_run_write_the_same_files(name, dims, tmp_path):
-    bundle = ROOT / "bundles" / name
+    bundle = BUNDLES_DIR / name
     settings = _settings(name, dims)
     weights_root = tmp_path / "trained"
     _random_weights(name, settings, weights_root)
@@ -100,10 +101,10 @@ def test_a_dicom_series_is_read_alike_by_segment_and_monai_bundle_run(tmp_path):
         args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json", "--bundle_root", str(weights_root),
                 "--dataset_dir", str(tmp_path / "data"), "--output_dir", str(tmp_path / f"run_{case}"), "--dataloader#num_workers", "0",
                 "--device", "cpu"] + [a for k, v in settings.items() for a in (f"--{k}", json.dumps(v))]
-        outputs[case] = subprocess.run(args, capture_output=True, text=True, cwd=ROOT / "bundles" / "unet", timeout=600)
+        outputs[case] = subprocess.run(args, capture_output=True, text=True, cwd=BUNDLES_DIR / "unet", timeout=600)
     assert outputs["ge"].returncode == 0, outputs["ge"].stderr[-4000:]
     assert outputs["gap"].returncode != 0 and "1 missing slice(s)" in outputs["gap"].stderr
-    (result,) = segment(ROOT / "bundles" / "unet", tmp_path / "data" / "ge", tmp_path / "segment", device="cpu",
+    (result,) = segment(BUNDLES_DIR / "unet", tmp_path / "data" / "ge", tmp_path / "segment", device="cpu",
                         overrides={"bundle_root": str(weights_root), **settings}, progress=False)
     assert result.error is None, result.error
     ours, theirs = nib.load(str(result.output)), nib.load(str(tmp_path / "run_ge" / "ge_seg.nii.gz"))

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from monai_ext.data import make_synthetic_dataset
+from conftest import BUNDLES_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,7 +35,7 @@ def _weights(path: Path):
 
 @pytest.mark.parametrize("name", ["unet", "higmisnet"])  # one optimiser; two generators, two discriminators, two optimisers
 def test_a_run_killed_after_an_epoch_resumes_to_the_uninterrupted_weights(name, tmp_path):
-    bundle = ROOT / "bundles" / name
+    bundle = BUNDLES_DIR / name
     data = make_synthetic_dataset(tmp_path / "data", num_cases=6, spatial_dims=2, size=(40, 36), seed=3).parent
     config = json.loads((bundle / "configs" / "train.json").read_text())
     kill = tmp_path / "kill.json"  # SIGKILL right after epoch 2's checkpoint, as a crash or an out-of-memory killer would
@@ -65,7 +66,7 @@ def test_a_run_killed_after_an_epoch_resumes_to_the_uninterrupted_weights(name, 
 
 
 def test_resuming_from_a_missing_state_is_one_line(tmp_path):
-    bundle = ROOT / "bundles" / "unet"
+    bundle = BUNDLES_DIR / "unet"
     data = make_synthetic_dataset(tmp_path / "data", num_cases=4, spatial_dims=2, size=(40, 36), seed=3).parent
     proc = _train(bundle, tmp_path / "run", data, resume_from=tmp_path / "run" / "models" / "last.pt")
     assert proc.returncode == 1

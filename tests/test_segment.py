@@ -17,6 +17,7 @@ from monai.bundle import ConfigParser
 
 import monai_ext.data.volume_io as vio
 from monai_ext.apps import segment
+from conftest import BUNDLES_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 NIB_DATA = Path(nib.__file__).parent / "tests" / "data"
@@ -96,7 +97,7 @@ def test_folder_of_cases_and_no_overwrite_without_the_flag(bundle, tmp_path):
 
 def test_a_2d_bundle_segments_a_volume_slice_by_slice(tmp_path):
     root = tmp_path / "unet2d"
-    shutil.copytree(ROOT / "bundles" / "unet", root)
+    shutil.copytree(BUNDLES_DIR / "unet", root)
     parser = ConfigParser()
     parser.read_config(str(root / "configs" / "inference.json"))
     (root / "models").mkdir()
@@ -237,7 +238,7 @@ def test_oblique_volume_nrrd_and_metaimage_inputs(bundle, tmp_path):
 
 def test_a_diffusion_bundle_writes_probability_and_uncertainty_maps(tmp_path):
     root = tmp_path / "medsegdiff"
-    shutil.copytree(ROOT / "bundles" / "medsegdiff", root)
+    shutil.copytree(BUNDLES_DIR / "medsegdiff", root)
     settings = {"spatial_dims": 3, "patch_size": [16, 16, 16], "num_inference_steps": 2, "ensemble": 2}
     parser = ConfigParser()
     parser.read_config(str(root / "configs" / "inference.json"))
@@ -263,7 +264,7 @@ def test_options_override_the_bundles_inferer_values_and_name_what_it_lacks(bund
     assert a.shape == b.shape and np.allclose(a.affine, b.affine)
     assert not np.array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj))  # eight mirrored passes averaged: another mask
     medsegdiff = tmp_path / "medsegdiff"
-    shutil.copytree(ROOT / "bundles" / "medsegdiff", medsegdiff)
+    shutil.copytree(BUNDLES_DIR / "medsegdiff", medsegdiff)
     with pytest.raises(vio.InputError, match="--tta: the bundle's inferer .*DiffusionSegmentationInferer.* has no 'tta_axes'"):
         segment(medsegdiff, NIB_DATA / "anatomical.nii", tmp_path / "out", device="cpu", tta=True, progress=False)
 

@@ -12,9 +12,10 @@ from monai.transforms import RandomizableTransform
 from threadpoolctl import threadpool_info
 
 import monai_ext.threads as threads
+from conftest import BUNDLES_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((ROOT / "bundles").glob("*/configs/*.json"))
+CONFIGS = sorted((BUNDLES_DIR).glob("*/configs/*.json"))
 
 
 def test_available_threads_honours_omp_num_threads_affinity_and_the_cgroup_quota(monkeypatch):
