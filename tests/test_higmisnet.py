@@ -218,4 +218,4 @@ def test_the_bundle_offers_early_stopping_on_the_validation_dice(tmp_path):
                        patch_size="[32,32]", batch_size=2, val_interval=1, early_stop_patience=1,
                        **{"train#trainer#max_epochs": 3, "validate#early_stop#score_function": "$lambda engine: 0.0"})
     log = proc.stdout + proc.stderr
-    assert "Epoch[2] Complete" in log and "Epoch[3] Complete" not in log
+    assert "epoch 2/3: val_mean_dice" in log and "epoch 3/3" not in log  # the bundle's one line per validation

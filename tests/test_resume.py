@@ -2,6 +2,7 @@
 uninterrupted run (CPU, deterministic), through the bundle's own ``train.json``."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +47,8 @@ def test_a_run_killed_after_an_epoch_resumes_to_the_uninterrupted_weights(name, 
     light = LIGHT.get(name, {})
     uninterrupted = _train(bundle, tmp_path / "uninterrupted", data, **light)
     assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
+    console = uninterrupted.stdout + uninterrupted.stderr  # quiet by default: one line per validation, no per-iteration loss
+    assert "Iter:" not in console and "Epoch[" not in console and len(re.findall(r"epoch \d/3: val_mean_dice", console)) == 3
     killed = _train(bundle, tmp_path / "killed", data, kill, **light)
     assert killed.returncode == -9, killed.stderr[-3000:]
     models = tmp_path / "killed" / "models"
@@ -55,7 +58,7 @@ def test_a_run_killed_after_an_epoch_resumes_to_the_uninterrupted_weights(name, 
     resumed = _train(bundle, tmp_path / "killed", data, resume_from=models / "last.pt", **light)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     log = resumed.stderr + resumed.stdout
-    assert "resumed from" in log and "at epoch 2 of 3" in log and "Epoch[2] Complete" not in log and "Epoch[3] Complete" in log
+    assert "resumed from" in log and "at epoch 2 of 3" in log and "epoch 2/3:" not in log and "epoch 3/3: val_mean_dice" in log
     assert "ignoring non-scalar output" not in log  # the handlers see MONAI's decollated output (Hi-gMISnet's engine)
     for file in ("model_last.pt", "model.pt"):
         a, b = _weights(models / file), _weights(tmp_path / "uninterrupted" / "models" / file)

@@ -257,3 +257,56 @@ def test_a_fresh_run_moves_an_earlier_runs_training_state_aside(tmp_path):
     (moved,) = [p for p in tmp_path.iterdir() if p.name.startswith("replaced-")]
     assert (moved / "last.pt").read_bytes() == earlier
     assert read_record(tmp_path / "model.pt")["metric"]["value"] == 0.5  # the same experiment's better best stays
+
+
+def _validated_trainer(epochs, per_class_scores):
+    """A trainer of ``epochs`` x 3 iterations whose validator, run after each epoch, reports one row of
+    per-class scores (two cases alike) as MONAI's metric handlers keep them in ``metric_details``."""
+    trainer = Engine(lambda engine, batch: {"loss": torch.tensor(0.5 / engine.state.iteration)})
+    validator = Engine(lambda engine, batch: None)
+    scores = list(per_class_scores)
+
+    @validator.on(Events.EPOCH_COMPLETED)  # first, as MONAI's metric handlers are attached when the evaluator is made
+    def _score(engine):
+        row = torch.tensor(scores.pop(0))
+        engine.state.key_metric_name = "val_mean_dice"
+        engine.state.metric_details = {"val_mean_dice": torch.stack([row, row])}
+        engine.state.metrics["val_mean_dice"] = float(row.mean())
+        engine.state.best_metric, engine.state.best_metric_epoch = engine.state.metrics["val_mean_dice"], trainer.state.epoch
+
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda engine: validator.run([0]))
+    return trainer, validator
+
+
+def test_training_stops_once_every_class_reaches_the_target():
+    from monai_ext.handlers import StopAtTarget
+
+    trainer, validator = _validated_trainer(6, [[0.70, 0.60], [0.90, 0.80], [0.88, 0.86], [0.95, 0.95]])
+    StopAtTarget(validator, target=0.85).attach(trainer)
+    trainer.run([0, 1, 2], max_epochs=6)
+    assert trainer.state.epoch == 3  # epoch 2's mean (0.85) reaches it, its second class (0.80) does not
+    off, validator = _validated_trainer(2, [[0.9, 0.9], [0.9, 0.9]])
+    StopAtTarget(validator, target=None).attach(off)
+    off.run([0, 1, 2], max_epochs=2)
+    assert off.state.epoch == 2
+
+
+def test_training_console_is_one_line_per_validation_unless_verbose(caplog):
+    import logging
+
+    from monai_ext.handlers import TrainingProgress
+
+    trainer, validator = _validated_trainer(2, [[0.5, 0.7], [0.8, 0.6]])
+    progress = TrainingProgress(validator, verbose=False, disable=False)
+    progress.attach(trainer)
+    with caplog.at_level(logging.INFO):
+        trainer.run([0, 1, 2], max_epochs=2)
+    assert trainer.logger.level == logging.WARNING and validator.logger.level == logging.WARNING
+    assert progress.bar is None and progress.last == pytest.approx(0.7)  # the bar closed, its postfix the last validation
+    trainer, validator = _validated_trainer(1, [[0.5, 0.5]])
+    TrainingProgress(validator, verbose=True, disable=True).attach(trainer)
+    with caplog.at_level(logging.INFO):
+        trainer.run([0, 1, 2], max_epochs=1)
+    assert trainer.logger.level == logging.NOTSET  # MONAI's own lines back
+    lines = [r.getMessage() for r in caplog.records if r.name == "monai_ext.training"]
+    assert lines == ["epoch 1/1: val_mean_dice 0.5000 (best 0.5000 at epoch 1)"]  # with no bar, the line goes to the log

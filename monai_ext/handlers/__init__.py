@@ -1,3 +1,5 @@
 from .bundle_checkpoint import BundleCheckpointSaver
 from .segmentation_report import SegmentationReport
 from .time_budget import TimeBudget
+from .progress import TrainingProgress
+from .stop_at_target import StopAtTarget
