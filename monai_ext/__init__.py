@@ -21,12 +21,23 @@ warnings.filterwarnings("ignore", message=r"axcodes \('RAS'\) length is smaller 
 warnings.filterwarnings("ignore", message=r"NvImgCodecPydicomReader: nvImageCodec decoder plugin did not register", category=UserWarning)
 
 
+# MONAI's surface distances call its own get_mask_edges with an argument it deprecated (1.5), warning on every
+# call of ours; and ConfigWorkflow warns that "logging_file" is False where segment passes False on purpose
+# (the process's logging is the caller's).
+warnings.filterwarnings("ignore", message=r".*always_return_as_numpy.*", category=FutureWarning)
+
+
 class _DropNotice(logging.Filter):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return "nvImageCodec is not available" not in record.getMessage()
+        return self.text not in record.getMessage()
 
 
-logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").addFilter(_DropNotice())
+logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").addFilter(_DropNotice("nvImageCodec is not available"))
+logging.getLogger("monai.bundle.workflows").addFilter(_DropNotice("Logging file is set to False"))
 
 from monai_ext.data.errors import install_excepthook as _install_excepthook
 

@@ -6,6 +6,8 @@
   (``monai_ext.data.public``; NAME one of isic2018, kvasir_seg, cvc_clinicdb, busi, glas, monuseg, drive,
   montgomery, promise12, physionet_ich).
 - ``synthetic OUTPUT``: write the synthetic blobs-and-tubes data set (``monai_ext.data.synthetic``).
+- ``list [--json]``: the bundles with their task, parameter count, dimensions and whether each is trained
+  (``monai_ext.bundle.catalog``);
 - ``demo [--output DIR]``: synthetic 3D data, brief training of a bundle, ``segment``, mask, overlay and
   metrics (``monai_ext.apps.demo``); a few minutes on a CPU.
 - ``segment --bundle DIR --input PATH --output DIR``: segment a volume file, a DICOM input (folder,
@@ -106,15 +108,24 @@ def _segment(args: argparse.Namespace) -> int:
     return 1 if written or skipped else 2
 
 
+def _list(args: argparse.Namespace) -> int:
+    import json
+
+    from monai_ext.bundle.catalog import format_bundles, list_bundles
+
+    entries = list_bundles(args.folder)
+    print(json.dumps(entries, indent=4) if args.json else format_bundles(entries))
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     import logging
 
-    from monai_ext.apps.demo import run_demo
+    from monai_ext.apps.demo import closing_block, run_demo
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    report = run_demo(args.output, args.bundle, args.epochs, args.cases)
-    print(f"demo done: {args.output}/segmentation, overlay.png, metrics.json "
-          f"(Dice blob {report['metrics']['dice_blob']:.3f}, tube {report['metrics']['dice_tube']:.3f})")
+    report = run_demo(args.output, args.bundle, args.epochs, args.cases, target=args.target)
+    print(closing_block(report))
     return 0
 
 
@@ -212,11 +223,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     x.add_argument("--overwrite", action="store_true", help="replace an existing export")
     x.set_defaults(func=_export)
 
+    ls = sub.add_parser("list", help="the bundles: task, parameters, dimensions, trained or not")
+    ls.add_argument("--folder", default=None, help="a folder of bundles (default: the bundles shipped with the package)")
+    ls.add_argument("--json", action="store_true", help="print JSON")
+    ls.set_defaults(func=_list)
+
     d = sub.add_parser("demo", help="train a bundle briefly on synthetic 3D data and segment a held-out volume")
     d.add_argument("--output", default="demo", help="folder for the data, the run and the results")
     d.add_argument("--bundle", default=None, help="bundle folder (default bundles/unet)")
-    d.add_argument("--epochs", type=int, default=80)
+    d.add_argument("--epochs", type=int, default=100, help="at most this many epochs")
     d.add_argument("--cases", type=int, default=20)
+    d.add_argument("--target", type=float, default=0.85, help="stop once both classes reach this validation Dice")
     d.set_defaults(func=_demo)
 
     args = parser.parse_args(argv)

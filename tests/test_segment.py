@@ -181,8 +181,9 @@ def test_demo_runs_from_an_installed_package(tmp_path):
     source.mkdir()
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, source / name)
-    for name in ("monai_ext", "bundles", "datasets", "schemas"):
-        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "models", "eval"))
+    for name in ("monai_ext", "datasets", "schemas"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(BUNDLES_DIR, source / "bundles")  # as git tracks them
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "wheel")],
                            capture_output=True, text=True, timeout=600)
     assert build.returncode == 0, build.stderr[-3000:]
@@ -202,7 +203,18 @@ def test_demo_runs_from_an_installed_package(tmp_path):
     mask = nib.load(report["mask"])
     source = nib.load(str(out / "data" / report["case"]))
     assert mask.shape == source.shape and np.allclose(mask.affine, source.affine)
-    assert (out / "overlay.png").stat().st_size > 0 and 0 <= report["metrics"]["dice_blob"] <= 1
+    assert 0 <= report["metrics"]["dice_blob"] <= 1
+    from PIL import Image
+
+    assert max(Image.open(out / "overlay.png").size) >= 512 and Path(report["training_curves"]).is_file()
+    # the closing block: where everything is, and the command that reuses the model with nothing to guess
+    command = f"python -m monai_ext segment --bundle {report['bundle']} --checkpoint {report['model']} --input <volume> --output <folder>"
+    assert command in proc.stdout and report["mask"] in proc.stdout and str(out / "overlay.png") in proc.stdout
+    reuse = subprocess.run([sys.executable, "-c", "import runpy, sys; sys.argv = ['monai_ext'] + sys.argv[1:]; runpy.run_module('monai_ext', run_name='__main__')",
+                            *command.replace("python -m monai_ext ", "").replace("<volume>", str(out / "data" / report["case"]))
+                            .replace("<folder>", str(tmp_path / "reuse")).split()], capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    assert reuse.returncode == 0, reuse.stderr[-2000:]
+    assert "Iter:" not in proc.stdout + proc.stderr  # quiet: no per-iteration lines
     assert {"data", "train", "segment"} <= set(report["seconds"])
 
 

@@ -291,18 +291,20 @@ def test_training_stops_once_every_class_reaches_the_target():
     assert off.state.epoch == 2
 
 
-def test_training_console_is_one_line_per_validation_unless_verbose(caplog):
+def test_training_console_is_one_line_per_validation_unless_verbose_and_curves_are_drawn(caplog, tmp_path):
     import logging
 
     from monai_ext.handlers import TrainingProgress
 
     trainer, validator = _validated_trainer(2, [[0.5, 0.7], [0.8, 0.6]])
-    progress = TrainingProgress(validator, verbose=False, disable=False)
+    progress = TrainingProgress(validator, verbose=False, disable=False, curves=tmp_path / "eval" / "training_curves.png")
     progress.attach(trainer)
     with caplog.at_level(logging.INFO):
         trainer.run([0, 1, 2], max_epochs=2)
     assert trainer.logger.level == logging.WARNING and validator.logger.level == logging.WARNING
     assert progress.bar is None and progress.last == pytest.approx(0.7)  # the bar closed, its postfix the last validation
+    assert progress.validations == [(1, pytest.approx(0.6)), (2, pytest.approx(0.7))] and sorted(progress.losses) == [1, 2]
+    assert (tmp_path / "eval" / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
     trainer, validator = _validated_trainer(1, [[0.5, 0.5]])
     TrainingProgress(validator, verbose=True, disable=True).attach(trainer)
     with caplog.at_level(logging.INFO):

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any, Optional
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from monai.utils import min_version, optional_import
 
@@ -27,19 +28,29 @@ class TrainingProgress:
       "Got new best metric") are set to warnings only; the bundles give their ``StatsHandler`` and
       ``LrScheduleHandler`` the same ``verbose`` for the per-iteration loss and learning-rate lines.
 
+    - with ``curves``, a PNG of the mean training loss per epoch and each validation's key metric, rewritten
+      after every validation and at the end (the bundles write ``eval/training_curves.png`` beside their
+      TensorBoard metrics).
+
     Args:
         validator: the evaluator whose key metric is shown (``None``: loss only).
         verbose: keep every engine log line as MONAI prints it.
         disable: ``None`` (default): a bar only on a terminal; ``True``: never; ``False``: always.
+        curves: where to write the loss and validation curves PNG (``None``: none).
     """
 
-    def __init__(self, validator: Optional[Any] = None, verbose: bool = False, disable: Optional[bool] = None) -> None:
+    def __init__(self, validator: Optional[Any] = None, verbose: bool = False, disable: Optional[bool] = None,
+                 curves: Optional[Union[str, Path]] = None) -> None:
         self.validator = validator
         self.verbose = verbose
         self.disable = disable
+        self.curves = None if curves is None else Path(curves)
         self.bar = None
         self.trainer = None
         self.last: Optional[float] = None
+        self.losses: Dict[int, List[float]] = {}
+        self.validations: List[Tuple[int, float]] = []
+        self.metric_name = "validation"
 
     def attach(self, engine) -> None:
         self.trainer = engine
@@ -77,6 +88,8 @@ class TrainingProgress:
                 loss = float(output["loss"])
             except (TypeError, ValueError):
                 loss = None
+        if loss is not None:
+            self.losses.setdefault(engine.state.epoch, []).append(loss)
         self._postfix(loss)
         self.bar.update(1)
 
@@ -86,6 +99,8 @@ class TrainingProgress:
         if name is None:
             return
         self.last = float(validator.state.metrics[name])
+        self.metric_name = name
+        self.validations.append((self.trainer.state.epoch, self.last))
         best, best_epoch = getattr(validator.state, "best_metric", None), getattr(validator.state, "best_metric_epoch", None)
         epoch, epochs = self.trainer.state.epoch, self.trainer.state.max_epochs
         line = f"epoch {epoch}/{epochs}: {name} {self.last:.4f}"
@@ -95,8 +110,41 @@ class TrainingProgress:
             self.bar.write(line)
         else:
             logger.info(line)
+        self.plot()
+
+    def plot(self) -> Optional[Path]:
+        """Write the curves PNG (temporary name, then rename); returns its path."""
+        if self.curves is None or not (self.losses or self.validations):
+            return None
+        import os
+
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, left = plt.subplots(figsize=(8, 4.5), dpi=100)
+        epochs = sorted(self.losses)
+        left.plot(epochs, [sum(self.losses[e]) / len(self.losses[e]) for e in epochs], color="tab:blue", label="training loss (epoch mean)")
+        left.set_xlabel("epoch")
+        left.set_ylabel("training loss", color="tab:blue")
+        left.grid(alpha=0.3)
+        right = left.twinx()
+        if self.validations:
+            right.plot(*zip(*self.validations), color="tab:orange", marker="o", label=self.metric_name)
+        right.set_ylabel(self.metric_name, color="tab:orange")
+        right.set_ylim(0, 1)
+        fig.legend(loc="lower center", ncol=2, frameon=False)
+        fig.tight_layout(rect=(0, 0.07, 1, 1))
+        self.curves.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.curves.with_name(f".{self.curves.name}.{os.getpid()}.tmp.png")
+        fig.savefig(tmp)
+        plt.close(fig)
+        os.replace(tmp, self.curves)
+        return self.curves
 
     def _close(self, engine) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+        self.plot()
