@@ -452,7 +452,7 @@ def segment(
         for stale in stale_temporaries(output_dir):
             stale.unlink()
             logger.info("%s: removed (a temporary file of a run that was stopped)", stale)
-        logger.info("%s (%s) on %s: %d case(s)", model.bundle.name, model.weights, model.device, len(cases))
+        logger.info("%s (%s) on %s: %d case(s)", model.bundle.resolve().name, model.weights, model.device, len(cases))
         results = [_segment_case(model, case, output_dir, output_format, overwrite, skip_existing, allow_gaps, slice_tolerance)
                    for case in tqdm(cases, desc="segment", disable=not progress)]
         for r in results if store else []:
@@ -526,7 +526,7 @@ def _write_outputs(outputs, model, volume, output_dir, names, output_format, ord
         if o.key == "pred":
             labels = values[0] if not values.is_floating_point() else values[0].round().to(torch.int32)
             if output_format == "dicom-seg":
-                write_dicom_seg(labels, volume, model.class_names, mask_path, algorithm=model.bundle.name, version=model.version)
+                write_dicom_seg(labels, volume, model.class_names, mask_path, algorithm=model.bundle.resolve().name, version=model.version)
             elif output_format == "rtstruct":
                 write_rtstruct(labels, volume, model.class_names, mask_path)
             else:
