@@ -21,8 +21,11 @@ SCHEMA = ROOT / "schemas" / "meta_schema_20240725.json"
 CLASSIC = ["unet", "unetplusplus", "resunet", "resunetplusplus"]
 BUNDLES = CLASSIC + ["madgnet", "medsegdiff", "higmisnet"]
 # sampling settings that keep the diffusion bundle's evaluation and inference to seconds
-FAST = {"medsegdiff": {"num_inference_steps": 3, "ensemble": 2, "validate_steps": 3, "validate_ensemble": 2, "val_interval": 1}}
-# small patches keep the run to seconds; the networks are the bundles' own, at their defaults
+FAST = {"medsegdiff": {"num_inference_steps": 3, "ensemble": 2, "validate_steps": 3, "validate_ensemble": 2, "val_interval": 1},
+        # the same blocks, fewer of them (the default architectures are checked in test_madgnet / test_higmisnet)
+        "madgnet": {"network_def#backbone_layers": [1, 1, 1, 1]},
+        "higmisnet": {"network_def#filters": 8, "network_def#levels": 3}}
+# small patches keep the run to seconds; the networks are the bundles' own
 PATCH = {2: "[32,32]", 3: "[16,16,16]"}
 PATCH_32 = {2: "[32,32]", 3: "[32,32,32]"}  # MADGNet down-samples 5 times
 ONNX_KWARGS = {"input_names": ["image"], "output_names": ["pred"], "dynamic_axes": {"image": {0: "batch"}, "pred": {0: "batch"}}}
@@ -132,10 +135,11 @@ def test_train_evaluate_infer_export_2d(name, data, tmp_path):
         assert set(np.unique(np.asarray(mask.dataobj))) <= {0, 1, 2}
 
     ts = tmp_path / "model.ts"
+    shape = {k: v for k, v in FAST.get(name, {}).items() if k.startswith("network_def#")}  # the light networks' overrides
     proc = subprocess.run(
         [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file", str(checkpoint),
          "--meta_file", str(bundle / "configs" / "metadata.json"), "--config_file", str(bundle / "configs" / "inference.json"),
-         "--patch_size", _patch(name, 2)],  # the values the weights were trained with (MedSegDiff's FF-Parsers)
+         "--patch_size", _patch(name, 2), *[a for k, v in shape.items() for a in (f"--{k}", json.dumps(v))]],  # as trained (MedSegDiff's FF-Parsers)
         capture_output=True, text=True, cwd=bundle, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -143,6 +147,7 @@ def test_train_evaluate_infer_export_2d(name, data, tmp_path):
     parser = ConfigParser()
     parser.read_config(str(bundle / "configs" / "inference.json"))
     parser["patch_size"] = json.loads(_patch(name, 2))
+    parser.update(shape)
     net = parser.get_parsed_content("network_def")
     net.load_state_dict(state)
     net.eval()
@@ -157,7 +162,7 @@ def test_train_evaluate_infer_export_2d(name, data, tmp_path):
     onnx_export(
         "network_def", filepath=str(onnx_file), ckpt_file=str(checkpoint), meta_file=str(bundle / "configs" / "metadata.json"),
         config_file=str(bundle / "configs" / "inference.json"), input_shape=[1, channels, 32, 32], patch_size=json.loads(_patch(name, 2)),
-        converter_kwargs=ONNX_KWARGS,
+        converter_kwargs=ONNX_KWARGS, **shape,
     )
     session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["image"] and [o.name for o in session.get_outputs()] == ["pred"]
