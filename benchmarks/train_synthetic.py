@@ -66,8 +66,9 @@ def train_bundle(
         }
     )
     if max_steps:
-        steps_per_epoch = len(parser.get_parsed_content("train#dataloader"))
-        parser["train#trainer#max_epochs"] = math.ceil(max_steps / steps_per_epoch)
+        loader = parser.get_parsed_content("train#dataloader")
+        parser["train#dataloader"] = loader  # built (and cached) once: setting a value resets the parsed objects
+        parser["train#trainer#max_epochs"] = math.ceil(max_steps / len(loader))
         parser["lr_scheduler#T_max"] = "@train#trainer#max_epochs"
     parser.get_parsed_content("initialize")  # evaluates the bundle's initialize expressions (determinism)
     trainer = parser.get_parsed_content("train#trainer")

@@ -13,7 +13,7 @@ from conftest import BUNDLES_DIR
 def test_every_bundle_is_listed_untrained_then_trained(tmp_path):
     entries = list_bundles(BUNDLES_DIR)
     assert [e["name"] for e in entries] == ["higmisnet", "madgnet", "medsegdiff", "resunet", "resunetplusplus", "unet", "unetplusplus"]
-    assert all(e["task"] and e["parameters"] > 100_000 and e["trained"] is None for e in entries)
+    assert all(e["task"] and e["parameters"] > 100_000 and e["trained"] is None and e["dimensions"] == ["2D", "3D"] for e in entries)
     table = format_bundles(entries)
     assert len(table.splitlines()) == 8 and "no (models/model.pt absent)" in table
 

@@ -37,7 +37,7 @@ def test_available_threads_honours_omp_num_threads_affinity_and_the_cgroup_quota
     assert threads.available_threads() == 1
 
 
-def test_limit_threads_sets_torch_and_blas(monkeypatch):
+def test_limit_threads_sets_torch_and_blas():
     before = torch.get_num_threads()
     try:
         assert threads.limit_threads(1) == 1

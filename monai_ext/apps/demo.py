@@ -53,18 +53,14 @@ def run_demo(
     """Run the demo into ``output_dir``; returns the report written to ``metrics.json`` (with the files'
     paths). Training stops at ``epochs`` or once both classes reach validation Dice ``target``."""
     from monai.bundle import run as bundle_run
-    from tqdm import tqdm
-
     out = Path(output_dir)
     bundle = Path(bundle) if bundle else shipped("bundles") / "unet"
     overrides = {"spatial_dims": 3, "patch_size": [size] * 3}
     timings = {}
-    phases = tqdm(total=4, desc="demo", unit="phase", disable=None, leave=False)
 
     start = time.perf_counter()
     data = make_synthetic_dataset(out / "data", num_cases=cases, spatial_dims=3, size=(size,) * 3, seed=seed).parent
     timings["data"] = time.perf_counter() - start
-    phases.update(1)
     logger.info("phase 1/4: %d synthetic volumes (%d^3) in %s (%.1f s)", cases, size, data, timings["data"])
 
     start = time.perf_counter()
@@ -86,7 +82,6 @@ def run_demo(
     model = run_root / "models" / "model.pt"
     record = read_record(model) or {}
     trained_epochs = (record.get("metric") or {}).get("epoch")
-    phases.update(1)
     logger.info("phase 2/4: trained in %.1f s; best model (epoch %s): %s", timings["train"], trained_epochs, model)
 
     start = time.perf_counter()
@@ -97,7 +92,6 @@ def run_demo(
     if result.error:
         raise RuntimeError(result.error)
     timings["segment"] = time.perf_counter() - start
-    phases.update(1)
     logger.info("phase 3/4: segmented %s -> %s (%.1f s)", case["image"], result.output, timings["segment"])
 
     start = time.perf_counter()
@@ -124,8 +118,6 @@ def run_demo(
     (out / "metrics.json").write_text(json.dumps(report, indent=4) + "\n")
     report["metrics_file"] = str(out / "metrics.json")
     timings["report"] = time.perf_counter() - start
-    phases.update(1)
-    phases.close()
     logger.info("phase 4/4: Dice blob %.3f, tube %.3f", metrics["dice_blob"], metrics["dice_tube"])
     return report
 

@@ -31,7 +31,8 @@ def _parameters(bundle: Path, spatial_dims: int) -> Optional[int]:
 
 def list_bundles(folder: Union[str, Path, None] = None) -> List[dict]:
     """One entry per bundle in ``folder`` (default: the bundles shipped with the package): ``name``, ``title``,
-    ``task``, ``version``, ``parameters`` (2D, at the bundle's defaults), ``dimensions`` and ``trained``: the
+    ``task``, ``version``, ``parameters`` (2D, at the bundle's defaults), ``dimensions`` (those its network builds in,
+    with ``spatial_dims`` 2 and 3) and ``trained``: the
     settings and validation score recorded in ``models/model.pt``, or ``None``."""
     folder = Path(folder) if folder else shipped("bundles")
     entries = []
@@ -48,9 +49,11 @@ def list_bundles(folder: Union[str, Path, None] = None) -> List[dict]:
             metric = (record or {}).get("metric") or {}
             trained = {"checkpoint": str(model), "spatial_dims": settings.get("spatial_dims"), "metric": metric.get("name"),
                        "value": metric.get("value"), "epoch": metric.get("epoch")}
+        parameters = {f"{d}D": _parameters(bundle, d) for d in (2, 3)}
         entries.append({
             "name": bundle.name, "title": meta.get("name", bundle.name), "task": meta.get("task", ""), "version": meta.get("version"),
-            "parameters": _parameters(bundle, 2), "dimensions": "2D, 3D (spatial_dims)", "folder": str(bundle), "trained": trained,
+            "parameters": parameters["2D"], "dimensions": [d for d, n in parameters.items() if n is not None], "folder": str(bundle),
+            "trained": trained,
         })
     return entries
 
@@ -66,5 +69,5 @@ def format_bundles(entries: List[dict]) -> str:
         else:
             score = f", {t['metric']} {t['value']:.3f}" if isinstance(t.get("value"), (int, float)) else ""
             state = f"yes ({t['spatial_dims'] or '?'}D{score})"
-        lines.append(f"{e['name']:17s} {params:>11s}  {'2D/3D':6s} {state:34s} {e['task']}")
+        lines.append(f"{e['name']:17s} {params:>11s}  {'/'.join(e['dimensions']) or '-':6s} {state:34s} {e['task']}")
     return "\n".join(lines)

@@ -10,7 +10,7 @@ from monai.data import NibabelWriter
 from monai.data.utils import to_affine_nd
 from monai.utils import convert_data_type
 
-from monai_ext.data.volume_io import DEFAULT_NIFTI_CODES, nifti_header_codes, write_atomically
+from monai_ext.data.volume_io import nifti_header_codes, set_nifti_geometry, write_atomically
 
 __all__ = ["NiftiWriter"]
 
@@ -33,8 +33,5 @@ class NiftiWriter(NibabelWriter):
 
         self.data_obj = self.create_backend_obj(self.data_obj, affine=self.affine, dtype=self.output_dtype, **obj_kwargs)
         affine = to_affine_nd(3, convert_data_type(np.eye(4) if self.affine is None else self.affine, np.ndarray)[0])
-        codes = getattr(self, "codes", DEFAULT_NIFTI_CODES)
-        self.data_obj.set_sform(affine, code=codes["sform_code"])
-        self.data_obj.set_qform(affine, code=codes["qform_code"])
-        self.data_obj.header["xyzt_units"] = codes["xyzt_units"]
+        set_nifti_geometry(self.data_obj, affine, getattr(self, "codes", None))
         write_atomically(Path(filename), lambda tmp: nib.save(self.data_obj, str(tmp)))

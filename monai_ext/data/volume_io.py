@@ -390,6 +390,15 @@ def nifti_header_codes(meta: Optional[Mapping[str, Any]]) -> Dict[str, int]:
     return codes
 
 
+def set_nifti_geometry(img, affine: np.ndarray, codes: Optional[Mapping[str, int]] = None) -> None:
+    """Give a nibabel NIfTI image ``affine`` as its qform and sform, with ``codes`` (default
+    :data:`DEFAULT_NIFTI_CODES`) for the two codes and the units."""
+    codes = {**DEFAULT_NIFTI_CODES, **(codes or {})}
+    img.set_qform(affine, code=codes["qform_code"])
+    img.set_sform(affine, code=codes["sform_code"])
+    img.header["xyzt_units"] = codes["xyzt_units"]
+
+
 def write_nifti(
     labels: Union[np.ndarray, torch.Tensor], affine: Union[np.ndarray, torch.Tensor], target: Union[str, Path], dtype=None,
     codes: Optional[Mapping[str, int]] = None,
@@ -408,8 +417,5 @@ def write_nifti(
     data = data.astype(dtype)
     aff = affine.detach().cpu().numpy() if isinstance(affine, torch.Tensor) else np.asarray(affine)
     img = nib.Nifti1Image(data, aff.astype(np.float64))
-    codes = {**DEFAULT_NIFTI_CODES, **(codes or {})}
-    img.set_qform(aff, code=codes["qform_code"])
-    img.set_sform(aff, code=codes["sform_code"])
-    img.header["xyzt_units"] = codes["xyzt_units"]
+    set_nifti_geometry(img, aff, codes)
     return write_atomically(Path(target), lambda tmp: nib.save(img, str(tmp)))
