@@ -34,6 +34,7 @@ from monai_ext.data import make_synthetic_dataset
 HERE = Path(__file__).resolve().parent
 BUNDLES = ["unet", "unetplusplus", "resunet", "resunetplusplus", "madgnet", "higmisnet", "medsegdiff"]
 TARGETS = {2: 0.90, 3: 0.85}
+SETTINGS = {"medsegdiff": {"validate_steps": 25}}  # the issue's sampler for the targets: DDIM, 25 steps
 STABILITY = 0.03
 SMOKE = ["--steps", "2", "--eval-every", "1", "--bundles", "unet", "--dims", "2", "--size2d", "32", "--cases", "6", "--no-plot"]
 logger = logging.getLogger("learning_curves")
@@ -109,7 +110,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
             logger.info("synthetic %dD task, %s: %d cases; %s", dims, "x".join(map(str, size)), args.cases, ", ".join(names))
             results = []
             for name in tqdm(names, desc=f"learning curves {dims}D"):
-                result = train_bundle(name, data, Path(tmp) / f"runs{dims}d", None, 1, {"spatial_dims": dims, "patch_size": size},
+                result = train_bundle(name, data, Path(tmp) / f"runs{dims}d", None, 1, {"spatial_dims": dims, "patch_size": size, **SETTINGS.get(name, {})},
                                       max_steps=args.steps, eval_every=args.eval_every)
                 result["summary"] = _summary(result, dims)
                 results.append(result)

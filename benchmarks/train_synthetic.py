@@ -61,15 +61,17 @@ def train_bundle(
             "num_workers": 0,
             "val_interval": 10**9 if eval_every else val_interval,
             "train#trainer#max_epochs": 100_000,
-            "lr_scheduler#T_max": 100,
             **(overrides or {}),
         }
     )
+    if not max_steps:  # a schedule over 100,000 epochs would stay at its start: span 100 epochs instead
+        for key in ("T_max", "total_iters"):
+            if key in parser["lr_scheduler"]:
+                parser[f"lr_scheduler#{key}"] = 100
     if max_steps:
         loader = parser.get_parsed_content("train#dataloader")
         parser["train#dataloader"] = loader  # built (and cached) once: setting a value resets the parsed objects
-        parser["train#trainer#max_epochs"] = math.ceil(max_steps / len(loader))
-        parser["lr_scheduler#T_max"] = "@train#trainer#max_epochs"
+        parser["train#trainer#max_epochs"] = math.ceil(max_steps / len(loader))  # the schedule refers to it
     parser.get_parsed_content("initialize")  # evaluates the bundle's initialize expressions (determinism)
     trainer = parser.get_parsed_content("train#trainer")
     evaluator = parser.get_parsed_content("validate#evaluator")
@@ -102,7 +104,7 @@ def train_bundle(
         @trainer.on(Events.ITERATION_COMPLETED(every=eval_every))
         def _validate(engine):
             begin = time.perf_counter()
-            evaluator.run()
+            evaluator.run(global_epoch=engine.state.epoch)
             state["validating"] += time.perf_counter() - begin
 
     logger.info("%s: %d parameters, training for %s", name, sum(p.numel() for p in net.parameters()),
@@ -111,7 +113,7 @@ def train_bundle(
     train_seconds = seconds()
     if not state["curve"] or state["curve"][-1]["steps"] != trainer.state.iteration:
         begin = time.perf_counter()
-        evaluator.run()
+        evaluator.run(global_epoch=trainer.state.epoch)
         state["validating"] += time.perf_counter() - begin
     final = state["curve"][-1]["dice"]
     return {

@@ -291,6 +291,16 @@ def test_training_stops_once_every_class_reaches_the_target():
     assert off.state.epoch == 2
 
 
+def test_training_stops_once_validation_stops_improving_for_patience_validations():
+    from monai_ext.handlers import StopAtTarget
+
+    scores = [[0.5, 0.5], [0.6, 0.6], [0.6, 0.5], [0.55, 0.6], [0.9, 0.9]]
+    trainer, validator = _validated_trainer(6, scores)
+    StopAtTarget(validator, patience=2).attach(trainer)
+    trainer.run([0, 1, 2], max_epochs=6)
+    assert trainer.state.epoch == 4  # best at epoch 2 (0.60); epochs 3 and 4 do not beat it
+
+
 def test_training_console_is_one_line_per_validation_unless_verbose_and_curves_are_drawn(caplog, tmp_path):
     import logging
 

@@ -3,3 +3,5 @@ from .segmentation_report import SegmentationReport
 from .time_budget import TimeBudget
 from .progress import TrainingProgress
 from .stop_at_target import StopAtTarget
+from .weight_average import WeightAverage
+from .gradient_clipping import GradientClipping

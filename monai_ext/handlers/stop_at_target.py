@@ -1,4 +1,4 @@
-"""Stop training once every class reaches a validation target."""
+"""Stop training once every class reaches a validation target, or once validation stops improving."""
 
 from __future__ import annotations
 
@@ -21,21 +21,34 @@ class StopAtTarget:
     the cases) is at least ``target``; where the metric keeps no details, its value decides. Ignite then fires
     ``COMPLETED``, so the checkpoint handlers write the weights as after a full run.
 
+    With ``patience``, training also stops after that many validations without a better key metric (MONAI's
+    ``EarlyStopHandler`` on the validator, its trainer set here: no configuration has to wire the trainer to its
+    own handler).
+
     Args:
         validator: the evaluator whose key metric decides.
-        target: the value each class must reach; ``None`` turns the handler off.
+        target: the value each class must reach; ``None``: no target.
+        patience: validations without improvement before stopping; ``None``: no early stopping.
     """
 
-    def __init__(self, validator: Any, target: Optional[float] = None) -> None:
+    def __init__(self, validator: Any, target: Optional[float] = None, patience: Optional[int] = None) -> None:
         self.validator = validator
         self.target = target
+        self.patience = patience
         self.trainer = None
 
     def attach(self, engine) -> None:
-        if self.target is None:
-            return
         self.trainer = engine
-        self.validator.add_event_handler(Events.EPOCH_COMPLETED, self._check)
+        if self.target is not None:
+            self.validator.add_event_handler(Events.EPOCH_COMPLETED, self._check)
+        if self.patience is not None:
+            from monai.handlers import EarlyStopHandler
+
+            EarlyStopHandler(self.patience, self._key_metric, trainer=engine, epoch_level=True).attach(self.validator)
+
+    @staticmethod
+    def _key_metric(validator) -> float:
+        return float(validator.state.metrics[validator.state.key_metric_name])
 
     def per_class(self, validator) -> torch.Tensor:
         name = validator.state.key_metric_name

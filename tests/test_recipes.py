@@ -1,0 +1,153 @@
+"""Training recipes: weight averaging and gradient clipping do what their papers say, and every bundle's
+train.json sets the recipe its docs name."""
+
+import numpy as np
+import pytest
+import torch
+from ignite.engine import Engine, Events
+from monai.engines import SupervisedTrainer
+
+from monai_ext.handlers import BundleCheckpointSaver, GradientClipping, WeightAverage
+
+SETTINGS = {"spatial_dims": 2, "in_channels": 1, "out_channels": 1}
+
+
+def _trainer(net, lr=0.1, steps=6, max_norm=None, max_value=None):
+    """A MONAI trainer on a fixed batch (x, y) with plain SGD: each step moves the weights by -lr * grad."""
+    torch.manual_seed(0)
+    data = [{"image": torch.randn(4, 3), "label": torch.randn(4, 2)}] * steps
+    optimizer = torch.optim.SGD(net.parameters(), lr=lr)
+    trainer = SupervisedTrainer(device=torch.device("cpu"), max_epochs=1, train_data_loader=data, network=net, optimizer=optimizer,
+                                loss_function=torch.nn.MSELoss(), amp=False)
+    GradientClipping(net.parameters(), max_norm=max_norm, max_value=max_value).attach(trainer)
+    return trainer, data
+
+
+def test_the_weight_average_follows_the_ramped_exponential_moving_average():
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 2)
+    trainer, _ = _trainer(net)
+    history = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: history.append(net.weight.detach().numpy().copy()))
+    average = WeightAverage(net, decay=0.5)
+    average.attach(trainer)
+    trainer.run()
+    expected = history[0]  # the first update copies the weights
+    for n, weights in enumerate(history[1:], start=1):  # then d_n = min(decay, (1 + n) / (10 + n)), n = updates so far
+        d = min(0.5, (1 + n) / (10 + n))
+        expected = d * expected + (1 - d) * weights
+    np.testing.assert_allclose(average.average.module.weight.detach().numpy(), expected, rtol=1e-6)
+    assert not np.allclose(expected, history[-1])  # an average, not the last weights
+
+
+def test_validation_scores_the_average_keeps_it_as_the_best_and_training_goes_on_with_the_raw_weights(tmp_path):
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 2)
+    trainer, _ = _trainer(net, steps=3)
+    seen = {}
+    validator = Engine(lambda engine, batch: seen.setdefault("weight", net.weight.detach().clone()))
+    validator.data_loader = type("Loader", (), {"dataset": type("Dataset", (), {"data": [{"image": "case"}]})()})()
+
+    @validator.on(Events.COMPLETED)
+    def _score(engine):
+        engine.state.key_metric_name = "val_mean_dice"
+        engine.state.metrics["val_mean_dice"] = 0.5
+
+    average = WeightAverage(net, validator, decay=0.9)
+    saver = BundleCheckpointSaver(tmp_path, net, SETTINGS, validator, training_state={"weight_average": average})
+    saver.attach(trainer)
+    average.attach(trainer)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: validator.run([0]))
+    trainer.run()
+    averaged = average.average.module.weight.detach()
+    torch.testing.assert_close(seen["weight"], averaged)  # the validator ran on the average
+    assert not torch.allclose(net.weight.detach(), averaged)  # and the raw weights came back
+    torch.testing.assert_close(torch.load(tmp_path / "model.pt", weights_only=True)["weight"], averaged)
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    torch.testing.assert_close(state["network"]["weight"], net.weight.detach())  # training resumes from the raw weights
+    resumed = WeightAverage(torch.nn.Linear(3, 2), decay=0.9)
+    resumed.load_state_dict(state["weight_average"])  # ...and continues the average
+    torch.testing.assert_close(resumed.average.module.weight.detach(), averaged)
+    assert int(resumed.average.n_averaged) == 3
+
+
+def test_without_a_decay_the_weight_average_is_off():
+    net = torch.nn.Linear(3, 2)
+    trainer, _ = _trainer(net, steps=2)
+    average = WeightAverage(net, decay=None)
+    average.attach(trainer)
+    trainer.run()
+    assert average.average is None and average.state_dict() == {}
+    with pytest.raises(ValueError, match="decay"):
+        WeightAverage(net, decay=1.0)
+
+
+@pytest.mark.parametrize("max_norm, max_value", [(0.05, None), (None, 0.01), (None, None)])
+def test_gradient_clipping_bounds_each_step_as_clip_by_norm_or_by_value(max_norm, max_value):
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 2)
+    trainer, data = _trainer(net, lr=1.0, steps=1, max_norm=max_norm, max_value=max_value)
+    before = [p.detach().numpy().copy() for p in net.parameters()]
+    # the gradient, computed independently with numpy: MSE over a (4, 2) output of x W^T + b
+    x, y = data[0]["image"].numpy().astype(np.float64), data[0]["label"].numpy().astype(np.float64)
+    w, b = (v.astype(np.float64) for v in before)
+    residual = 2 * (x @ w.T + b - y) / y.size
+    grads = [residual.T @ x, residual.sum(0)]
+    if max_value is not None:
+        grads = [np.clip(g, -max_value, max_value) for g in grads]
+    if max_norm is not None:
+        norm = np.sqrt(sum((g**2).sum() for g in grads))
+        grads = [g * min(1.0, max_norm / (norm + 1e-6)) for g in grads]
+        assert norm > max_norm  # the case clips
+    trainer.run()
+    for p, old, g in zip(net.parameters(), before, grads):
+        np.testing.assert_allclose(old - p.detach().numpy(), g, rtol=1e-4, atol=1e-7)
+
+
+# Each bundle's recipe, as its docs/README.md names it with the source (issue 17): optimiser, learning rate and
+# its schedule, gradient clipping, weight average, early stopping and loss.
+NNUNET = {"optimizer": ("torch.optim.SGD", {"momentum": 0.99, "nesterov": True, "weight_decay": 3e-05}), "learning_rate": 0.01,
+          "lr_scheduler": ("torch.optim.lr_scheduler.PolynomialLR", {"power": 0.9}), "grad_clip_norm": 12, "loss": "DiceCELoss"}
+RECIPES = {
+    "unet": {"optimizer": ("torch.optim.AdamW", {"weight_decay": 1e-05}), "learning_rate": 0.001,
+             "lr_scheduler": ("torch.optim.lr_scheduler.CosineAnnealingLR", {}), "loss": "DiceCELoss"},
+    "unetplusplus": {**NNUNET, "loss": "monai_ext.losses.DeepSupervisionLoss"},
+    "resunet": {"optimizer": ("torch.optim.AdamW", {"weight_decay": 1e-05}), "learning_rate": 0.001,
+                "lr_scheduler": ("torch.optim.lr_scheduler.CosineAnnealingLR", {}), "loss": "DiceCELoss"},
+    "resunetplusplus": {"optimizer": ("torch.optim.NAdam", {}), "learning_rate": 0.0001, "early_stop_patience": 10, "loss": "DiceLoss",
+                        "lr_scheduler": ("torch.optim.lr_scheduler.ReduceLROnPlateau", {"mode": "max", "factor": 0.1, "patience": 5})},
+    "madgnet": {"optimizer": ("torch.optim.Adam", {}), "learning_rate": 0.0001, "grad_clip_value": 0.5, "loss": "monai_ext.losses.MADGNetLoss",
+                "lr_scheduler": ("torch.optim.lr_scheduler.StepLR", {"gamma": 0.1})},
+    "medsegdiff": {"optimizer": ("torch.optim.AdamW", {"weight_decay": 0.0}), "learning_rate": 0.0001, "ema_decay": 0.9999,
+                   "lr_scheduler": ("torch.optim.lr_scheduler.ConstantLR", {"factor": 1.0}), "loss": "torch.nn.MSELoss"},
+    "higmisnet": {"optimizer": ("torch.optim.Adam", {"betas": [0.5, 0.999]}), "learning_rate": 0.0002, "loss": "DiceCELoss",
+                  "lr_scheduler": ("torch.optim.lr_scheduler.PolynomialLR", {"power": 0.9})},
+}
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_each_bundle_trains_with_the_recipe_its_docs_name(name):
+    import json
+
+    from conftest import BUNDLES_DIR
+
+    config = json.loads((BUNDLES_DIR / name / "configs" / "train.json").read_text())
+    recipe = RECIPES[name]
+    for key in ("optimizer", "lr_scheduler"):
+        target, kwargs = recipe[key]
+        assert config[key]["_target_"] == target
+        assert {k: config[key][k] for k in kwargs} == kwargs
+    assert config["optimizer"]["lr"] == "@learning_rate" and config["learning_rate"] == recipe["learning_rate"]
+    for key in ("grad_clip_norm", "grad_clip_value", "ema_decay", "early_stop_patience"):
+        assert config[key] == recipe.get(key), key
+    assert config["loss"]["_target_"] == recipe["loss"]
+    # the pieces are wired: clipping and averaging in the trainer, the average in the resumable state, patience
+    handlers = config["train"]["handlers"]
+    targets = [h["_target_"] if isinstance(h, dict) else h for h in handlers]
+    assert "monai_ext.handlers.GradientClipping" in targets and "monai_ext.handlers.WeightAverage" in targets
+    assert targets.index("ValidationHandler") < targets.index("LrScheduleHandler")  # a plateau schedule reads this epoch's validation
+    saver = handlers[targets.index("monai_ext.handlers.BundleCheckpointSaver")]
+    assert saver["training_state"]["weight_average"] == f"@train#handlers#{targets.index('monai_ext.handlers.WeightAverage')}"
+    assert handlers[targets.index("monai_ext.handlers.StopAtTarget")]["patience"] == "@early_stop_patience"
+    docs = (BUNDLES_DIR / name / "docs" / "README.md").read_text()
+    assert "### Training recipe" in docs and "Source" in docs
