@@ -1,6 +1,8 @@
 """Training recipes: weight averaging and gradient clipping do what their papers say, and every bundle's
 train.json sets the recipe its docs name."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -151,3 +153,19 @@ def test_each_bundle_trains_with_the_recipe_its_docs_name(name):
     assert handlers[targets.index("monai_ext.handlers.StopAtTarget")]["patience"] == "@early_stop_patience"
     docs = (BUNDLES_DIR / name / "docs" / "README.md").read_text()
     assert "### Training recipe" in docs and "Source" in docs
+
+
+def test_the_nnunet_recipe_is_one_overlay_for_a_supervised_bundle():
+    from monai.bundle import ConfigParser
+
+    from conftest import BUNDLES_DIR
+
+    overlay = Path(__file__).resolve().parents[1] / "recipes" / "nnunet.json"
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLES_DIR / "unet" / "configs" / "train.json"), str(overlay)])
+    parser["patch_size"] = [32, 32]
+    optimizer, scheduler = parser.get_parsed_content("optimizer"), parser.get_parsed_content("lr_scheduler")
+    group = optimizer.param_groups[0]
+    assert isinstance(optimizer, torch.optim.SGD) and (group["lr"], group["momentum"], group["nesterov"], group["weight_decay"]) == (0.01, 0.99, True, 3e-05)
+    assert isinstance(scheduler, torch.optim.lr_scheduler.PolynomialLR) and scheduler.power == 0.9
+    assert scheduler.total_iters == parser.get_parsed_content("train#trainer#max_epochs") and parser["grad_clip_norm"] == 12
