@@ -7,7 +7,11 @@ every bundle, trained through its own ``configs/train.json`` on the same synthet
 Each bundle trains for ``--steps`` optimiser steps (its learning-rate schedule spans them), and its evaluator runs
 every ``--eval-every`` steps (validation time is not counted in the seconds). Targets (issue 17): validation
 Dice 0.90 in 2D and 0.85 in 3D within 1,000 steps, and a final Dice no more than 0.03 below the best
-(stability). Reported per bundle: steps to the target, best and final Dice, seconds per step.
+(stability). Reported per bundle: steps to the target, best and final Dice, seconds per step, and, as the
+per-step reference, the U-Net's best Dice within as many steps on the same task.
+
+A full run takes hours on a CPU; ``--append`` keeps the other bundles' results in the output file, so that
+bundles can be run in turns (``--bundles resunet --append``).
 
 Writes ``benchmarks/results/learning_curves_<device>.json`` and ``benchmarks/results/learning_curves.png`` (one
 curve per bundle, against steps, images and seconds; a row per task).
@@ -18,6 +22,7 @@ Run: ``python benchmarks/learning_curves.py [--steps 1000] [--bundles unet madgn
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import tempfile
 from pathlib import Path
@@ -26,7 +31,7 @@ from typing import List, Optional
 import torch
 from tqdm import tqdm
 
-from common import row, write_report
+from common import RESULTS, row, write_report
 from train_synthetic import train_bundle
 
 from monai_ext.data import make_synthetic_dataset
@@ -38,6 +43,13 @@ SETTINGS = {"medsegdiff": {"validate_steps": 25}}  # the issue's sampler for the
 STABILITY = 0.03
 SMOKE = ["--steps", "2", "--eval-every", "1", "--bundles", "unet", "--dims", "2", "--size2d", "32", "--cases", "6", "--no-plot"]
 logger = logging.getLogger("learning_curves")
+
+
+def _reference_best(task: dict, steps: int) -> Optional[float]:
+    """The U-Net's best validation Dice within ``steps`` optimiser steps in ``task`` (the per-step reference)."""
+    unet = next((r for r in task["results"] if r["bundle"] == "unet"), None)
+    points = [c["dice"] for c in (unet or {}).get("curve", []) if c["steps"] <= steps]
+    return max(points) if points else None
 
 
 def _summary(result: dict, dims: int) -> dict:
@@ -97,7 +109,11 @@ def main(argv: Optional[List[str]] = None) -> dict:
     parser.add_argument("--output", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=HERE / "results" / "learning_curves.png")
     parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument("--append", action="store_true",
+                        help="keep the other bundles' results of the output file (a full run takes hours on a CPU: run bundles in turns)")
     args = parser.parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    output = args.output or RESULTS / f"learning_curves_{device.type}.json"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("ignite").setLevel(logging.WARNING)
 
@@ -117,22 +133,40 @@ def main(argv: Optional[List[str]] = None) -> dict:
                 s = result["summary"]
                 logger.info("%dD %s: Dice best %.4f, final %.4f; %s to %.2f; %.3f s per step", dims, name, s["best"], s["final"],
                             f"{s['steps_to_target']} steps" if s["steps_to_target"] else "not", s["target"], s["seconds_per_step"])
-            tasks.append({"spatial_dims": dims, "size": size, "cases": args.cases, "steps": args.steps, "eval_every": args.eval_every,
-                          "results": results})
+            tasks.append({"spatial_dims": dims, "size": size, "cases": args.cases, "results": results})
+    if args.append and output.is_file():
+        tasks = merge(json.loads(output.read_text())["tasks"], tasks)
+    for task in tasks:
+        for r in task["results"]:
+            r["summary"]["unet_best_in_same_steps"] = _reference_best(task, r["steps"])
 
-    print(f"\nlearning curves, {args.steps} steps per bundle")
+    print("\nlearning curves")
     for task in tasks:
         for r in task["results"]:
             s = r["summary"]
-            print(f"{task['spatial_dims']}D {r['bundle']:16s} best {s['best']:.4f} final {s['final']:.4f}  "
+            print(f"{task['spatial_dims']}D {r['bundle']:16s} {r['steps']:>5} steps  best {s['best']:.4f} final {s['final']:.4f}  "
                   f"{s['target']:.2f} at {s['steps_to_target'] or '-':>5} steps  {s['seconds_per_step']:.3f} s/step  "
                   f"{'stable' if s['stable'] else 'UNSTABLE'}")
     report = {"tasks": tasks, "targets": {"dice_2d": TARGETS[2], "dice_3d": TARGETS[3], "within_steps": 1000, "stability": STABILITY}}
     if not args.no_plot:
         report["plot"] = str(plot(report, args.plot).relative_to(HERE) if args.plot.resolve().is_relative_to(HERE) else args.plot)
         logger.info("plot: %s", args.plot)
-    write_report(report, "learning_curves", torch.device("cuda" if torch.cuda.is_available() else "cpu"), args.output)
+    write_report(report, "learning_curves", device, output)
     return report
+
+
+def merge(old: List[dict], new: List[dict]) -> List[dict]:
+    """``old`` tasks with ``new`` results in place of the same bundle's on the same task (dimensions and size)."""
+    tasks = [dict(t, results=list(t["results"])) for t in old]
+    for task in new:
+        same = next((t for t in tasks if t["spatial_dims"] == task["spatial_dims"] and t["size"] == task["size"]), None)
+        if same is None:
+            tasks.append(task)
+            continue
+        names = {r["bundle"] for r in task["results"]}
+        same["results"] = [r for r in same["results"] if r["bundle"] not in names] + task["results"]
+        same["results"].sort(key=lambda r: BUNDLES.index(r["bundle"]))
+    return tasks
 
 
 def summarize(report: dict) -> List[dict]:
@@ -141,9 +175,11 @@ def summarize(report: dict) -> List[dict]:
         for r in task["results"]:
             s = r["summary"]
             steps = f"{s['steps_to_target']} steps to {s['target']:.2f}" if s["steps_to_target"] else f"{s['target']:.2f} not reached"
-            rows.append(row(f"{r['bundle']} {task['spatial_dims']}D {'x'.join(map(str, task['size']))}: best validation Dice in {task['steps']} steps "
+            reference = s.get("unet_best_in_same_steps") if r["bundle"] != "unet" else None
+            rows.append(row(f"{r['bundle']} {task['spatial_dims']}D {'x'.join(map(str, task['size']))}: best validation Dice in {r['steps']} steps "
                             f"({steps}; final {s['final']:.4f}{'' if s['stable'] else ', unstable'}; {s['seconds_per_step']:.3f} s/step)",
-                            s["best"], "target", s["target"], s["best"] / s["target"]))
+                            s["best"], "U-Net's best in as many steps" if reference else "target", reference or s["target"],
+                            s["best"] / (reference or s["target"])))
     return rows
 
 

@@ -65,6 +65,13 @@ def test_learning_curves_record_dice_against_steps_images_and_seconds_and_plot_t
     assert line["reference_value"] == 0.90
     picture = learning_curves.plot(report, tmp_path / "curves.png")
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # bundles run in turns (--append): a bundle's new result replaces its old one on the same task, others stay
+    other = dict(result, bundle="resunet", curve=[{"steps": 3, "images": 48, "seconds": 9.0, "dice": 0.5}], steps=3)
+    merged = learning_curves.merge(report["tasks"], [dict(task, results=[other])])
+    assert [r["bundle"] for r in merged[0]["results"]] == ["unet", "resunet"]
+    again = learning_curves.merge(merged, [dict(task, results=[dict(other, curve=[dict(other["curve"][0], dice=0.6)])])])
+    assert [r["curve"][0]["dice"] for r in again[0]["results"]] == [result["curve"][0]["dice"], 0.6]
+    assert learning_curves._reference_best(again[0], 2) == result["curve"][0]["dice"]  # the U-Net within 2 steps
 
 
 def test_bench_sliding_window_compares_with_monai_and_the_zoo_way(tmp_path):
