@@ -181,7 +181,7 @@ def test_demo_runs_from_an_installed_package(tmp_path):
     source.mkdir()
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, source / name)
-    for name in ("monai_ext", "datasets", "schemas"):
+    for name in ("monai_ext", "datasets", "recipes", "schemas"):
         shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(BUNDLES_DIR, source / "bundles")  # as git tracks them
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "wheel")],
@@ -192,6 +192,7 @@ def test_demo_runs_from_an_installed_package(tmp_path):
     (wheel,) = (tmp_path / "wheel").glob("monai_ext-*.whl")
     zipfile.ZipFile(wheel).extractall(tmp_path / "site")
     assert (tmp_path / "site" / "monai_ext" / "datasets" / "promise12.json").is_file()  # the overlays ship too
+    assert (tmp_path / "site" / "monai_ext" / "recipes" / "nnunet.json").is_file()  # and the shared recipes
     run = ("import runpy, sys, monai_ext; assert monai_ext.__file__.startswith(sys.argv[1]), monai_ext.__file__; "
            "sys.argv = ['monai_ext', 'demo', '--output', sys.argv[2], '--epochs', '2', '--cases', '5']; runpy.run_module('monai_ext', run_name='__main__')")
     env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path / "site")}
