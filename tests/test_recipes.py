@@ -84,6 +84,42 @@ def test_without_a_decay_the_weight_average_is_off():
         WeightAverage(net, decay=1.0)
 
 
+def _validated_every(epochs: int, every: int, scores):
+    trainer = Engine(lambda engine, batch: None)
+    validator = Engine(lambda engine, batch: None)
+    scores = list(scores)
+
+    @validator.on(Events.COMPLETED)
+    def _score(engine):
+        engine.state.key_metric_name = "val_mean_dice"
+        engine.state.metrics["val_mean_dice"] = scores.pop(0)
+
+    trainer.add_event_handler(Events.EPOCH_COMPLETED(every=every), lambda e: validator.run([0]))
+    return trainer, validator
+
+
+def test_a_plateau_schedule_counts_validations_and_other_schedules_count_epochs():
+    from monai_ext.handlers import LrSchedule
+
+    optimizer = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=1.0)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.1, patience=1)
+    trainer, validator = _validated_every(6, 2, [0.5, 0.5, 0.5])
+    LrSchedule(plateau, validator).attach(trainer)
+    trainer.run([0], max_epochs=6)
+    # validations at epochs 2, 4, 6: the best, then two without improvement (> patience 1): one reduction. Stepped
+    # every epoch with the last value it would have seen 5 epochs without improvement and reduced twice.
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1)
+
+    optimizer = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=1.0)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=10)
+    trainer, validator = _validated_every(6, 2, [0.5, 0.5, 0.5])
+    LrSchedule(cosine, validator).attach(trainer)
+    trainer.run([0], max_epochs=6)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5 * (1 + np.cos(np.pi * 6 / 10)))
+    with pytest.raises(ValueError, match="validator"):
+        LrSchedule(plateau).attach(Engine(lambda engine, batch: None))
+
+
 @pytest.mark.parametrize("max_norm, max_value", [(0.05, None), (None, 0.01), (None, None)])
 def test_gradient_clipping_bounds_each_step_as_clip_by_norm_or_by_value(max_norm, max_value):
     torch.manual_seed(0)
@@ -147,7 +183,7 @@ def test_each_bundle_trains_with_the_recipe_its_docs_name(name):
     handlers = config["train"]["handlers"]
     targets = [h["_target_"] if isinstance(h, dict) else h for h in handlers]
     assert "monai_ext.handlers.GradientClipping" in targets and "monai_ext.handlers.WeightAverage" in targets
-    assert targets.index("ValidationHandler") < targets.index("LrScheduleHandler")  # a plateau schedule reads this epoch's validation
+    assert "monai_ext.handlers.LrSchedule" in targets and "LrScheduleHandler" not in targets  # plateaus step per validation
     saver = handlers[targets.index("monai_ext.handlers.BundleCheckpointSaver")]
     assert saver["training_state"]["weight_average"] == f"@train#handlers#{targets.index('monai_ext.handlers.WeightAverage')}"
     assert handlers[targets.index("monai_ext.handlers.StopAtTarget")]["patience"] == "@early_stop_patience"

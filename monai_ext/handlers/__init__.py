@@ -5,3 +5,4 @@ from .progress import TrainingProgress
 from .stop_at_target import StopAtTarget
 from .weight_average import WeightAverage
 from .gradient_clipping import GradientClipping
+from .lr_schedule import LrSchedule

@@ -26,7 +26,7 @@ class TrainingProgress:
       (logger ``monai_ext.training``);
     - unless ``verbose``, the trainer's and the validator's own loggers (ignite's "Epoch[1] Complete", MONAI's
       "Got new best metric") are set to warnings only; the bundles give their ``StatsHandler`` and
-      ``LrScheduleHandler`` the same ``verbose`` for the per-iteration loss and learning-rate lines.
+      ``LrSchedule`` the same ``verbose`` for the per-iteration loss and learning-rate lines.
 
     - with ``curves``, a PNG of the mean training loss per epoch and each validation's key metric, rewritten
       after every validation and at the end (the bundles write ``eval/training_curves.png`` beside their
