@@ -117,6 +117,21 @@ def _data(n=2):
     return [{"image": torch.randn(2, 1, 32, 32), "label": torch.randint(0, 3, (2, 1, 32, 32))} for _ in range(n)]
 
 
+def test_gradient_clipping_acts_before_the_generators_step():
+    """Handlers on BACKWARD_COMPLETED see the generators' gradients before their optimiser steps (as in MONAI's
+    trainers): with plain SGD at lr 1, a step moves the generators by exactly the clipped gradient."""
+    from monai_ext.handlers import GradientClipping
+
+    net, disc = _small(), PairedPatchDiscriminator(2, 2, 1, 3, channels=16)
+    before = [p.detach().clone() for p in net.parameters()]
+    trainer = ParallelGANTrainer("cpu", 1, _data(1), net, disc, torch.optim.SGD(net.parameters(), 1.0), torch.optim.SGD(disc.parameters(), 1e-3),
+                                 DiceCELoss(to_onehot_y=True, softmax=True), num_classes=3)
+    GradientClipping(net.parameters(), max_norm=1e-3).attach(trainer)
+    trainer.run()
+    moved = torch.sqrt(sum(((p.detach() - b) ** 2).sum() for p, b in zip(net.parameters(), before)))
+    assert float(moved) == pytest.approx(1e-3, rel=1e-3)
+
+
 def test_one_iteration_updates_both_generators_and_both_discriminators():
     net, disc = _small(), PairedPatchDiscriminator(2, 2, 1, 3, channels=16)
     before = {k: v.clone() for k, v in list(net.state_dict().items()) + [("d." + k, v) for k, v in disc.state_dict().items()]}

@@ -117,14 +117,19 @@ class ParallelGANTrainer(Trainer):
     def _autocast(self):
         return torch.autocast("cuda", **self.amp_kwargs) if self.scaler is not None else torch.autocast("cpu", enabled=False)
 
-    def _step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+    def _step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, event: Any = None) -> None:
+        """Backward and step; ``event`` is fired between the two (gradient clipping, as in MONAI's trainers)."""
         optimizer.zero_grad(set_to_none=self.optim_set_to_none)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
+            if event is not None:
+                self.fire_event(event)
             self.scaler.step(optimizer)
             self.scaler.update()
         else:
             loss.backward()
+            if event is not None:
+                self.fire_event(event)
             optimizer.step()
 
     def _iteration(self, engine: "ParallelGANTrainer", batchdata: Dict[str, Any]) -> Dict[str, Any]:
@@ -162,8 +167,9 @@ class ParallelGANTrainer(Trainer):
             reciprocal = engine.reciprocal(logits) if len(generators) > 1 else torch.zeros((), device=image.device)
             g_loss = segmentation + engine.adversarial_weight * adversarial + engine.reciprocal_weight * reciprocal
             engine.fire_event(IterationEvents.LOSS_COMPLETED)
-        engine._step(g_loss, engine.optimizer)  # the discriminators' gradients from this pass are cleared before their step
-        engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+        # the generators' gradients are complete at BACKWARD_COMPLETED, before their step (clipping acts there); the
+        # discriminators' gradients from this pass are cleared before their own step
+        engine._step(g_loss, engine.optimizer, IterationEvents.BACKWARD_COMPLETED)
 
         with torch.no_grad():
             probabilities = engine._probabilities(logits.float()).mean(1)
