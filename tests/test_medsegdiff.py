@@ -181,13 +181,19 @@ def test_split_maps_to_label_probability_and_uncertainty():
 
 
 def test_a_tiny_model_overfits_one_image_so_that_sampling_returns_its_mask():
+    """With the bundle's prediction target: the paper's noise target reaches only Dice 0.77 in these 120 steps."""
+    import json
+
+    from conftest import BUNDLES_DIR
+
+    target_kind = json.loads((BUNDLES_DIR / "medsegdiff" / "configs" / "train.json").read_text())["prediction_type"]
     torch.manual_seed(0)
     image, label = synthetic_case((32, 32), np.random.default_rng(2))
     batch = {"image": torch.from_numpy(image)[None, None].repeat(4, 1, 1, 1),
              "label": torch.from_numpy((label > 0).astype(np.int64))[None, None].repeat(4, 1, 1, 1)}
     net = _net()
-    prepare = SegmentationDiffusionPrepareBatch(1000, 1, "sample")
-    inferer = DiffusionInferer(DDPMScheduler(1000, prediction_type="sample"))
+    prepare = SegmentationDiffusionPrepareBatch(1000, 1, target_kind)
+    inferer = DiffusionInferer(DDPMScheduler(1000, prediction_type=target_kind))
     optimizer = torch.optim.AdamW(net.parameters(), 2e-3)
     for _ in range(120):
         inputs, target, _, kwargs = prepare(batch)
@@ -195,7 +201,7 @@ def test_a_tiny_model_overfits_one_image_so_that_sampling_returns_its_mask():
         F.mse_loss(inferer(inputs, net, **kwargs), target).backward()
         optimizer.step()
     net.eval()
-    sampler = DiffusionSegmentationInferer(DDIMScheduler(1000, prediction_type="sample"), 20, ensemble=3, seed=0)
+    sampler = DiffusionSegmentationInferer(DDIMScheduler(1000, prediction_type=target_kind), 20, ensemble=3, seed=0)
     probability = sampler(batch["image"][:1], net)[0, 0]
     pred, truth = probability > 0.5, batch["label"][0, 0] > 0
     dice = 2 * (pred & truth).sum() / (pred.sum() + truth.sum())
