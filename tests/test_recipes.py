@@ -192,6 +192,20 @@ def test_each_bundle_trains_with_the_recipe_its_docs_name(name):
     assert "### Training recipe" in docs and "Source" in docs
 
 
+@pytest.mark.parametrize("bundle", ["resunetplusplus", "unetplusplus"])
+def test_the_adamw_recipe_is_one_overlay_too(bundle):
+    from monai.bundle import ConfigParser
+
+    from conftest import BUNDLES_DIR
+
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLES_DIR / bundle / "configs" / "train.json"), str(Path(__file__).resolve().parents[1] / "recipes" / "adamw.json")])
+    parser["network_def"] = {"_target_": "torch.nn.Conv2d", "in_channels": 1, "out_channels": 3, "kernel_size": 1}  # the recipe, not the net
+    optimizer, scheduler = parser.get_parsed_content("optimizer"), parser.get_parsed_content("lr_scheduler")
+    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.param_groups[0]["lr"] == 0.001
+    assert isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR) and parser["grad_clip_norm"] is None
+
+
 def test_the_nnunet_recipe_is_one_overlay_for_a_supervised_bundle():
     from monai.bundle import ConfigParser
 
