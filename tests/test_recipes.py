@@ -84,7 +84,7 @@ def test_without_a_decay_the_weight_average_is_off():
         WeightAverage(net, decay=1.0)
 
 
-def _validated_every(epochs: int, every: int, scores):
+def _validated_every(every: int, scores):
     trainer = Engine(lambda engine, batch: None)
     validator = Engine(lambda engine, batch: None)
     scores = list(scores)
@@ -103,7 +103,7 @@ def test_a_plateau_schedule_counts_validations_and_other_schedules_count_epochs(
 
     optimizer = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=1.0)
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.1, patience=1)
-    trainer, validator = _validated_every(6, 2, [0.5, 0.5, 0.5])
+    trainer, validator = _validated_every(2, [0.5, 0.5, 0.5])
     LrSchedule(plateau, validator).attach(trainer)
     trainer.run([0], max_epochs=6)
     # validations at epochs 2, 4, 6: the best, then two without improvement (> patience 1): one reduction. Stepped
@@ -112,7 +112,7 @@ def test_a_plateau_schedule_counts_validations_and_other_schedules_count_epochs(
 
     optimizer = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=1.0)
     cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=10)
-    trainer, validator = _validated_every(6, 2, [0.5, 0.5, 0.5])
+    trainer, validator = _validated_every(2, [0.5, 0.5, 0.5])
     LrSchedule(cosine, validator).attach(trainer)
     trainer.run([0], max_epochs=6)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5 * (1 + np.cos(np.pi * 6 / 10)))

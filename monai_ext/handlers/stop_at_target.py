@@ -6,6 +6,7 @@ import logging
 from typing import Any, Optional
 
 import torch
+from monai.handlers import EarlyStopHandler
 from monai.utils import min_version, optional_import
 
 Events, _ = optional_import("ignite.engine", "0.4.4", min_version, "Events")
@@ -42,8 +43,6 @@ class StopAtTarget:
         if self.target is not None:
             self.validator.add_event_handler(Events.EPOCH_COMPLETED, self._check)
         if self.patience is not None:
-            from monai.handlers import EarlyStopHandler
-
             EarlyStopHandler(self.patience, self._key_metric, trainer=engine, epoch_level=True).attach(self.validator)
 
     @staticmethod
