@@ -124,7 +124,7 @@ def _demo(args: argparse.Namespace) -> int:
     from monai_ext.apps.demo import closing_block, run_demo
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    report = run_demo(args.output, args.bundle, args.epochs, args.cases, target=args.target)
+    report = run_demo(args.output, args.bundle, args.epochs, args.cases, target=args.target, minutes=args.minutes or None)
     print(closing_block(report))
     return 0
 
@@ -228,12 +228,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     ls.add_argument("--json", action="store_true", help="print JSON")
     ls.set_defaults(func=_list)
 
-    d = sub.add_parser("demo", help="train a bundle briefly on synthetic 3D data and segment a held-out volume")
+    d = sub.add_parser("demo", help="train a bundle briefly on synthetic 3D data and segment the held-out volumes")
     d.add_argument("--output", default="demo", help="folder for the data, the run and the results")
     d.add_argument("--bundle", default=None, help="bundle folder (default bundles/unet)")
-    d.add_argument("--epochs", type=int, default=100, help="at most this many epochs")
-    d.add_argument("--cases", type=int, default=20)
+    d.add_argument("--epochs", type=int, default=40, help="at most this many epochs")
+    d.add_argument("--cases", type=int, default=40, help="synthetic volumes (70%% train, 15%% validation, 15%% held out)")
     d.add_argument("--target", type=float, default=0.85, help="stop once both classes reach this validation Dice")
+    d.add_argument("--minutes", type=float, default=2.5, help="training time budget (0: none)")
     d.set_defaults(func=_demo)
 
     args = parser.parse_args(argv)

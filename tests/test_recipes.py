@@ -155,7 +155,7 @@ RECIPES = {
     "resunetplusplus": {"optimizer": ("torch.optim.NAdam", {}), "learning_rate": 0.0001, "early_stop_patience": 10, "loss": "DiceLoss",
                         "lr_scheduler": ("torch.optim.lr_scheduler.ReduceLROnPlateau", {"mode": "max", "factor": 0.1, "patience": 5})},
     "madgnet": {"optimizer": ("torch.optim.Adam", {}), "learning_rate": "$0.0001 if @pretrained_backbone else 0.001", "grad_clip_value": 0.5,
-                "loss": "monai_ext.losses.MADGNetLoss",
+                "multiscale_rates": [0.75, 1.0, 1.25], "loss": "monai_ext.losses.MADGNetLoss",
                 "lr_scheduler": ("torch.optim.lr_scheduler.StepLR", {"gamma": 0.1})},
     "medsegdiff": {"optimizer": ("torch.optim.AdamW", {"weight_decay": 0.0}), "learning_rate": 0.0001, "ema_decay": 0.9999,
                    "lr_scheduler": ("torch.optim.lr_scheduler.ConstantLR", {"factor": 1.0}), "loss": "torch.nn.MSELoss"},
@@ -188,6 +188,9 @@ def test_each_bundle_trains_with_the_recipe_its_docs_name(name):
     saver = handlers[targets.index("monai_ext.handlers.BundleCheckpointSaver")]
     assert saver["training_state"]["weight_average"] == f"@train#handlers#{targets.index('monai_ext.handlers.WeightAverage')}"
     assert handlers[targets.index("monai_ext.handlers.StopAtTarget")]["patience"] == "@early_stop_patience"
+    assert config.get("multiscale_rates") == recipe.get("multiscale_rates")  # PraNet's multi-scale training, MADGNet's recipe
+    if "multiscale_rates" in config:
+        assert handlers[targets.index("monai_ext.handlers.MultiScaleTraining")]["rates"] == "@multiscale_rates"
     docs = (BUNDLES_DIR / name / "docs" / "README.md").read_text()
     assert "### Training recipe" in docs and "Source" in docs
 
@@ -220,3 +223,70 @@ def test_the_nnunet_recipe_is_one_overlay_for_a_supervised_bundle():
     assert isinstance(optimizer, torch.optim.SGD) and (group["lr"], group["momentum"], group["nesterov"], group["weight_decay"]) == (0.01, 0.99, True, 3e-05)
     assert isinstance(scheduler, torch.optim.lr_scheduler.PolynomialLR) and scheduler.power == 0.9
     assert scheduler.total_iters == parser.get_parsed_content("train#trainer#max_epochs") and parser["grad_clip_norm"] == 12
+
+
+def test_multi_scale_training_resizes_each_batch_to_the_next_rate_in_turn_as_pranet_does():
+    from scipy import ndimage
+
+    from monai_ext.handlers import MultiScaleTraining
+
+    rng = np.random.default_rng(0)
+    image = torch.as_tensor(rng.standard_normal((2, 1, 96, 96)), dtype=torch.float32)
+    label = torch.as_tensor(rng.integers(0, 3, (2, 1, 96, 96)))
+    seen = []
+
+    def step(engine, batch):
+        seen.append((tuple(batch["image"].shape[2:]), batch["image"].clone(), batch["label"].clone()))
+
+    trainer = Engine(step)
+    MultiScaleTraining(rates=(0.75, 1.0, 1.25), multiple=32).attach(trainer)
+    trainer.run([{"image": image, "label": label}] * 4, max_epochs=1)
+    # PraNet's sizes: round(96 * rate / 32) * 32, the rates in turn
+    assert [s for s, _, _ in seen] == [(64, 64), (96, 96), (128, 128), (64, 64)]
+    for size, resized, resized_label in seen:
+        # the image as SciPy's linear zoom with corners aligned (PraNet's align_corners=True)
+        reference = ndimage.zoom(image[0, 0].numpy(), size[0] / 96, order=1, grid_mode=False)
+        np.testing.assert_allclose(resized[0, 0].numpy(), reference, atol=1e-4)
+        # labels stay class indices: each is the input's label at the nearest-below source position
+        source = np.floor(np.arange(size[0]) * 96 / size[0]).astype(int)
+        np.testing.assert_array_equal(resized_label[0, 0].numpy(), label[0, 0].numpy()[np.ix_(source, source)])
+        assert resized_label.dtype == label.dtype
+
+
+def test_multi_scale_training_is_off_without_rates_and_refuses_bad_ones():
+    from monai_ext.handlers import MultiScaleTraining
+
+    trainer = Engine(lambda engine, batch: None)
+    MultiScaleTraining(rates=None).attach(trainer)
+    MultiScaleTraining(rates=[1.0]).attach(trainer)
+    assert not trainer.has_event_handler(MultiScaleTraining, Events.ITERATION_STARTED)
+    assert not any(trainer._event_handlers[Events.ITERATION_STARTED])
+    assert MultiScaleTraining(multiple=16).size((40, 64, 24), 1.25) == (48, 80, 32)  # halves round up, never below the multiple
+    with pytest.raises(ValueError, match="rates"):
+        MultiScaleTraining(rates=(0.5, -1.0))
+
+
+def test_resunetplusplus_draws_the_official_offline_augmentation_online():
+    from monai.bundle import ConfigParser
+    from monai.transforms import RandCoarseDropoutd, RandRotated, RandScaleIntensityd, RandZoomd
+
+    from conftest import BUNDLES_DIR
+
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLES_DIR / "resunetplusplus" / "configs" / "train.json"))
+    parser["patch_size"] = [50, 50]
+    transforms = parser.get_parsed_content("train#random_transforms")
+    kinds = {type(t): t for t in transforms}
+    # each kind of the official 31 copies, with its share of them as its probability
+    assert kinds[RandZoomd].prob == 0.4 and (kinds[RandZoomd].rand_zoom.min_zoom, kinds[RandZoomd].rand_zoom.max_zoom) == ((1.0,), (2.0,))
+    assert kinds[RandRotated].prob == 0.16 and kinds[RandRotated].rand_rotate.range_x == (-1.5708, 1.5708)
+    assert [t.prob for t in transforms if isinstance(t, RandScaleIntensityd)] == [0.5, 0.16]
+    # the cutout removes the structure from the label as well as from the image (the official mask is zeroed there)
+    cutout = kinds[RandCoarseDropoutd]
+    assert cutout.prob == 0.1
+    cutout.set_random_state(0)
+    cutout.prob = cutout.dropper.prob = 1.0
+    item = cutout({"image": torch.ones(1, 50, 50), "label": torch.full((1, 50, 50), 2.0)})
+    hole = item["image"][0] == 0
+    assert int(hole.sum()) == 22 * 22  # 0.44 of the side
+    assert bool((item["label"][0][hole] == 0).all()) and bool((item["label"][0][~hole] == 2).all())

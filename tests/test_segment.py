@@ -205,12 +205,18 @@ def test_demo_runs_from_an_installed_package(tmp_path):
     source = nib.load(str(out / "data" / report["case"]))
     assert mask.shape == source.shape and np.allclose(mask.affine, source.affine)
     assert 0 <= report["metrics"]["dice_blob"] <= 1
+    # every held-out volume is segmented and scored; the mean is what the closing block reports
+    datalist = __import__("json").loads((out / "data" / "datalist.json").read_text())
+    held = report["heldout"]
+    assert held["cases"] == len(datalist["test"]) == len(held["per_case"]) == len(list((out / "segmentation").glob("*_seg.nii.gz")))
+    assert held["dice_tube"] == pytest.approx(np.nanmean([m["dice_tube"] for m in held["per_case"].values()]))
+    assert f"held-out Dice blob {held['dice_blob']:.3f}, tube {held['dice_tube']:.3f}" in proc.stdout and "lowest held-out" in proc.stdout
     from PIL import Image
 
     assert max(Image.open(out / "overlay.png").size) >= 512 and Path(report["training_curves"]).is_file()
     # the closing block: where everything is, and the command that reuses the model with nothing to guess
     command = f"python -m monai_ext segment --bundle {report['bundle']} --checkpoint {report['model']} --input <volume> --output <folder>"
-    assert command in proc.stdout and report["mask"] in proc.stdout and str(out / "overlay.png") in proc.stdout
+    assert command in proc.stdout and str(Path(report["mask"]).parent) in proc.stdout and str(out / "overlay.png") in proc.stdout
     reuse = subprocess.run([sys.executable, "-c", "import runpy, sys; sys.argv = ['monai_ext'] + sys.argv[1:]; runpy.run_module('monai_ext', run_name='__main__')",
                             *command.replace("python -m monai_ext ", "").replace("<volume>", str(out / "data" / report["case"]))
                             .replace("<folder>", str(tmp_path / "reuse")).split()], capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)

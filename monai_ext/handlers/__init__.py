@@ -6,3 +6,4 @@ from .stop_at_target import StopAtTarget
 from .weight_average import WeightAverage
 from .gradient_clipping import GradientClipping
 from .lr_schedule import LrSchedule
+from .multi_scale import MultiScaleTraining
