@@ -155,7 +155,7 @@ def closing_block(report: dict) -> str:
     held = report["heldout"]
     worst = []
     for name in ("blob", "tube"):
-        case, m = min(held["per_case"].items(), key=lambda item: item[1][f"dice_{name}"])
+        case, m = min(held["per_case"].items(), key=lambda item: np.nan_to_num(item[1][f"dice_{name}"], nan=np.inf))  # NaN: class absent
         worst.append(f"{name} {m[f'dice_{name}']:.3f} in {case} ({m[f'voxels_{name}']} voxels of {name})")
     return "\n".join([
         f"demo done in {total / 60:.1f} min: held-out Dice blob {held['dice_blob']:.3f}, tube {held['dice_tube']:.3f} "
