@@ -111,10 +111,11 @@ def run_demo(
 
     start = time.perf_counter()
     names = {1: "blob", 2: "tube"}
-    per_case = {}
+    per_case, maps = {}, {}
     for entry in datalist["test"]:
         truth = np.asarray(nib.load(str(data / entry["label"])).dataobj).astype(np.int64)
         mask = np.asarray(nib.load(str(results[Path(entry["image"]).name].output)).dataobj).astype(np.int64)
+        maps[entry["image"]] = truth, mask
         per_case[entry["image"]] = segmentation_metrics(_one_hot(mask, 3), _one_hot(truth, 3), names, spacing=(1.0, 1.0, 1.0))
         per_case[entry["image"]].update({f"voxels_{n}": int((truth == c).sum()) for c, n in names.items()})
     # the picture shows a typical volume: the median of the held-out volumes' mean Dice over the classes
@@ -122,8 +123,7 @@ def run_demo(
     case = ranked[(len(ranked) - 1) // 2]
     result, metrics = results[Path(case["image"]).name], per_case[case["image"]]
     image = nib.load(str(data / case["image"])).get_fdata(dtype=np.float32)
-    truth = np.asarray(nib.load(str(data / case["label"])).dataobj).astype(np.int64)
-    mask = np.asarray(nib.load(str(result.output)).dataobj).astype(np.int64)
+    truth, mask = maps[case["image"]]
     mean = {f"dice_{n}": float(np.nanmean([m[f"dice_{n}"] for m in per_case.values()])) for n in names.values()}
     overlay_png(image[None], mask, truth, out / "overlay.png", class_names=names,
                 title=f"{case['image']}: {bundle.name} prediction (filled) and ground truth (outlined); "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import Optional, Sequence, Tuple
 
@@ -13,8 +12,6 @@ from monai.utils import min_version, optional_import
 Events, _ = optional_import("ignite.engine", "0.4.4", min_version, "Events")
 
 __all__ = ["MultiScaleTraining"]
-
-logger = logging.getLogger("monai_ext.training")
 
 
 class MultiScaleTraining:
@@ -52,7 +49,6 @@ class MultiScaleTraining:
         self.multiple = int(multiple)
         self.image_key = image_key
         self.label_key = label_key
-        self._logged = set()
 
     def attach(self, engine) -> None:
         if not self.rates or all(r == 1.0 for r in self.rates):
@@ -70,9 +66,6 @@ class MultiScaleTraining:
         image = batch[self.image_key]
         spatial = tuple(image.shape[2:])
         size = self.size(spatial, rate)
-        if (spatial, rate) not in self._logged:
-            self._logged.add((spatial, rate))
-            logger.debug("multi-scale training: rate %.2f, %s -> %s", rate, spatial, size)
         if size == spatial:
             return
         mode = "bilinear" if len(size) == 2 else "trilinear"
