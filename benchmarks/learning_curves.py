@@ -134,8 +134,11 @@ def main(argv: Optional[List[str]] = None) -> dict:
                 logger.info("%dD %s: Dice best %.4f, final %.4f; %s to %.2f; %.3f s per step", dims, name, s["best"], s["final"],
                             f"{s['steps_to_target']} steps" if s["steps_to_target"] else "not", s["target"], s["seconds_per_step"])
             tasks.append({"spatial_dims": dims, "size": size, "cases": args.cases, "results": results})
+    kept = {}
     if args.append and output.is_file():
-        tasks = merge(json.loads(output.read_text())["tasks"], tasks)
+        old = json.loads(output.read_text())
+        tasks = merge(old["tasks"], tasks)
+        kept = {k: old[k] for k in ("variants", "note") if k in old}  # runs recorded beside the tasks stay with them
     for task in tasks:
         for r in task["results"]:
             r["summary"]["unet_best_in_same_steps"] = _reference_best(task, r["steps"])
@@ -147,7 +150,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
             print(f"{task['spatial_dims']}D {r['bundle']:16s} {r['steps']:>5} steps  best {s['best']:.4f} final {s['final']:.4f}  "
                   f"{s['target']:.2f} at {s['steps_to_target'] or '-':>5} steps  {s['seconds_per_step']:.3f} s/step  "
                   f"{'stable' if s['stable'] else 'UNSTABLE'}")
-    report = {"tasks": tasks, "targets": {"dice_2d": TARGETS[2], "dice_3d": TARGETS[3], "within_steps": 1000, "stability": STABILITY}}
+    report = {"tasks": tasks, "targets": {"dice_2d": TARGETS[2], "dice_3d": TARGETS[3], "within_steps": 1000, "stability": STABILITY}, **kept}
     if not args.no_plot:
         report["plot"] = str(plot(report, args.plot).relative_to(HERE) if args.plot.resolve().is_relative_to(HERE) else args.plot)
         logger.info("plot: %s", args.plot)

@@ -54,8 +54,11 @@ def test_learning_curves_record_dice_against_steps_images_and_seconds_and_plot_t
     import learning_curves
 
     out = tmp_path / "curves.json"
-    learning_curves.main(learning_curves.SMOKE + ["--steps", "3", "--eval-every", "2", "--output", str(out)])
+    variants = [{"variant": "a run recorded by hand", "steps": 3, "best": 0.5}]
+    out.write_text(json.dumps({"tasks": [], "variants": variants, "note": "kept"}))
+    learning_curves.main(learning_curves.SMOKE + ["--steps", "3", "--eval-every", "2", "--output", str(out), "--append"])
     report = json.loads(out.read_text())
+    assert report["variants"] == variants and report["note"] == "kept"  # --append keeps what else the report holds
     (task,) = report["tasks"]
     (result,) = task["results"]
     assert [c["steps"] for c in result["curve"]] == [2, 3]  # every 2 steps, and at the end
