@@ -80,7 +80,8 @@ def plot(report: dict, path: Path) -> Path:
         for result in task["results"]:
             curve = result["curve"]
             for ax, key in zip(row_axes, ("steps", "images", "seconds")):
-                ax.plot([c[key] for c in curve], [c["dice"] for c in curve], marker=".", label=result["bundle"])
+                ax.plot([c[key] for c in curve], [c["dice"] for c in curve], marker=".", label=result["bundle"],
+                        color=f"C{BUNDLES.index(result['bundle'])}")  # one colour per bundle in every row
         for ax, label in zip(row_axes, ("optimiser steps", "training images seen", "training seconds (2 CPU threads)" if not torch.cuda.is_available()
                                         else "training seconds")):
             ax.axhline(TARGETS[task["spatial_dims"]], color="grey", linestyle="--", linewidth=1)
