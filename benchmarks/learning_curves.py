@@ -118,6 +118,14 @@ def main(argv: Optional[List[str]] = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("ignite").setLevel(logging.WARNING)
 
+    old = json.loads(output.read_text()) if args.append and output.is_file() else None
+    if old is not None:  # before hours of training: the results must be comparable with those they join
+        planned = [{"spatial_dims": d, "size": [args.size2d if d == 2 else args.size3d] * d, "cases": args.cases, "results": []} for d in args.dims]
+        try:
+            merge(old["tasks"], planned)
+        except ValueError as e:
+            parser.exit(2, f"learning_curves: {output}: {e}\n")
+
     tasks = []
     with tempfile.TemporaryDirectory(prefix="learning_curves_") as tmp:
         for dims in args.dims:
@@ -136,8 +144,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
                             f"{s['steps_to_target']} steps" if s["steps_to_target"] else "not", s["target"], s["seconds_per_step"])
             tasks.append({"spatial_dims": dims, "size": size, "cases": args.cases, "results": results})
     kept = {}
-    if args.append and output.is_file():
-        old = json.loads(output.read_text())
+    if old is not None:
         tasks = merge(old["tasks"], tasks)
         kept = {k: old[k] for k in ("variants", "note") if k in old}  # runs recorded beside the tasks stay with them
     for task in tasks:
@@ -160,13 +167,17 @@ def main(argv: Optional[List[str]] = None) -> dict:
 
 
 def merge(old: List[dict], new: List[dict]) -> List[dict]:
-    """``old`` tasks with ``new`` results in place of the same bundle's on the same task (dimensions and size)."""
+    """``old`` tasks with ``new`` results in place of the same bundle's on the same task (dimensions and size).
+    Raises ``ValueError`` where the same task was run on another number of cases (its results would not compare)."""
     tasks = [dict(t, results=list(t["results"])) for t in old]
     for task in new:
         same = next((t for t in tasks if t["spatial_dims"] == task["spatial_dims"] and t["size"] == task["size"]), None)
         if same is None:
             tasks.append(task)
             continue
+        if same.get("cases") != task["cases"]:
+            raise ValueError(f"the {task['spatial_dims']}D {'x'.join(map(str, task['size']))} task there has {same.get('cases')} cases, "
+                             f"not {task['cases']}: pass --cases {same.get('cases')} or another --output")
         names = {r["bundle"] for r in task["results"]}
         same["results"] = [r for r in same["results"] if r["bundle"] not in names] + task["results"]
         same["results"].sort(key=lambda r: BUNDLES.index(r["bundle"]))

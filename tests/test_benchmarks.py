@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -75,6 +76,12 @@ def test_learning_curves_record_dice_against_steps_images_and_seconds_and_plot_t
     again = learning_curves.merge(merged, [dict(task, results=[dict(other, curve=[dict(other["curve"][0], dice=0.6)])])])
     assert [r["curve"][0]["dice"] for r in again[0]["results"]] == [result["curve"][0]["dice"], 0.6]
     assert learning_curves._reference_best(again[0], 2) == result["curve"][0]["dice"]  # the U-Net within 2 steps
+    # a run on another number of cases does not join the task: refused before it trains, naming the file
+    with pytest.raises(ValueError, match="cases"):
+        learning_curves.merge(merged, [dict(task, cases=task["cases"] + 1, results=[other])])
+    with pytest.raises(SystemExit) as stop:
+        learning_curves.main(learning_curves.SMOKE + ["--cases", "7", "--output", str(out), "--append"])
+    assert stop.value.code == 2
 
 
 def test_bench_sliding_window_compares_with_monai_and_the_zoo_way(tmp_path):
