@@ -118,11 +118,10 @@ def main(argv: Optional[List[str]] = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("ignite").setLevel(logging.WARNING)
 
-    old = json.loads(output.read_text()) if args.append and output.is_file() else None
-    if old is not None:  # before hours of training: the results must be comparable with those they join
+    if args.append and output.is_file():  # before hours of training: the results must be comparable with those they join
         planned = [{"spatial_dims": d, "size": [args.size2d if d == 2 else args.size3d] * d, "cases": args.cases, "results": []} for d in args.dims]
         try:
-            merge(old["tasks"], planned)
+            merge(json.loads(output.read_text())["tasks"], planned)
         except ValueError as e:
             parser.exit(2, f"learning_curves: {output}: {e}\n")
 
@@ -144,9 +143,15 @@ def main(argv: Optional[List[str]] = None) -> dict:
                             f"{s['steps_to_target']} steps" if s["steps_to_target"] else "not", s["target"], s["seconds_per_step"])
             tasks.append({"spatial_dims": dims, "size": size, "cases": args.cases, "results": results})
     kept = {}
-    if old is not None:
-        tasks = merge(old["tasks"], tasks)
-        kept = {k: old[k] for k in ("variants", "note") if k in old}  # runs recorded beside the tasks stay with them
+    if args.append and output.is_file():  # read again: runs appended while this one trained stay
+        old = json.loads(output.read_text())
+        try:
+            tasks = merge(old["tasks"], tasks)
+            kept = {k: old[k] for k in ("variants", "note") if k in old}  # runs recorded beside the tasks stay with them
+        except ValueError as e:  # the file changed under this run: keep the run beside it, not lost, not mixed in
+            unmerged = [p.with_name(f"{p.stem}_unmerged{p.suffix}") for p in (output, args.plot)]
+            logger.warning("%s: %s; this run goes to %s", output, e, unmerged[0])
+            output, args.plot = unmerged
     for task in tasks:
         for r in task["results"]:
             r["summary"]["unet_best_in_same_steps"] = _reference_best(task, r["steps"])

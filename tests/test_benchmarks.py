@@ -51,8 +51,9 @@ def test_train_synthetic_trains_a_bundle_for_its_budget(tmp_path):
     assert line["reference_value"] == 0.90
 
 
-def test_learning_curves_record_dice_against_steps_images_and_seconds_and_plot_them(tmp_path):
+def test_learning_curves_record_dice_against_steps_images_and_seconds_and_plot_them(tmp_path, monkeypatch):
     import learning_curves
+    from learning_curves import train_bundle
 
     out = tmp_path / "curves.json"
     variants = [{"variant": "a run recorded by hand", "steps": 3, "best": 0.5}]
@@ -79,9 +80,21 @@ def test_learning_curves_record_dice_against_steps_images_and_seconds_and_plot_t
     # a run on another number of cases does not join the task: refused before it trains, naming the file
     with pytest.raises(ValueError, match="cases"):
         learning_curves.merge(merged, [dict(task, cases=task["cases"] + 1, results=[other])])
+    before = out.read_bytes()
     with pytest.raises(SystemExit) as stop:
         learning_curves.main(learning_curves.SMOKE + ["--cases", "7", "--output", str(out), "--append"])
-    assert stop.value.code == 2
+    assert stop.value.code == 2 and out.read_bytes() == before
+    # ... and where the task changes under a run while it trains, the run is written beside the file, not lost
+    mixed = {"tasks": [dict(task, cases=task["cases"] + 1, results=[])]}
+
+    def another_run_appends(*args, **kwargs):
+        out.write_text(json.dumps(mixed))
+        return train_bundle(*args, **kwargs)
+
+    monkeypatch.setattr(learning_curves, "train_bundle", another_run_appends)
+    learning_curves.main(learning_curves.SMOKE + ["--output", str(out), "--append"])
+    assert json.loads(out.read_text()) == mixed
+    assert json.loads((tmp_path / "curves_unmerged.json").read_text())["tasks"][0]["results"][0]["bundle"] == "unet"
 
 
 def test_bench_sliding_window_compares_with_monai_and_the_zoo_way(tmp_path):
