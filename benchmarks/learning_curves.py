@@ -118,8 +118,11 @@ def main(argv: Optional[List[str]] = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("ignite").setLevel(logging.WARNING)
 
+    def size_of(dims: int) -> List[int]:
+        return [args.size2d if dims == 2 else args.size3d] * dims
+
     if args.append and output.is_file():  # before hours of training: the results must be comparable with those they join
-        planned = [{"spatial_dims": d, "size": [args.size2d if d == 2 else args.size3d] * d, "cases": args.cases, "results": []} for d in args.dims]
+        planned = [{"spatial_dims": d, "size": size_of(d), "cases": args.cases, "results": []} for d in args.dims]
         try:
             merge(json.loads(output.read_text())["tasks"], planned)
         except ValueError as e:
@@ -128,7 +131,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     tasks = []
     with tempfile.TemporaryDirectory(prefix="learning_curves_") as tmp:
         for dims in args.dims:
-            size = [args.size2d if dims == 2 else args.size3d] * dims
+            size = size_of(dims)
             data = make_synthetic_dataset(Path(tmp) / f"synthetic{dims}d", num_cases=args.cases, spatial_dims=dims, size=size, seed=0).parent
             names = [b for b in args.bundles if dims == 2 or b in args.bundles3d]
             logger.info("synthetic %dD task, %s: %d cases; %s", dims, "x".join(map(str, size)), args.cases, ", ".join(names))

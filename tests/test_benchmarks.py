@@ -51,7 +51,7 @@ def test_train_synthetic_trains_a_bundle_for_its_budget(tmp_path):
     assert line["reference_value"] == 0.90
 
 
-def test_learning_curves_record_dice_against_steps_images_and_seconds_and_plot_them(tmp_path, monkeypatch):
+def test_learning_curves_record_dice_against_steps_images_and_seconds_and_plot_them(tmp_path, monkeypatch, capsys):
     import learning_curves
     from learning_curves import train_bundle
 
@@ -84,6 +84,7 @@ def test_learning_curves_record_dice_against_steps_images_and_seconds_and_plot_t
     with pytest.raises(SystemExit) as stop:
         learning_curves.main(learning_curves.SMOKE + ["--cases", "7", "--output", str(out), "--append"])
     assert stop.value.code == 2 and out.read_bytes() == before
+    assert str(out) in capsys.readouterr().err
     # ... and where the task changes under a run while it trains, the run is written beside the file, not lost
     mixed = {"tasks": [dict(task, cases=task["cases"] + 1, results=[])]}
 
