@@ -37,15 +37,33 @@ def _prepare(args: argparse.Namespace) -> int:
         if len(args.paths) != 1 or not args.images or not args.labels:
             raise ValueError("usage: prepare folder --images DIR --labels DIR OUTPUT")
         names = {int(k): str(v) for k, v in _key_values(args.label_name).items()}
+        planner = None
+        if args.bundle != "none":
+            from functools import partial
+            from pathlib import Path
+
+            from monai_ext.bundle.plan import plan_training
+            from monai_ext.bundle.shipped import shipped
+            from monai_ext.threads import limit_threads
+
+            bundle = Path(args.bundle) if Path(args.bundle).is_dir() else shipped("bundles") / args.bundle
+            if not (bundle / "configs" / "train.json").is_file():
+                raise ValueError(f"--bundle {args.bundle}: not a bundle folder nor one of the shipped bundles")
+            limit_threads()  # the probe measures with the threads training will have
+            planner = partial(plan_training, bundle, device=None if args.device == "auto" else args.device)
         try:
             path = prepare_folder(args.images, args.labels, args.paths[0], args.seed, split or (0.7, 0.15, 0.15), names or None,
-                                  args.intensity, args.tolerance)
+                                  args.intensity, args.tolerance, planner=planner)
         except DatasetCheckError as e:
             for line in e.problems:
                 print(f"error: {line}", file=sys.stderr)
             print(f"{len(e.problems)} problem(s); nothing written", file=sys.stderr)
             return 2
         datalist = json.loads(path.read_text())
+        plan = json.loads((path.parent / "overlay.json").read_text()).get("plan")
+        if plan:
+            print(f"plan for {plan['bundle']} on {plan['machine']['device']}: patch {plan['patch_size']}, batch {plan['batch_size']} x "
+                  f"{plan['num_samples']} patches per volume, {plan['num_workers']} data-loader worker(s), spacing {plan['target_spacing']}")
         print(f"datalist written to {path} ({len(datalist['training'])} training, {len(datalist['validation'])} validation, "
               f"{len(datalist['test'])} test), overlay {path.parent / 'overlay.json'}")
         return 0
@@ -158,6 +176,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--label-name", action="append", metavar="VALUE=NAME", help="folder: a foreground label's name, e.g. 1=tumour")
     p.add_argument("--intensity", default="zscore", choices=("zscore", "ct"), help="folder: intensity normalisation")
     p.add_argument("--tolerance", type=float, default=1e-3, help="folder: image/label affine tolerance (mm)")
+    p.add_argument("--bundle", default="unet",
+                   help="folder: the bundle to plan patch, batch and workers for (a shipped bundle's name or a bundle folder; "
+                        "'none': the data's part of the plan only)")
+    p.add_argument("--device", default="auto", help="folder: the device to plan for (auto: CUDA when present; cpu, cuda, cuda:N)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"), help="fractions (default per data set)")
     p.add_argument("--option", action="append", metavar="KEY=VALUE",

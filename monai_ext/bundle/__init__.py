@@ -3,6 +3,7 @@
 ``export`` loads on first use (it imports more than a bundle config needs).
 """
 
+from .plan import show_plan
 from .trained import (
     SETTINGS_FILE, SettingsMismatch, TrainedSettings, check_fits, differing_settings, load_state, read_record, record_of, with_record,
 )

@@ -23,10 +23,11 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from monai_ext.data import plan as data_plan
 from monai_ext.data.public import _split
 
 __all__ = ["prepare_folder", "DatasetCheckError", "IMAGE_SUFFIXES"]
@@ -165,12 +166,6 @@ def _check(case: _Case, declared: Optional[Sequence[int]], tolerance: float) -> 
     return None
 
 
-def _patch_size(shapes: List[Tuple[int, ...]], cap: int) -> List[int]:
-    """The median case shape rounded up to a multiple of 32 (every bundle's networks divide by it), capped."""
-    median = np.median(np.array(shapes), axis=0)
-    return [int(min(cap, 32 * int(np.ceil(s / 32)))) for s in median]
-
-
 def _atomic_json(data: dict, path: Path) -> None:
     from monai_ext.data.volume_io import write_atomically
 
@@ -187,6 +182,7 @@ def prepare_folder(
     intensity: str = "zscore",
     tolerance: float = 1e-3,
     name: Optional[str] = None,
+    planner: Optional[Callable[[Mapping[str, Any], Mapping[str, Any]], Mapping[str, Any]]] = None,
 ) -> Path:
     """Check, pair and split a folder of images and labels; see the module docstring.
 
@@ -202,6 +198,11 @@ def prepare_folder(
             percentiles of the training cases' foreground intensities, mapped to [0, 1]).
         tolerance: affine tolerance (mm) between an image and its label.
         name: the data set's name (default: the output folder's name).
+        planner: ``planner(overlay, fingerprint)`` returns the machine's part of the plan (batch, patches per
+            volume, workers, a patch and strides for a given network) to merge into the overlay, e.g.
+            :func:`monai_ext.bundle.plan.plan_training` for a bundle; ``fingerprint`` holds every case's
+            ``spacings`` and ``shapes`` and the number of ``training_cases``. Without it the overlay has the
+            data's part only (spacing, a patch of multiples of 32, augmentation).
 
     Returns:
         the datalist's path.
@@ -250,10 +251,13 @@ def prepare_folder(
         "test": [entry(by_key[k]) for k in test],
     }
     spatial_dims = len(cases[0].shape)
-    spacings = np.array([c.spacing for c in cases])
-    pixdim = None
-    if spatial_dims == 3 and np.ptp(spacings, axis=0).max() > tolerance:
-        pixdim = [round(float(s), 4) for s in np.median(spacings, axis=0)]  # nnU-Net's target spacing: the median
+    spacings = [c.spacing for c in cases]
+    spacing = data_plan.target_spacing(spacings, [c.shape for c in cases])
+    pixdim = None  # resample only where the spacings differ from the target (nnU-Net's target: the median)
+    if spatial_dims == 3 and any(abs(s - t) > tolerance for sp in spacings for s, t in zip(sp, spacing)):
+        pixdim = spacing
+    at_target = np.median([[n * s / t for n, s, t in zip(c.shape, c.spacing, spacing)] for c in cases], axis=0)
+    patch = data_plan.patch_size(at_target, 32, data_plan.MAX_VOXELS[spatial_dims], spacing)
     if intensity == "ct":
         fg = np.concatenate([c.foreground for c in cases if c.key in train and c.foreground is not None])
         low, high = (float(v) for v in np.percentile(fg, [0.5, 99.5]))
@@ -269,11 +273,14 @@ def prepare_folder(
         "in_channels": cases[0].channels,
         "out_channels": max(values) + 1,
         "class_names": names,
-        "patch_size": _patch_size([c.shape for c in cases], 128 if spatial_dims == 3 else 256),
+        "patch_size": patch,
         "pixdim": pixdim,
         "resize": None,
         "intensity": norm,
+        "augmentation": data_plan.augmentation(patch, spacing),
     }
+    if planner is not None:
+        overlay.update(planner(overlay, {"spacings": spacings, "shapes": [c.shape for c in cases], "training_cases": len(train)}))
     output.mkdir(parents=True, exist_ok=True)
     _atomic_json(overlay, output / "overlay.json")
     path = output / "datalist.json"

@@ -1,8 +1,10 @@
-"""Learning-rate schedules stepped when their kind needs it: per epoch, or per validation for a plateau."""
+"""Learning-rate schedules stepped when their kind needs it: per epoch, per validation for a plateau, or over a
+time budget."""
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Optional
 
 import torch
@@ -25,28 +27,88 @@ class LrSchedule:
     times too early (and in the learning-curve benchmark, which validates every 25 steps, the rate fell to
     its minimum within the first validations). Its ``mode`` must match the key metric (``"max"`` for Dice).
 
+    **Over a time budget** (``minutes``), a schedule whose length is the trainer's ``max_epochs`` (cosine,
+    polynomial, step decay: any PyTorch schedule with a closed form) runs on whichever is further along, the
+    epochs or the clock: before every iteration the schedule is set to ``max_epochs * elapsed / horizon``
+    epochs when that is more than the epochs done (iterations counted), where the horizon is the budget less
+    one mean epoch (the
+    :class:`~monai_ext.handlers.TimeBudget` stops before an epoch that would overrun). A run cut short by the
+    budget so ends at the schedule's final rate, as a full run does, instead of stopping at its start; a run
+    that fits in its budget never sees the clock and is the same run as without a budget. Under
+    ``torch.distributed`` rank 0's clock sets every rank's rate.
+
     Args:
         lr_scheduler: any PyTorch learning-rate scheduler.
         validator: the evaluator whose key metric a plateau schedule watches.
         print_lr: log the learning rate after each step.
+        minutes: the training time budget (``None`` or <= 0: none).
     """
 
-    def __init__(self, lr_scheduler: Any, validator: Any = None, print_lr: bool = False) -> None:
+    def __init__(self, lr_scheduler: Any, validator: Any = None, print_lr: bool = False, minutes: Optional[float] = None) -> None:
         self.lr_scheduler = lr_scheduler
         self.validator = validator
         self.print_lr = print_lr
+        self.seconds = None if minutes is None or minutes <= 0 else float(minutes) * 60.0
+        self._start = 0.0
+        self._epoch_start = 0.0
+        self._epoch_seconds: list = []
 
     @property
     def plateau(self) -> bool:
         return isinstance(self.lr_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
 
+    @property
+    def anneals_over_budget(self) -> bool:
+        return self.seconds is not None and hasattr(self.lr_scheduler, "_get_closed_form_lr")
+
     def attach(self, engine) -> None:
-        if not self.plateau:
+        if self.plateau:
+            if self.validator is None:
+                raise ValueError("a ReduceLROnPlateau schedule needs the validator whose metric it watches.")
+            self.validator.add_event_handler(Events.COMPLETED, self._validated)
+            return
+        if not self.anneals_over_budget:
             LrScheduleHandler(self.lr_scheduler, print_lr=self.print_lr, epoch_level=True).attach(engine)
             return
-        if self.validator is None:
-            raise ValueError("a ReduceLROnPlateau schedule needs the validator whose metric it watches.")
-        self.validator.add_event_handler(Events.COMPLETED, self._validated)
+        engine.add_event_handler(Events.STARTED, self._started)
+        engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
+        engine.add_event_handler(Events.ITERATION_STARTED, self._anneal)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
+
+    def _started(self, engine) -> None:
+        self._start = time.perf_counter()
+        self._epoch_seconds = []
+        logger.info("learning-rate schedule: over %d epochs or %.1f min, whichever is further along", engine.state.max_epochs,
+                    self.seconds / 60)
+
+    def _epoch_started(self, engine) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def _set(self, epochs: float) -> None:
+        self.lr_scheduler.last_epoch = epochs
+        for group, lr in zip(self.lr_scheduler.optimizer.param_groups, self.lr_scheduler._get_closed_form_lr()):
+            group["lr"] = lr
+        self.lr_scheduler._last_lr = [g["lr"] for g in self.lr_scheduler.optimizer.param_groups]
+
+    def _anneal(self, engine) -> None:
+        done = engine.state.epoch - 1  # completed epochs: where an epoch-stepped schedule stands during this one
+        mean = sum(self._epoch_seconds) / len(self._epoch_seconds) if self._epoch_seconds else 0.0
+        horizon = max(self.seconds - mean, self.seconds / 2)
+        by_clock = min(1.0, (time.perf_counter() - self._start) / horizon) * engine.state.max_epochs
+        if torch.distributed.is_available() and torch.distributed.is_initialized():  # rank 0's clock for every rank
+            value = torch.tensor([by_clock], dtype=torch.float64, device="cuda" if torch.distributed.get_backend() == "nccl" else "cpu")
+            torch.distributed.broadcast(value, src=0)
+            by_clock = float(value.item())
+        length = engine.state.epoch_length
+        by_count = done + ((engine.state.iteration - 1) % length) / length if length else float(done)
+        self._set(by_clock if by_clock > by_count else float(done))  # the clock only when it is ahead of the count
+
+    def _epoch_completed(self, engine) -> None:
+        self._epoch_seconds.append(time.perf_counter() - self._epoch_start)
+        self._set(float(engine.state.epoch))  # as an epoch-stepped schedule stands after its step (saved with the state)
+        if self.print_lr:
+            logger.info("learning rate after epoch %d: %s", engine.state.epoch,
+                        ", ".join(f"{g['lr']:.3g}" for g in self.lr_scheduler.optimizer.param_groups))
 
     def _validated(self, validator) -> None:
         value = float(validator.state.metrics[validator.state.key_metric_name])

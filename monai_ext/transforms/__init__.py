@@ -1,3 +1,4 @@
+from .augmentation import SpatialAugmentd
 from .diffusion import SplitDiffusionMapsd
 from .geometry import CheckSameGeometryd
 from .intensity import IntensityNormalizationd
