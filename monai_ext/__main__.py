@@ -253,10 +253,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     d = sub.add_parser("demo", help="train a bundle briefly on synthetic 3D data and segment the held-out volumes")
     d.add_argument("--output", default="demo", help="folder for the data, the run and the results")
     d.add_argument("--bundle", default=None, help="bundle folder (default bundles/unet)")
-    d.add_argument("--epochs", type=int, default=40, help="at most this many epochs")
+    d.add_argument("--epochs", type=int, default=30, help="at most this many epochs")
     d.add_argument("--cases", type=int, default=40, help="synthetic volumes (70%% train, 15%% validation, 15%% held out)")
     d.add_argument("--target", type=float, default=0.85, help="stop once both classes reach this validation Dice")
-    d.add_argument("--minutes", type=float, default=2.5, help="training time budget (0: none)")
+    d.add_argument("--minutes", type=float, default=10.0, help="training time cap, a safety net only: the run is fixed in epochs (0: none)")
     d.set_defaults(func=_demo)
 
     args = parser.parse_args(argv)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from typing import Any, Optional, Sequence
 
 import torch
@@ -21,12 +22,12 @@ class TrainingError(ReportedError, RuntimeError):
 
 
 class _Quiet(logging.Filter):
-    """Drops the records that repeat a failure this handler reports: ignite's "Engine run is terminating" line
-    and MONAI's ``StatsHandler`` traceback."""
+    """Drops the records that repeat a failure this handler reports: ignite's "run is terminating" line and
+    MONAI's ``StatsHandler`` traceback."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return not (record.exc_info or message.startswith("Engine run is terminating due to exception") or message.startswith("Exception:"))
+        return not (record.exc_info or "run is terminating due to exception" in message or message.startswith("Exception:"))
 
 
 def _root_message(e: BaseException) -> str:
@@ -34,8 +35,9 @@ def _root_message(e: BaseException) -> str:
     while e.__cause__ is not None:
         e = e.__cause__
     text = str(e).strip()
-    if "Original Traceback" in text:  # torch's worker exception: the original error is the traceback's last line
-        return [line for line in text.splitlines() if line.strip()][-1].strip()
+    if "Original Traceback" in text:  # torch's worker exception: the original error is the traceback's last "XError: ..." line
+        raised = [line.strip() for line in text.splitlines() if re.match(r"^\w+(Error|Exception): ", line.strip())]
+        return raised[-1] if raised else [line for line in text.splitlines() if line.strip()][-1].strip()
     first = text.splitlines()[0] if text else ""
     return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
@@ -88,6 +90,7 @@ class TrainingErrors:
                 if e is not None:
                     e.logger.addFilter(quiet)
             logging.getLogger("StatsHandler").addFilter(quiet)
+            logging.getLogger("dev_collate").addFilter(lambda record: False)  # MONAI's dump of a batch that does not collate
 
     def _check_labels(self, engine) -> None:
         batch = engine.state.batch
@@ -118,7 +121,7 @@ class TrainingErrors:
                 f"training ran out of memory at {where}{on} with batch_size {self.batch_size} x num_samples {self.num_samples} "
                 f"patches of {self.patch_size}: lower batch_size (or patch_size); `prepare folder` plans them for this machine"
             ) from e
-        if "stack expects each tensor to be equal size" in line or "equal size" in line:
+        if "stack expects each tensor to be equal size" in line:
             raise TrainingError(
                 f"training at {where}: the patches of a batch differ in shape and cannot be stacked ({line}); every training "
                 f"transform must keep patch_size {self.patch_size} (the planned augmentation does: `prepare folder`)"
