@@ -24,7 +24,7 @@ from tqdm import tqdm
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # the benchmark scripts import each other as top-level modules
 
-BENCHMARKS = ["bench_layers", "bench_sliding_window", "train_synthetic", "bench_madgnet", "bench_medsegdiff", "bench_higmisnet", "bench_dicom_read", "bench_cpu_inference", "learning_curves"]
+BENCHMARKS = ["bench_layers", "bench_sliding_window", "train_synthetic", "bench_madgnet", "bench_medsegdiff", "bench_higmisnet", "bench_dicom_read", "bench_cpu_inference", "learning_curves", "planned_training"]
 logger = logging.getLogger("benchmarks")
 
 

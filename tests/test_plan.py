@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 
 from monai_ext.data.plan import augmentation, patch_size, stride_product, target_spacing, unet_strides
 from monai_ext.handlers import LrSchedule, TimeBudget
@@ -82,7 +82,7 @@ def test_a_patch_overridden_after_planning_never_gets_a_quarter_turn_in_an_uneve
 
 def _learning_rates(monkeypatch, minutes, max_epochs=100, iterations=10):
     """The rate of every iteration of a cosine schedule over ``max_epochs``, on a machine where an iteration
-    takes one second."""
+    takes a second and a quarter."""
     clock = [0.0]
     monkeypatch.setattr("monai_ext.handlers.lr_schedule.time.perf_counter", lambda: clock[0])
     monkeypatch.setattr("monai_ext.handlers.time_budget.time.perf_counter", lambda: clock[0])
@@ -95,6 +95,11 @@ def _learning_rates(monkeypatch, minutes, max_epochs=100, iterations=10):
         clock[0] += 1.0
 
     engine = Engine(step)
+
+    @engine.on(Events.GET_BATCH_COMPLETED)
+    def loaded(engine):  # loading a batch takes time too, before the rate is set
+        clock[0] += 0.25
+
     LrSchedule(scheduler, minutes=minutes).attach(engine)
     TimeBudget(minutes).attach(engine)
     engine.run(range(iterations), max_epochs=max_epochs)
@@ -104,7 +109,7 @@ def _learning_rates(monkeypatch, minutes, max_epochs=100, iterations=10):
 def test_a_budgeted_run_anneals_to_the_final_rate_and_a_run_within_its_budget_is_unchanged(monkeypatch):
     budgeted, epochs = _learning_rates(monkeypatch, minutes=1.0)  # 10 s an epoch: the budget stops it near epoch 6 of 100
     assert 4 <= epochs <= 6
-    assert budgeted[0] == 1.0 and budgeted[-1] < 0.02  # cosine's end, where the epoch count alone would still be at 0.99
+    assert budgeted[0] > 0.999 and budgeted[-1] < 0.02  # cosine's end, where the epoch count alone would still be at 0.99
     assert all(a >= b for a, b in zip(budgeted, budgeted[1:]))  # never climbs back
     free, epochs = _learning_rates(monkeypatch, minutes=None, max_epochs=8)
     fitting, epochs_fitting = _learning_rates(monkeypatch, minutes=10.0, max_epochs=8)  # 80 s of work in 600

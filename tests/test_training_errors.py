@@ -23,6 +23,35 @@ def _batch(values, names):
     return {"image": torch.zeros(len(values), 1, 4, 4), "label": label}
 
 
+def test_the_trainers_own_failure_handlers_run_before_the_one_line():
+    from ignite.engine import Engine, Events
+
+    kept = []
+    engine = Engine(lambda e, b: (_ for _ in ()).throw(RuntimeError("boom\nsecond line")))
+    handler = TrainingErrors(out_channels=2, patch_size=[4, 4], batch_size=1)
+    handler.attach(engine)
+
+    @engine.on(Events.EXCEPTION_RAISED)
+    def keep_last_weights(engine, e):  # as BundleCheckpointSaver does, then re-raises
+        kept.append(engine.state.iteration)
+        raise e
+
+    with pytest.raises(TrainingError, match=r"^training failed at epoch 1, iteration 1: RuntimeError: boom \(MONAI_EXT"):
+        handler.run(_Runner(engine))
+    assert kept and set(kept) == {1}  # ignite fires the failure handlers at each level it unwinds
+
+
+class _Runner:
+    """A trainer as the bundles' ``run`` calls it: ``run()`` with its data and epochs set."""
+
+    def __init__(self, engine):
+        self.engine, self.state, self.logger = engine, engine.state, engine.logger
+
+    def run(self):
+        self.engine.run([0, 1], max_epochs=1)
+        self.state = self.engine.state
+
+
 def test_a_label_value_without_a_channel_names_the_case_and_the_setting_before_the_step():
     handler = TrainingErrors(out_channels=3, patch_size=[4, 4], batch_size=2)
     handler._check_labels(_engine(_batch([2, 1], ["a.nii.gz", "b.nii.gz"])))  # within 0..2: nothing

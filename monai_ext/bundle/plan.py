@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
+import numpy as np
 import torch
 
 from monai_ext.data import plan as data_plan
@@ -50,8 +51,16 @@ def _bundle_config(bundle: Path, overlay: Mapping[str, Any]):
     return parser
 
 
-def _probe(parser, patch: Sequence[int], device: torch.device, patches: int = 2) -> Dict[str, float]:
-    """Seconds and peak memory of one forward and backward pass of the bundle's network on ``patches`` patches."""
+def _probe(parser, patch: Sequence[int], device: torch.device) -> Dict[str, float]:
+    """Seconds and peak memory per patch of one forward and backward pass of the bundle's network: on two patches
+    on a GPU, on one on a CPU (half the memory; two where batch norm needs more than one value)."""
+    try:
+        return _pass(parser, patch, device, 2 if device.type == "cuda" else 1)
+    except ValueError:  # "Expected more than 1 value per channel when training": a 1-voxel bottleneck
+        return _pass(parser, patch, device, 2)
+
+
+def _pass(parser, patch: Sequence[int], device: torch.device, patches: int) -> Dict[str, float]:
     from monai_ext.networks.nets import MedSegDiff
 
     parser["patch_size"] = list(patch)
@@ -96,8 +105,7 @@ def plan_training(
     dims = int(overlay["spatial_dims"])
     spacings, shapes = fingerprint["spacings"], fingerprint["shapes"]
     spacing = data_plan.target_spacing(spacings, shapes)
-    resampled = [[n * s / t for n, s, t in zip(shape, sp, spacing)] for shape, sp in zip(shapes, spacings)]
-    median = [float(sorted(axis)[len(axis) // 2]) for axis in zip(*resampled)]
+    median = data_plan.median_shape(shapes, spacings, spacing)
 
     parser = _bundle_config(bundle, overlay)
     anisotropic_strides = "strides" in parser.config  # a U-Net with per-axis strides
@@ -115,11 +123,19 @@ def plan_training(
         strides = data_plan.unet_strides(spacing, patch, levels)
         return {"patch_size": patch, "patch_multiple": data_plan.stride_product(strides, dims), "strides": strides}
 
-    max_voxels = data_plan.MAX_VOXELS[dims]
-    shape = shape_for(max_voxels)
-    if anisotropic_strides:
-        parser["strides"] = shape["strides"]
-    probe = _probe(parser, shape["patch_size"], device)
+    def measured(shape: Dict[str, Any]):
+        """The probe of ``shape``, or of a smaller patch where a GPU runs out of memory."""
+        for _ in range(6):
+            if anisotropic_strides:
+                parser["strides"] = shape["strides"]
+            try:
+                return shape, _probe(parser, shape["patch_size"], device)
+            except torch.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                shape = shape_for(math.prod(shape["patch_size"]) // 2)
+        raise ValueError(f"{bundle.name}: even a {shape['patch_size']} patch does not fit in the memory of {device}")
+
+    shape, probe = measured(shape_for(data_plan.MAX_VOXELS[dims]))
     if device.type == "cpu":
         for _ in range(4):  # shorten the patch until two patches fit in a step
             if probe["seconds_per_patch"] <= step_seconds / 2:
@@ -128,10 +144,7 @@ def plan_training(
             smaller = shape_for(int(voxels * (step_seconds / 2) / probe["seconds_per_patch"]))
             if smaller["patch_size"] == shape["patch_size"]:
                 break
-            shape = smaller
-            if anisotropic_strides:
-                parser["strides"] = shape["strides"]
-            probe = _probe(parser, shape["patch_size"], device)
+            shape, probe = measured(smaller)
         patches = int(step_seconds // max(probe["seconds_per_patch"], 1e-6))
         sized = {"device": "cpu", "threads": torch.get_num_threads(), "target_seconds_per_step": step_seconds,
                  "seconds_per_patch": round(probe["seconds_per_patch"], 4)}
@@ -144,6 +157,7 @@ def plan_training(
     cases = max(1, int(fingerprint.get("training_cases", 1)))
     num_samples = max(1, min(MAX_SAMPLES, patches // 2))
     batch_size = max(1, min(cases, math.ceil(patches / num_samples)))
+    num_samples = max(num_samples, min(MAX_SAMPLES, math.ceil(patches / batch_size)))  # few training cases: more patches each
     values = {
         "patch_size": shape["patch_size"],
         "batch_size": batch_size,
@@ -158,9 +172,9 @@ def plan_training(
         "network": str(parser.config["network_def"]["_target_"]).rsplit(".", 1)[-1],
         "machine": {**sized, "processor": platform.processor() or platform.machine(), "cores": available_threads()},
         "cases": len(shapes),
-        "median_spacing": [round(float(sorted(a)[len(a) // 2]), 4) for a in zip(*spacings)],
+        "median_spacing": [round(float(s), 4) for s in np.median(np.asarray(spacings, dtype=float), axis=0)],
         "target_spacing": spacing,
-        "median_shape_at_target": [round(m, 1) for m in median],
+        "median_shape_at_target": median,
         "patch_multiple": shape["patch_multiple"],
         **{k: values[k] for k in ("patch_size", "batch_size", "num_samples", "num_workers", "sw_batch_size", "augmentation")},
         **({"strides": shape["strides"]} if anisotropic_strides else {}),

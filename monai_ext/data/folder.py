@@ -158,7 +158,7 @@ def _check(case: _Case, declared: Optional[Sequence[int]], tolerance: float) -> 
     if declared is not None and not set(found) <= set(declared):
         return f"{case.label}: label values {sorted(set(found) - set(declared))} are not among the declared labels {list(declared)}"
     case.shape, case.channels, case.values = tuple(image.shape[1:]), data.shape[0], found
-    case.spacing = tuple(float(s) for s in np.linalg.norm(np.asarray(image.affine, dtype=float)[:-1, :-1], axis=0))
+    case.spacing = tuple(float(s) for s in np.linalg.norm(np.asarray(image.affine, dtype=float)[:-1, :-1], axis=0))[: len(case.shape)]
     mask = values[0] > 0
     if mask.any():
         fg = data[:, mask].ravel()
@@ -256,8 +256,7 @@ def prepare_folder(
     pixdim = None  # resample only where the spacings differ from the target (nnU-Net's target: the median)
     if spatial_dims == 3 and any(abs(s - t) > tolerance for sp in spacings for s, t in zip(sp, spacing)):
         pixdim = spacing
-    at_target = np.median([[n * s / t for n, s, t in zip(c.shape, c.spacing, spacing)] for c in cases], axis=0)
-    patch = data_plan.patch_size(at_target, 32, data_plan.MAX_VOXELS[spatial_dims], spacing)
+    patch = data_plan.patch_size(data_plan.median_shape([c.shape for c in cases], spacings, spacing), 32, data_plan.MAX_VOXELS[spatial_dims], spacing)
     if intensity == "ct":
         fg = np.concatenate([c.foreground for c in cases if c.key in train and c.foreground is not None])
         low, high = (float(v) for v in np.percentile(fg, [0.5, 99.5]))

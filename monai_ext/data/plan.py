@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-__all__ = ["target_spacing", "patch_size", "unet_strides", "stride_product", "augmentation", "ANISOTROPY", "MAX_VOXELS"]
+__all__ = ["target_spacing", "median_shape", "patch_size", "unet_strides", "stride_product", "augmentation", "ANISOTROPY", "MAX_VOXELS"]
 
 ANISOTROPY = 3.0  # nnU-Net's anisotropy threshold
 MAX_VOXELS = {2: 256 ** 2, 3: 128 ** 3}  # the largest patch: nnU-Net-sized, for a GPU (a CPU plan measures and shortens it)
@@ -45,6 +45,12 @@ def target_spacing(spacings: Sequence[Sequence[float]], shapes: Sequence[Sequenc
         coarse = float(np.percentile(spacings[:, worst], 10))
         target[worst] = max(coarse, max(target[others]) + 1e-5)
     return [round(float(s), 4) for s in target]
+
+
+def median_shape(shapes: Sequence[Sequence[int]], spacings: Sequence[Sequence[float]], target: Sequence[float]) -> List[float]:
+    """The median of the cases' shapes (voxels) once resampled from ``spacings`` to ``target``."""
+    at_target = np.asarray(shapes, dtype=float) * np.asarray(spacings, dtype=float) / np.asarray(target, dtype=float)
+    return [round(float(m), 1) for m in np.median(at_target, axis=0)]
 
 
 def _multiples(multiple: Union[int, Sequence[int]], dims: int) -> List[int]:

@@ -100,8 +100,10 @@ class LrSchedule:
             torch.distributed.broadcast(value, src=0)
             by_clock = float(value.item())
         length = engine.state.epoch_length
-        by_count = done + ((engine.state.iteration - 1) % length) / length if length else float(done)
-        self._set(by_clock if by_clock > by_count else float(done))  # the clock only when it is ahead of the count
+        # where the count will stand at the end of this iteration: a run that keeps pace with its budget never
+        # sees the clock, not even at its first iteration (its rate would then depend on how long loading took)
+        by_count = done + ((engine.state.iteration - 1) % length + 1) / length if length else float(done + 1)
+        self._set(by_clock if by_clock > by_count else float(done))
 
     def _epoch_completed(self, engine) -> None:
         self._epoch_seconds.append(time.perf_counter() - self._epoch_start)

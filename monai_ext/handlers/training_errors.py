@@ -56,9 +56,10 @@ def _cases(batch: Any) -> list:
 
 
 class TrainingErrors:
-    """Attach first to a trainer: label values checked before each step, and any failure raised as one
-    :class:`TrainingError` line (printed as ``error: ...`` by :mod:`monai_ext`'s exception hook) instead of
-    ignite's and MONAI's tracebacks. ``MONAI_EXT_TRACEBACK=1`` keeps the full trace.
+    """Attach to a trainer, and run it with :meth:`run`: label values are checked before each step, and any
+    failure is raised as one :class:`TrainingError` line (printed as ``error: ...`` by :mod:`monai_ext`'s
+    exception hook) instead of ignite's and MONAI's tracebacks; the trainer's own failure handlers (the last
+    weights kept) run first. ``MONAI_EXT_TRACEBACK=1`` keeps the full trace.
 
     - a label value that ``out_channels`` has no channel for names the case and the value;
     - patches that cannot be stacked into a batch name their shapes and ``patch_size``;
@@ -83,7 +84,6 @@ class TrainingErrors:
 
     def attach(self, engine) -> None:
         engine.add_event_handler(Events.ITERATION_STARTED, self._check_labels)
-        engine.add_event_handler(Events.EXCEPTION_RAISED, self._raised)
         if not os.environ.get("MONAI_EXT_TRACEBACK"):
             quiet = _Quiet()
             for e in (engine, self.validator):
@@ -108,10 +108,17 @@ class TrainingErrors:
             f"set out_channels to {top + 1} or more, or relabel the case (`prepare folder` counts the labels and sets it)"
         )
 
+    def run(self, trainer) -> None:
+        """``trainer.run()``, a failure told in one line (the trainer's state still says where it stopped)."""
+        try:
+            trainer.run()
+        except Exception as e:
+            self._raised(trainer, e)
+
     def _raised(self, engine, e: BaseException) -> None:
         reported = reported_cause(e)
         if reported is not None:
-            raise reported
+            raise reported from e
         where = f"epoch {engine.state.epoch}, iteration {engine.state.iteration}"
         cases = _cases(getattr(engine.state, "batch", None))
         on = f" (cases {', '.join(os.path.basename(c) for c in cases[:4])}{' ...' if len(cases) > 4 else ''})" if cases else ""
