@@ -7,4 +7,4 @@ from .weight_average import WeightAverage
 from .gradient_clipping import GradientClipping
 from .lr_schedule import LrSchedule
 from .multi_scale import MultiScaleTraining
-from .training_errors import TrainingError, TrainingErrors
+from .training_errors import TrainingError, TrainingErrors, run_training

@@ -14,7 +14,7 @@ from monai_ext.data.errors import ReportedError, reported_cause
 
 Events, _ = optional_import("ignite.engine", "0.4.4", min_version, "Events")
 
-__all__ = ["TrainingError", "TrainingErrors"]
+__all__ = ["TrainingError", "TrainingErrors", "run_training"]
 
 
 class TrainingError(ReportedError, RuntimeError):
@@ -55,8 +55,18 @@ def _cases(batch: Any) -> list:
     return []
 
 
+def run_training(trainer) -> None:
+    """Run a bundle's trainer (its config's ``run``): through the :class:`TrainingErrors` attached to it, if any.
+    The config names the trainer alone, so that nothing is built in another order than ``trainer.run()`` would."""
+    errors = getattr(trainer, "training_errors", None)
+    if errors is None:
+        trainer.run()
+    else:
+        errors.run(trainer)
+
+
 class TrainingErrors:
-    """Attach to a trainer, and run it with :meth:`run`: label values are checked before each step, and any
+    """Attach to a trainer, and run it with :func:`run_training`: label values are checked before each step, and any
     failure is raised as one :class:`TrainingError` line (printed as ``error: ...`` by :mod:`monai_ext`'s
     exception hook) instead of ignite's and MONAI's tracebacks; the trainer's own failure handlers (the last
     weights kept) run first. ``MONAI_EXT_TRACEBACK=1`` keeps the full trace.
@@ -84,6 +94,7 @@ class TrainingErrors:
 
     def attach(self, engine) -> None:
         engine.add_event_handler(Events.ITERATION_STARTED, self._check_labels)
+        engine.training_errors = self  # for run_training
         if not os.environ.get("MONAI_EXT_TRACEBACK"):
             quiet = _Quiet()
             for e in (engine, self.validator):
