@@ -1,7 +1,8 @@
 """Command line: ``python -m monai_ext <command> ...``.
 
-- ``prepare folder --images DIR --labels DIR OUTPUT``: check and split your own images and label maps,
-  write a datalist and a config overlay (``monai_ext.data.folder``).
+- ``prepare folder --images DIR --labels DIR OUTPUT [--bundle NAME] [--device D]``: check and split your own
+  images and label maps, write a datalist and a config overlay with the training plan for that bundle on this
+  machine (``monai_ext.data.folder``, ``monai_ext.bundle.plan``).
 - ``prepare NAME SOURCE OUTPUT``: build the datalist of a public data set from its release folder
   (``monai_ext.data.public``; NAME one of isic2018, kvasir_seg, cvc_clinicdb, busi, glas, monuseg, drive,
   montgomery, promise12, physionet_ich).
