@@ -10,13 +10,16 @@ import pytest
 
 
 def _demo(output, threads, busy=False):
-    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None  # a core taken by something else
+    # a core taken by something else (its standard streams closed: a pytest-xdist worker talks to its parent over its own)
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL) if busy else None
     try:
         proc = subprocess.run([sys.executable, "-m", "monai_ext", "demo", "--output", str(output), "--epochs", "4", "--cases", "10"],
                               capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
     finally:
         if hog:
             hog.kill()
+            hog.wait()
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((output / "metrics.json").read_text())
     return proc.stdout, report
