@@ -16,8 +16,8 @@ The demo's settings differ from the bundle's defaults only where a short run nee
 volumes with one patch each, validation every 2 epochs. Its length is fixed in epochs and its stop by the
 validation target, both deterministic (the run folder starts empty, one seed, no data-loader workers), so every
 machine trains the same run and prints the same numbers; the 10-minute budget is only a cap for a machine
-far slower than expected. On a machine with CUDA the training and the segmentation use the GPU. 45 seconds on
-an idle 2-core machine (measured 2026-12-03: the target at epoch 24, 1.8 s an epoch).
+far slower than expected. On a machine with CUDA the training and the segmentation use the GPU. 56 seconds in
+all on an idle 2-core machine (measured 2026-12-03: the target at epoch 24, 1.8 s an epoch).
 """
 
 from __future__ import annotations
@@ -89,24 +89,26 @@ def run_demo(
     threads = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = str(TRAINING_THREADS)  # the bundle's initialize gives PyTorch this many
     logger.info("phase 2/4: training %s (3D) until both classes reach validation Dice %.2f, at most %d epochs", bundle.name, target, epochs)
-    bundle_run(
-        config_file=str(bundle / "configs" / "train.json"),
-        meta_file=str(bundle / "configs" / "metadata.json"),
-        logging_file=str(bundle / "configs" / "logging.conf"),
-        bundle_root=str(run_root),
-        dataset_dir=str(data),
-        num_workers=0,
-        val_interval=max(1, min(val_interval, epochs)),
-        target_dice=target,
-        learning_rate=learning_rate,
-        time_budget=minutes,
-        **{"train#trainer#max_epochs": epochs, "batch_size": 4, "num_samples": num_samples},
-        **overrides,
-    )
-    if threads is None:
-        os.environ.pop("OMP_NUM_THREADS")
-    else:
-        os.environ["OMP_NUM_THREADS"] = threads
+    try:
+        bundle_run(
+            config_file=str(bundle / "configs" / "train.json"),
+            meta_file=str(bundle / "configs" / "metadata.json"),
+            logging_file=str(bundle / "configs" / "logging.conf"),
+            bundle_root=str(run_root),
+            dataset_dir=str(data),
+            num_workers=0,
+            val_interval=max(1, min(val_interval, epochs)),
+            target_dice=target,
+            learning_rate=learning_rate,
+            time_budget=minutes,
+            **{"train#trainer#max_epochs": epochs, "batch_size": 4, "num_samples": num_samples},
+            **overrides,
+        )
+    finally:
+        if threads is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = threads
     timings["train"] = time.perf_counter() - start
     model = run_root / "models" / "model.pt"
     record = read_record(model) or {}

@@ -11,6 +11,8 @@ import torch
 from monai.handlers import LrScheduleHandler
 from monai.utils import min_version, optional_import
 
+from monai_ext.handlers.time_budget import rank0_value
+
 Events, _ = optional_import("ignite.engine", "0.4.4", min_version, "Events")
 
 __all__ = ["LrSchedule"]
@@ -95,10 +97,7 @@ class LrSchedule:
         mean = sum(self._epoch_seconds) / len(self._epoch_seconds) if self._epoch_seconds else 0.0
         horizon = max(self.seconds - mean, self.seconds / 2)
         by_clock = min(1.0, (time.perf_counter() - self._start) / horizon) * engine.state.max_epochs
-        if torch.distributed.is_available() and torch.distributed.is_initialized():  # rank 0's clock for every rank
-            value = torch.tensor([by_clock], dtype=torch.float64, device="cuda" if torch.distributed.get_backend() == "nccl" else "cpu")
-            torch.distributed.broadcast(value, src=0)
-            by_clock = float(value.item())
+        by_clock = rank0_value(by_clock)
         length = engine.state.epoch_length
         # where the count will stand at the end of this iteration: a run that keeps pace with its budget never
         # sees the clock, not even at its first iteration (its rate would then depend on how long loading took)

@@ -11,9 +11,19 @@ from monai.utils import min_version, optional_import
 
 Events, _ = optional_import("ignite.engine", "0.4.4", min_version, "Events")
 
-__all__ = ["TimeBudget"]
+__all__ = ["TimeBudget", "rank0_value"]
 
 logger = logging.getLogger("monai_ext.time_budget")
+
+
+def rank0_value(value: float) -> float:
+    """``value`` as rank 0 has it, under ``torch.distributed`` (one broadcast); else ``value``: rank 0's clock
+    decides for every rank, so that all stop, and set their learning rate, alike."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        tensor = torch.tensor([value], dtype=torch.float64, device="cuda" if torch.distributed.get_backend() == "nccl" else "cpu")
+        torch.distributed.broadcast(tensor, src=0)
+        return float(tensor.item())
+    return value
 
 
 class TimeBudget:
@@ -56,11 +66,7 @@ class TimeBudget:
         self._epoch_start = time.perf_counter()
 
     def _agreed(self, stop: bool) -> bool:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            flag = torch.tensor([1 if stop else 0], device="cuda" if torch.distributed.get_backend() == "nccl" else "cpu")
-            torch.distributed.broadcast(flag, src=0)
-            return bool(flag.item())
-        return stop
+        return bool(rank0_value(1.0 if stop else 0.0))
 
     def _iteration(self, engine) -> None:
         elapsed = time.perf_counter() - self.start
