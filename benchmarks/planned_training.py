@@ -14,7 +14,7 @@ volumes with ``segment`` and scores them (Dice per tissue, mean of the two):
   (96^3) so that the batch stacks;
 - ``hand: ...``: hand-tuned settings, with everything else as planned; the best of them is the reference.
 
-Run: ``python benchmarks/planned_training.py`` (about an hour on 2 cores: 7 runs of 8 minutes and their
+Run: ``python benchmarks/planned_training.py`` (about 75 minutes on 2 cores: 8 runs of 8 minutes and their
 evaluation); ``--bundles unet`` and ``--minutes`` shorten it. Writes JSON and a plot (validation Dice
 against training minutes, one panel per bundle) into ``benchmarks/results/``.
 """
@@ -49,7 +49,7 @@ SETTINGS: Dict[str, dict] = {
     "hand: 64^3, 8 volumes x 4 patches": {"patch_size": [64, 64, 64], "batch_size": 8, "num_samples": 4},
     "hand: planned patch, 4 volumes x 1 patch": {"batch_size": 4, "num_samples": 1},
 }
-DEFAULT_SETTINGS = {"unet": list(SETTINGS), "resunetplusplus": ["planned", "previous defaults, cubic patch"]}
+DEFAULT_SETTINGS = {"unet": list(SETTINGS), "resunetplusplus": ["planned", "previous defaults, cubic patch", "hand: planned patch, 4 volumes x 1 patch"]}
 _VALIDATION = re.compile(r"^(\S+ \S+) - monai_ext\.training - INFO - epoch (\d+)/\d+: val_mean_dice ([0-9.]+)")
 
 

@@ -29,6 +29,8 @@ import json
 import sys
 from typing import List, Optional
 
+from monai_ext.data.errors import one_line
+
 
 def _prepare(args: argparse.Namespace) -> int:
     split = tuple(args.split) if args.split else None
@@ -57,7 +59,7 @@ def _prepare(args: argparse.Namespace) -> int:
                                   args.intensity, args.tolerance, planner=planner)
         except DatasetCheckError as e:
             for line in e.problems:
-                print(f"error: {line}", file=sys.stderr)
+                print(f"error: {one_line(line)}", file=sys.stderr)
             print(f"{len(e.problems)} problem(s); nothing written", file=sys.stderr)
             return 2
         datalist = json.loads(path.read_text())
@@ -121,7 +123,7 @@ def _segment(args: argparse.Namespace) -> int:
     written = len(results) - len(failed) - len(skipped)
     print(f"segment: {written} written, {len(skipped)} skipped, {len(failed)} failed of {len(results)} case(s), in {args.output}")
     for r in failed:
-        print(f"error: {r.error}", file=sys.stderr)
+        print(f"error: {one_line(r.error)}", file=sys.stderr)
     if not failed:
         return 0
     return 1 if written or skipped else 2
@@ -264,7 +266,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return args.func(args) or 0
     except (ValueError, OSError) as e:  # DatasetLayoutError and InputError are ValueErrors
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
 
 

@@ -409,9 +409,76 @@ def _outputs():
     }
 
 
+def _second_corpus():
+    """The next corpus tried from outside: headers that disagree or lie, values that would flatten
+    normalisation, damaged rescaling, a DICOMDIR without its files, names that would split the line."""
+
+    def qform_sform(t):
+        image = nib.Nifti1Image(np.random.default_rng(0).normal(size=(20, 18, 12)).astype(np.float32), None)
+        image.set_qform(np.diag([0.8, 0.8, 2.0, 1.0]), code=1)
+        moved = np.diag([0.8, 0.8, 2.0, 1.0])
+        moved[0, 3] = 10.0
+        image.set_sform(moved, code=2)  # "aligned": nibabel uses it, ITK the qform
+        nib.save(image, str(t / "qs.nii.gz"))
+        return Bad("its qform and sform place the image up to 10.0 mm apart", "qs.nii.gz", input=t / "qs.nii.gz")
+
+    def complex_voxels(t):
+        data = (np.random.default_rng(0).normal(size=(20, 18, 12)) * (1 + 1j)).astype(np.complex64)
+        return Bad("complex voxels (complex64)", "complex.nii.gz", input=_volume(t / "complex.nii.gz", data))
+
+    def huge_voxel(t):
+        data = np.random.default_rng(0).normal(size=(20, 18, 12)).astype(np.float32)
+        data[4, 5, 6] = 3e38
+        return Bad("an intensity of 3e+38", "huge.nii.gz", input=_volume(t / "huge.nii.gz", data))
+
+    def outlier(t):
+        data = np.random.default_rng(0).normal(size=(20, 18, 12))
+        data[1, 2, 3] = 1e9  # float64: finite statistics, but every other voxel would normalise to the same value
+        return Bad("an intensity of 1e+09 where 99% of the voxels lie in", "spike.nii.gz", input=_volume(t / "spike.nii.gz", data))
+
+    def claims_2gib(t):
+        image = nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4))
+        image.header["dim"][1:4] = [1024, 1024, 512]  # float32: 2 GiB of voxels
+        raw = gzip.compress(image.header.binaryblock + b"\0" * 4 + b"\1" * 256)
+        return Bad("need 2,147,484,000 bytes; the file holds at most", "claims.nii.gz", input=_bytes(t / "claims.nii.gz", raw))
+
+    def rescale_slope_zero(t):
+        folder = _series(t / "slope0")
+        ds = pydicom.dcmread(folder / "IM0003.dcm")
+        ds.RescaleSlope = 0
+        ds.save_as(folder / "IM0003.dcm")
+        return Bad("RescaleSlope 0", "IM0003.dcm", input=folder)
+
+    def dicomdir_without_files(t):
+        shutil.copytree(PYDICOM_FILES / "dicomdirtests", t / "disc")
+        for f in (t / "disc").rglob("*"):
+            if f.is_file() and not f.name.startswith("DICOMDIR"):
+                f.unlink()
+        return Bad("the DICOMDIR lists 31 file(s) that do not exist", "DICOMDIR", input=t / "disc" / "DICOMDIR")
+
+    def newline_in_name(t):
+        return Bad("not a NIfTI file (it is a PNG image)", "a\\nb.nii.gz", input=_png(t / "a\nb.nii.gz"))
+
+    def escape_in_name(t):
+        return Bad("not a NIfTI file (it is a PNG image)", "x\\x1b[2Ky.nii.gz", input=_png(t / "x\x1b[2Ky.nii.gz"))
+
+    return {
+        "qform and sform disagree where readers differ": qform_sform,
+        "complex voxels": complex_voxels,
+        "one voxel of 3e38": huge_voxel,
+        "one voxel a billion times the rest": outlier,
+        "a 69-byte .nii.gz claiming 2 GiB": claims_2gib,
+        "RescaleSlope 0": rescale_slope_zero,
+        "a DICOMDIR whose files are missing": dicomdir_without_files,
+        "a newline in the file name": newline_in_name,
+        "an escape sequence in the file name": escape_in_name,
+    }
+
+
 CASES = {f"{group}: {name}": build for group, cases in (("file", _files()), ("values", _values()), ("dimensions", _dimensions()),
                                                           ("header", _headers()), ("dicom", _dicom()), ("checkpoint", _checkpoints()),
-                                                          ("option", _options()), ("output", _outputs())) for name, build in cases.items()}
+                                                          ("option", _options()), ("output", _outputs()), ("corpus 2", _second_corpus()))
+         for name, build in cases.items()}
 
 
 def test_there_are_at_least_fifty_hostile_cases():

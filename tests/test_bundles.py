@@ -14,6 +14,7 @@ import torch
 from monai.bundle import ConfigParser, onnx_export, verify_metadata, verify_net_in_out
 
 from monai_ext.data import make_synthetic_dataset
+import forkserver
 from conftest import BUNDLES_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +41,7 @@ def _bundle_run(bundle: Path, configs, **overrides) -> subprocess.CompletedProce
     args += ["--meta_file", str(bundle / "configs" / "metadata.json"), "--logging_file", str(bundle / "configs" / "logging.conf")]
     for key, value in overrides.items():
         args += [f"--{key}", str(value)]
-    proc = subprocess.run(args, capture_output=True, text=True, cwd=bundle, timeout=600)
+    proc = forkserver.run(args, cwd=bundle, timeout=600)
     assert proc.returncode == 0, f"{' '.join(args)}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     return proc
 
@@ -136,11 +137,11 @@ def test_train_evaluate_infer_export_2d(name, data, tmp_path):
 
     ts = tmp_path / "model.ts"
     shape = {k: v for k, v in FAST.get(name, {}).items() if k.startswith("network_def#")}  # the light networks' overrides
-    proc = subprocess.run(
+    proc = forkserver.run(
         [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file", str(checkpoint),
          "--meta_file", str(bundle / "configs" / "metadata.json"), "--config_file", str(bundle / "configs" / "inference.json"),
          "--patch_size", _patch(name, 2), *[a for k, v in shape.items() for a in (f"--{k}", json.dumps(v))]],  # as trained (MedSegDiff's FF-Parsers)
-        capture_output=True, text=True, cwd=bundle, timeout=600,
+        cwd=bundle, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     scripted = torch.jit.load(str(ts))

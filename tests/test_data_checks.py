@@ -12,6 +12,7 @@ from monai_ext.data import LazyDatalist, require_cases
 from monai_ext.data.errors import InputError
 from monai_ext.transforms import CheckSameGeometryd, IntensityNormalizationd
 from conftest import BUNDLES_DIR
+import forkserver
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLES = ["unet", "unetplusplus", "resunet", "resunetplusplus", "madgnet", "medsegdiff", "higmisnet"]
@@ -124,11 +125,11 @@ def test_a_bundle_run_with_bad_data_stops_with_one_line_naming_the_file(tmp_path
     }
     bundle = BUNDLES_DIR / "unet"
     for folder, message in cases.items():
-        proc = subprocess.run(
+        proc = forkserver.run(
             [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(bundle / "configs" / "train.json"),
              "--meta_file", str(bundle / "configs" / "metadata.json"), "--bundle_root", str(tmp_path / "run"),
              "--dataset_dir", str(folder), "--num_workers", "0", "--patch_size", "[32,32]", "--train#trainer#max_epochs", "1"],
-            capture_output=True, text=True, cwd=bundle, timeout=300,
+            cwd=bundle, timeout=300,
         )
         errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
         assert proc.returncode != 0 and len(errors) == 1 and message in errors[0], (folder, proc.stderr[-2000:])

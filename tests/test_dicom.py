@@ -148,9 +148,10 @@ def test_compressed_series_read_equal_to_uncompressed(tmp_path, syntax):
     np.testing.assert_array_equal(packed.affine.numpy(), plain.affine.numpy())
 
 
-def _with_geometry(name, folder):
+def _with_geometry(name, folder, order=(3, 1, 0, 2, 4, 5, 9, 6, 8, 7)):
     """pydicom-data's enhanced MR (10 frames of a real scanner, in several transfer syntaxes) with the
-    functional groups its test copies were stripped of: 64x64 pixels of 0.5 mm, frames 3 mm apart, oblique."""
+    functional groups its test copies were stripped of: 64x64 pixels of 0.5 mm, frames 3 mm apart, oblique,
+    stored in ``order`` (default: out of order, to be placed by position, not by frame number)."""
     from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence
 
@@ -159,12 +160,14 @@ def _with_geometry(name, folder):
     normal = np.cross(row, column)
     orientation, measures = Dataset(), Dataset()
     orientation.ImageOrientationPatient = [*row, *column]
-    measures.PixelSpacing, measures.SliceThickness = [0.5, 0.5], 3.0
+    measures.PixelSpacing, measures.SliceThickness, measures.SpacingBetweenSlices = [0.5, 0.5], 3.0, 3.0
+    if "SpacingBetweenSlices" in ds:
+        del ds.SpacingBetweenSlices  # the test copy's 1.2 mm, which the positions no longer say
     shared = Dataset()
     shared.PlaneOrientationSequence, shared.PixelMeasuresSequence = Sequence([orientation]), Sequence([measures])
     ds.SharedFunctionalGroupsSequence = Sequence([shared])
     frames = []
-    for k in [3, 1, 0, 2, 4, 5, 9, 6, 8, 7]:  # stored out of order: placed by position, not by frame number
+    for k in order:
         position, item = Dataset(), Dataset()
         position.ImagePositionPatient = [round(float(v), 4) for v in np.array([10.0, -20.0, 5.0]) + 3.0 * k * normal]
         item.PlanePositionSequence = Sequence([position])

@@ -14,6 +14,7 @@ from test_bundles import BUNDLES, FAST, ROOT, _patch
 
 from monai_ext.data import make_synthetic_dataset
 from conftest import BUNDLES_DIR
+import forkserver
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,7 @@ def test_two_processes_train_the_same_weights(name, data, tmp_path):
             "--logging_file", str(bundle / "configs" / "logging.conf")]
     for key, value in overrides.items():
         args += [f"--{key}", str(value)]
-    proc = subprocess.run(args, capture_output=True, text=True, cwd=bundle, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = forkserver.run(args, cwd=bundle, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-6000:]
 
     run = tmp_path / "run"

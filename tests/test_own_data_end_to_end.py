@@ -18,6 +18,7 @@ import monai_ext.data.volume_io as vio
 from monai_ext.apps import segment
 from monai_ext.bundle import read_record
 from conftest import BUNDLES_DIR
+import forkserver
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = BUNDLES_DIR / "unet"
@@ -48,8 +49,8 @@ def test_own_data_prepare_train_segment_export(tmp_path, python_without_monai_ex
     _own_cases(own)
     prepared = tmp_path / "prepared"
     cli = [sys.executable, "-m", "monai_ext"]
-    proc = subprocess.run(cli + ["prepare", "folder", "--images", str(own / "images"), "--labels", str(own / "labels"),
-                                 "--label-name", "1=lesion", str(prepared)], capture_output=True, text=True, timeout=300)
+    proc = forkserver.run(cli + ["prepare", "folder", "--images", str(own / "images"), "--labels", str(own / "labels"),
+                                 "--label-name", "1=lesion", str(prepared)], timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     datalist = json.loads((prepared / "datalist.json").read_text())
     assert [len(datalist[k]) for k in ("training", "validation", "test")] == [1, 1, 1]
@@ -58,10 +59,10 @@ def test_own_data_prepare_train_segment_export(tmp_path, python_without_monai_ex
 
     # train as the README says: the bundle's train.json, the data's overlay, a time budget instead of epochs
     run = tmp_path / "run"
-    proc = subprocess.run(
+    proc = forkserver.run(
         [sys.executable, "-m", "monai.bundle", "run", "--config_file", f"['configs/train.json','{prepared / 'overlay.json'}']",
          "--bundle_root", str(run), "--time_budget", "0.25", "--num_workers", "0"],
-        capture_output=True, text=True, cwd=BUNDLE, timeout=600,
+        cwd=BUNDLE, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "time budget" in proc.stdout + proc.stderr
@@ -89,16 +90,16 @@ def test_own_data_prepare_train_segment_export(tmp_path, python_without_monai_ex
     assert np.transpose(frames, (2, 1, 0)).shape == tuple(series.image.shape[1:])
 
     # a setting changed against the weights is one line naming it
-    proc = subprocess.run(cli + ["segment", "--bundle", str(BUNDLE), "--checkpoint", str(run / "models" / "model.pt"),
+    proc = forkserver.run(cli + ["segment", "--bundle", str(BUNDLE), "--checkpoint", str(run / "models" / "model.pt"),
                                  "--input", str(case), "--output", str(tmp_path / "bad"), "--set", "spatial_dims=2"],
-                          capture_output=True, text=True, timeout=300)
+                          timeout=300)
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode == 2 and len(errors) == 1 and "spatial_dims: trained 3, configured 2" in errors[0], proc.stderr[-2000:]
 
     # export, then run the exported bundle where monai_ext is not installed
     exported = tmp_path / "unet_lesion"
-    proc = subprocess.run(cli + ["export", "--bundle", str(BUNDLE), "--checkpoint", str(run / "models" / "model.pt"), "--output", str(exported)],
-                          capture_output=True, text=True, timeout=600)
+    proc = forkserver.run(cli + ["export", "--bundle", str(BUNDLE), "--checkpoint", str(run / "models" / "model.pt"), "--output", str(exported)],
+                          timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     meta = json.loads((exported / "configs" / "metadata.json").read_text())
     assert meta["network_data_format"]["outputs"]["pred"]["channel_def"] == {"0": "background", "1": "lesion"}  # MONAI Label's /info
@@ -106,9 +107,9 @@ def test_own_data_prepare_train_segment_export(tmp_path, python_without_monai_ex
     python = python_without_monai_ext
     (tmp_path / "test_case").mkdir()
     (tmp_path / "test_case" / "datalist.json").write_text(json.dumps({"test": [{"image": str(case)}]}))
-    proc = subprocess.run([str(python), "-m", "monai.bundle", "run", "--config_file", "configs/inference.json", "--dataset_dir",
+    proc = forkserver.run([str(python), "-m", "monai.bundle", "run", "--config_file", "configs/inference.json", "--dataset_dir",
                            str(tmp_path / "test_case"), "--output_dir", str(tmp_path / "exported_run"), "--dataloader#num_workers", "0",
-                           "--device", "cpu"], capture_output=True, text=True, cwd=exported, timeout=600)
+                           "--device", "cpu"], cwd=exported, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     theirs = nib.load(str(tmp_path / "exported_run" / nifti.output.name))
     np.testing.assert_array_equal(np.asarray(theirs.dataobj), np.asarray(mask.dataobj))

@@ -16,6 +16,7 @@ from monai.bundle import ConfigParser
 
 from monai_ext.apps import segment
 from conftest import BUNDLES_DIR
+import forkserver
 
 ROOT = Path(__file__).resolve().parents[1]
 VOLUME = Path(nib.__file__).parent / "tests" / "data" / "anatomical.nii"  # T1 crop, int16, LAS
@@ -60,7 +61,7 @@ def test_segment_and_monai_bundle_run_write_the_same_files(name, dims, tmp_path)
             "--dataloader#num_workers", "0", "--device", "cpu"]
     for key, value in settings.items():
         args += [f"--{key}", json.dumps(value)]
-    proc = subprocess.run(args, capture_output=True, text=True, cwd=bundle, timeout=600)
+    proc = forkserver.run(args, cwd=bundle, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
 
     (result,) = segment(bundle, VOLUME, tmp_path / "segment", device="cpu", overrides={"bundle_root": str(weights_root), **settings},
@@ -101,7 +102,7 @@ def test_a_dicom_series_is_read_alike_by_segment_and_monai_bundle_run(tmp_path):
         args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json", "--bundle_root", str(weights_root),
                 "--dataset_dir", str(tmp_path / "data"), "--output_dir", str(tmp_path / f"run_{case}"), "--dataloader#num_workers", "0",
                 "--device", "cpu"] + [a for k, v in settings.items() for a in (f"--{k}", json.dumps(v))]
-        outputs[case] = subprocess.run(args, capture_output=True, text=True, cwd=BUNDLES_DIR / "unet", timeout=600)
+        outputs[case] = forkserver.run(args, cwd=BUNDLES_DIR / "unet", timeout=600)
     assert outputs["ge"].returncode == 0, outputs["ge"].stderr[-4000:]
     assert outputs["gap"].returncode != 0 and "1 missing slice(s)" in outputs["gap"].stderr
     (result,) = segment(BUNDLES_DIR / "unet", tmp_path / "data" / "ge", tmp_path / "segment", device="cpu",

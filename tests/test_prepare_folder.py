@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from monai_ext.data.folder import DatasetCheckError, prepare_folder
+import forkserver
 
 NIB_DATA = Path(nib.__file__).parent / "tests" / "data"
 
@@ -108,8 +109,8 @@ def test_every_bad_case_is_one_line_naming_its_file_and_nothing_is_written(folde
     assert not (tmp_path / "out").exists()
 
     # the command line prints them one per line and exits non-zero
-    proc = subprocess.run([sys.executable, "-m", "monai_ext", "prepare", "folder", "--images", str(images), "--labels", str(labels),
-                           "--label-name", "1=tumour", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    proc = forkserver.run([sys.executable, "-m", "monai_ext", "prepare", "folder", "--images", str(images), "--labels", str(labels),
+                           "--label-name", "1=tumour", str(tmp_path / "out")], timeout=300)
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode == 2 and len(errors) == len(expected) and "nothing written" in proc.stderr
     assert not (tmp_path / "out").exists()

@@ -22,6 +22,7 @@ from monai_ext.bundle.plan import plan_training
 from monai_ext.data.folder import prepare_folder
 from monai_ext.data.mni152 import MNI152_LABELS, make_mni152_cases
 from conftest import BUNDLES_DIR
+import forkserver
 
 BUNDLES = ["unet", "unetplusplus", "resunet", "resunetplusplus", "madgnet", "medsegdiff", "higmisnet"]
 # the same blocks, fewer or narrower, where the default network would take minutes per MNI152 volume on a test
@@ -50,7 +51,7 @@ def _train(name, overlay_file, run):
             "--bundle_root", str(run), "--train#trainer#max_epochs", "1"]
     for key, value in LIGHT.get(name, {}).items():
         args += [f"--{key}", json.dumps(value)]
-    proc = subprocess.run(args, capture_output=True, text=True, cwd=BUNDLES_DIR / name, timeout=900)
+    proc = forkserver.run(args, cwd=BUNDLES_DIR / name, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert f"training plan (prepare folder, for {name} on cpu)" in proc.stdout + proc.stderr
     assert "overridden" not in proc.stdout + proc.stderr  # nothing but the plan

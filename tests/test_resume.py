@@ -12,6 +12,7 @@ import torch
 
 from monai_ext.data import make_synthetic_dataset
 from conftest import BUNDLES_DIR
+import forkserver
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,7 +24,7 @@ def _train(bundle: Path, run_root: Path, data: Path, extra_config=None, **overri
             "--num_workers", "0", "--patch_size", "[32,32]", "--batch_size", "2", "--train#trainer#max_epochs", "3"]
     for key, value in overrides.items():
         args += [f"--{key}", str(value)]
-    return subprocess.run(args, capture_output=True, text=True, cwd=bundle, timeout=600)
+    return forkserver.run(args, cwd=bundle, timeout=600)
 
 
 # Hi-gMISnet's generators with fewer filters and levels: the same state to save and restore, in a third of the time

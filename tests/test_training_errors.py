@@ -12,6 +12,7 @@ from monai.data import MetaTensor
 
 from monai_ext.handlers import TrainingError, TrainingErrors
 from conftest import BUNDLES_DIR
+import forkserver
 
 
 def _engine(batch=None):
@@ -83,7 +84,7 @@ def _train(overrides, env=None, timeout=600):
     args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/train.json", "--train#trainer#max_epochs", "1"]
     for key, value in overrides.items():
         args += [f"--{key}", str(value)]
-    return subprocess.run(args, capture_output=True, text=True, cwd=BUNDLES_DIR / "unet", timeout=timeout, env={**os.environ, **(env or {})})
+    return forkserver.run(args, cwd=BUNDLES_DIR / "unet", timeout=timeout, env={**os.environ, **(env or {})})
 
 
 @pytest.mark.slow
@@ -98,6 +99,9 @@ def test_bundle_training_errors_are_one_line_through_monai_bundle_run(tmp_path):
     assert proc.returncode != 0 and len(errors) == 1, proc.stderr[-3000:]
     assert "label value 2, but out_channels is 2" in errors[0] and ".nii.gz" in errors[0]
     assert "Traceback" not in proc.stdout + proc.stderr
+    # stopped inside its first epoch: no weights that look like a result, no empty TensorBoard file
+    assert not (tmp_path / "run" / "models" / "model_last.pt").exists() and not (tmp_path / "run" / "models" / "model.pt").exists()
+    assert not list((tmp_path / "run").rglob("events.out.tfevents*"))
     # a training transform that turns non-cubic patches, in a data-loader worker: the batch cannot be stacked
     rotate = "{'_target_': 'RandRotate90d', 'keys': ['image', 'label'], 'prob': 0.5, 'max_k': 3}"
     uneven = {**common, "num_workers": 1, "patch_size": "[16,32,16]", "num_samples": 4, "train#random_transforms#2": rotate}
@@ -110,3 +114,37 @@ def test_bundle_training_errors_are_one_line_through_monai_bundle_run(tmp_path):
     # the trace on demand
     proc = _train(uneven, env={"MONAI_EXT_TRACEBACK": "1"})
     assert proc.returncode != 0 and "Traceback (most recent call last)" in proc.stderr
+
+
+BAD_SETTINGS = [
+    ({"time_budget": "abc"}, "time_budget: 'abc' is not a number"),
+    ({"time_budget": -1}, "time_budget: -1; it must be more than 0"),
+    ({"batch_size": 0}, "batch_size: 0; it must be at least 1"),
+    ({"batch_size": 2.5}, "batch_size: 2.5 is not a whole number"),
+    ({"patch_size": "[64,64]", "spatial_dims": 3}, "patch_size: [64, 64] has 2 size(s) where spatial_dims is 3"),
+    ({"train#trainer#max_epochs": 0}, "max_epochs: 0; it must be at least 1"),
+    ({"learning_rate": "-0.01"}, "learning_rate: -0.01; it must be more than 0"),
+    ({"num_workers": -2}, "num_workers: -2; it must be at least 0"),
+    ({"spatial_dims": 4}, "spatial_dims: 4; it must be 2 or 3"),
+]
+
+
+@pytest.mark.parametrize("overrides, message", BAD_SETTINGS, ids=[m.split(":")[0] + " " + str(list(o.values())[0]) for o, m in BAD_SETTINGS])
+def test_a_setting_that_cannot_work_is_one_line_naming_the_key_before_anything_is_built(tmp_path, overrides, message):
+    proc = _train({"bundle_root": tmp_path / "run", "dataset_dir": tmp_path / "nowhere", **overrides}, timeout=300)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode != 0 and len(errors) == 1 and errors[0].startswith(f"error: {message}"), proc.stderr[-3000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "run").exists()  # nothing written: no models/, no event file
+
+
+@pytest.mark.parametrize("bundle", ["unetplusplus", "resunet", "resunetplusplus", "madgnet", "medsegdiff", "higmisnet"])
+def test_every_bundle_checks_its_training_settings(tmp_path, bundle):
+    args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/train.json", "--bundle_root", str(tmp_path / "run"),
+            "--dataset_dir", str(tmp_path / "nowhere"), "--batch_size", "0"]
+    proc = forkserver.run(args, cwd=BUNDLES_DIR / bundle, timeout=300)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode != 0 and errors == ["error: batch_size: 0; it must be at least 1"], proc.stderr[-3000:]
+    multi = args[:5] + ["['configs/train.json','configs/multi_gpu_train.json']"] + args[6:]
+    proc = forkserver.run(multi, cwd=BUNDLES_DIR / bundle, timeout=300)
+    assert "error: batch_size: 0; it must be at least 1" in proc.stderr.splitlines(), proc.stderr[-3000:]

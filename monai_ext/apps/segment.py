@@ -43,6 +43,7 @@ from tqdm import tqdm
 
 from monai_ext.bundle.trained import SettingsMismatch, check_fits, differing_settings, load_state, record_of
 from monai_ext.data.dicom_seg import write_dicom_seg, write_rtstruct
+from monai_ext.data.errors import reported_cause
 from monai_ext.data.volume_io import (Case, InputError, Volume, check_image, find_cases, nifti_header_codes, read_volume, stale_temporaries,
                                       write_nifti)
 
@@ -274,8 +275,9 @@ class BundleSegmenter:
             return volume
         try:
             image = self.loader({"image": str(case.path)})["image"]
-        except Exception as e:  # readers raise many kinds
-            raise InputError(f"{case.path}: unreadable ({_reason(e)})") from e
+        except Exception as e:  # readers raise many kinds; our own checks' line is the whole story
+            reported = reported_cause(e)
+            raise InputError(str(reported) if reported is not None else f"{case.path}: unreadable ({_reason(e)})") from e
         check_image(case.path, image, self.in_channels, min_dims)
         return Volume(case.path, image, case.name)
 

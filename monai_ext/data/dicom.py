@@ -4,9 +4,10 @@
   into its image series. Non-image objects (SEG, RTSTRUCT, presentation states, SR, ...) are left out and
   named; an input that holds nothing else is refused, naming what it holds.
 - :func:`series_geometry` places every slice (a file, or a frame of an enhanced multi-frame object) on
-  one grid: slices sorted along the slice normal, the slice pitch fitted to the positions by least
-  squares, and every position checked against that fit. Positions within ``tolerance`` of the grid are
-  accepted (scanners round positions, e.g. a GE series within 0.05 mm of a 7.0 mm grid); a missing slice
+  one grid: slices sorted along the slice normal, the grid the least-squares line through every position
+  (:func:`fit_slice_grid`; not the median gap, which rounded positions bias), and every position checked
+  against a robust line that finds a stray slice. Positions within ``tolerance`` of the grid are accepted
+  (scanners round positions, e.g. a GE series within 0.05 mm of a 7.0 mm grid); a missing slice
   is refused, naming the gap and the slices on either side, unless ``allow_gaps`` (then the missing slices
   are interpolated along the normal, with a warning); a tilted (gantry tilt) or non-orthogonal stack is
   refused, naming the angle. This is what dcm2niix and dicom2nifti accept and refuse.
@@ -26,13 +27,13 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from monai_ext.data.errors import InputError
 
-__all__ = ["Slice", "Series", "Geometry", "find_series", "is_dicom_file", "series_geometry", "read_series", "default_tolerance",
+__all__ = ["Slice", "Series", "Geometry", "find_series", "is_dicom_file", "series_geometry", "fit_slice_grid", "SliceGrid", "read_series", "default_tolerance",
            "NON_IMAGE_MODALITIES"]
 
 logger = logging.getLogger("monai_ext.dicom")
@@ -169,14 +170,26 @@ def _dicomdir_files(path: Path) -> List[Path]:
     import pydicom
     from pydicom.fileset import FileSet
 
+    import re
+    import warnings
+
+    pydicom_logger = logging.getLogger("pydicom")
+    level = pydicom_logger.level
     try:
-        fileset = FileSet(pydicom.dcmread(path))
+        # pydicom warns (and logs) once per listed file that is missing, then leaves it out: collected here
+        pydicom_logger.setLevel(logging.ERROR)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fileset = FileSet(pydicom.dcmread(path))
     except Exception as e:
         raise InputError(f"{path}: unreadable DICOMDIR ({_first_line(e)})") from e
+    finally:
+        pydicom_logger.setLevel(level)
     files = [Path(instance.path) for instance in fileset]
     missing = [f for f in files if not f.is_file()]
+    missing += [Path(m.group(1)) for w in caught for m in [re.search(r"does not exist: (.+)$", str(w.message))] if m]
     if missing:
-        raise InputError(f"{path}: the DICOMDIR lists {missing[0]}, which does not exist ({len(missing)} missing)")
+        raise InputError(f"{path}: the DICOMDIR lists {len(missing)} file(s) that do not exist, e.g. {missing[0]}")
     return files
 
 
@@ -279,6 +292,20 @@ def _scalar(ds, keyword: str, default: Optional[float] = None) -> Optional[float
     return float(values[0]) if values else default
 
 
+def _rescale(ds, where: str) -> Tuple[float, float]:
+    """``RescaleSlope`` (absent: 1) and ``RescaleIntercept`` (absent: 0). A slope of 0 or one that is not a
+    finite number would make every voxel the intercept: refused, not read as 1."""
+    slope, intercept = _scalar(ds, "RescaleSlope", None), _scalar(ds, "RescaleIntercept", 0.0)
+    if slope is None:
+        if str(ds.get("RescaleSlope", "") or "").strip():
+            raise InputError(f"{where}: RescaleSlope {str(ds.get('RescaleSlope')).strip()!r} is not a number")
+        slope = 1.0
+    if slope == 0 or not np.isfinite(slope) or intercept is None or not np.isfinite(intercept):
+        raise InputError(f"{where}: RescaleSlope {slope:g}, RescaleIntercept {intercept}: every voxel would be "
+                         f"{'the intercept' if slope == 0 else 'undefined'}; the header is damaged")
+    return float(slope), float(intercept)
+
+
 def _find(groups: Sequence, keyword: str):
     """The first of ``groups`` (functional group items) holding a ``keyword`` sequence, its first item."""
     for group in groups:
@@ -297,8 +324,8 @@ def _slices_of(ds) -> List[Slice]:
     if "PerFrameFunctionalGroupsSequence" not in ds:
         if frames > 1:
             raise InputError(f"{path}: a {frames}-frame object without per-frame geometry (a cine or a secondary capture); not a volume")
-        slope, intercept = _scalar(ds, "RescaleSlope", 1.0) or 1.0, _scalar(ds, "RescaleIntercept", 0.0)
         where = str(path)
+        slope, intercept = _rescale(ds, where)
         if "ImagePositionPatient" not in ds and "ImageOrientationPatient" not in ds:  # a projection image: pixels only
             spacing = next((_vector(ds, k, 2, where) for k in ("PixelSpacing", "ImagerPixelSpacing") if k in ds), np.ones(2))
             return [Slice(path, None, None, None, spacing, (rows, columns), (slope, intercept))]
@@ -316,11 +343,47 @@ def _slices_of(ds) -> List[Slice]:
         measures, rescale = _find(groups, "PixelMeasuresSequence"), _find(groups, "PixelValueTransformationSequence")
         if position is None or orientation is None or measures is None:
             raise InputError(f"{where}: no plane position, orientation or pixel spacing; not part of a volume")
-        slope = float(rescale.get("RescaleSlope", 1) or 1) if rescale is not None else float(ds.get("RescaleSlope", 1) or 1)
-        intercept = float(rescale.get("RescaleIntercept", 0) or 0) if rescale is not None else float(ds.get("RescaleIntercept", 0) or 0)
+        slope, intercept = _rescale(rescale if rescale is not None else ds, where)
         slices.append(Slice(path, f, _vector(position, "ImagePositionPatient", 3, where), _vector(orientation, "ImageOrientationPatient", 6, where),
                             _vector(measures, "PixelSpacing", 2, where), (rows, columns), (slope, intercept), _scalar(measures, "SliceThickness")))
     return slices
+
+
+class SliceGrid(NamedTuple):
+    """Slice ``k`` lies ``distance[k] = origin + pitch * index[k]`` mm along the normal (least squares);
+    ``off[k]`` is its distance from the robust line of slope ``robust_pitch``."""
+
+    index: np.ndarray
+    pitch: float
+    origin: float
+    off: np.ndarray
+    robust_pitch: float
+
+
+def fit_slice_grid(distance: np.ndarray) -> SliceGrid:
+    """Fit a regular grid to slice distances along the normal (sorted, distinct): see :class:`SliceGrid`.
+    A missing slice skips an index; ``off`` finds a stray slice that least squares would spread over its
+    neighbours.
+
+    Scanners round positions (to 0.01-0.1 mm, in an oblique frame on three coordinates), so neighbouring gaps
+    cycle through a few values whose median need not be the pitch, and a pitch fitted to gaps drifts over a
+    long series (0.3 mm over 20 slices of a GE series; a whole slice over 300). So the median gap only
+    rounds each gap to a whole number of pitches; the robust line takes the median slope of slice pairs half
+    the series apart (a stray slice moves two of them; the rounding is divided by the span), and the grid is
+    the least-squares line through every slice.
+    """
+    gaps = np.diff(distance)
+    index = np.concatenate([[0], np.cumsum(np.rint(gaps / np.median(gaps)))]).astype(int)
+    half = max(1, len(distance) // 2)
+    span = index[half:] - index[:-half]
+    slope = (distance[half:] - distance[:-half])[span > 0] / span[span > 0]
+    robust = float(np.median(slope)) if slope.size else float(np.median(gaps))
+    off = distance - robust * index
+    off -= np.median(off)
+    if index[-1] == 0:  # every slice rounded onto the first: no line to fit
+        return SliceGrid(index, robust, float(distance[0]), off, robust)
+    pitch, origin = np.polyfit(index, distance, 1)
+    return SliceGrid(index, float(pitch), float(origin), off, robust)
 
 
 def series_geometry(series: Series, tolerance: Optional[float] = None, allow_gaps: bool = False) -> Geometry:
@@ -361,7 +424,7 @@ def series_geometry(series: Series, tolerance: Optional[float] = None, allow_gap
 
     if len(slices) == 1:
         pitch = first.thickness or _scalar(series.first, "SpacingBetweenSlices") or 1.0
-        index, residual, warnings = [0], 0.0, []
+        index, residual, warnings, origin_lps = [0], 0.0, [], first.position
     else:
         gaps = np.diff(distance)
         same = np.flatnonzero(gaps < 1e-3)
@@ -369,19 +432,13 @@ def series_geometry(series: Series, tolerance: Optional[float] = None, allow_gap
             a, b = slices[same[0]], slices[same[0] + 1]
             raise InputError(f"{where}: {a} and {b} lie at the same position ({same.size} such pair(s)): "
                              "several acquisitions, echoes or time points in one series; not one volume")
-        step = float(np.median(gaps))
-        tolerance = default_tolerance(step) if tolerance is None else float(tolerance)
-        index = np.rint((distance - distance[0]) / step).astype(int)
-        # distance = origin + pitch * index: a robust fit (medians) to find a stray slice, then least squares
-        steps = np.diff(index)
-        pitch = float(np.median(np.diff(distance)[steps > 0] / steps[steps > 0]))
-        origin = float(np.median(distance - pitch * index))
-        off = distance - (origin + pitch * index)
-        worst = int(np.argmax(np.abs(off)))
-        if abs(off[worst]) > tolerance:
-            raise InputError(f"{slices[worst]} lies {abs(off[worst]):.3f} mm off the {pitch:.3f} mm slice grid of its series "
+        index, pitch, origin, off, robust_pitch = fit_slice_grid(distance)
+        tolerance = default_tolerance(pitch) if tolerance is None else float(tolerance)
+        fitted = distance - (origin + pitch * index)
+        if np.abs(fitted).max() > tolerance or np.abs(off).max() > 2 * tolerance:
+            worst = int(np.argmax(np.abs(off)))  # the slice the robust line finds (least squares spreads a stray slice)
+            raise InputError(f"{slices[worst]} lies {abs(off[worst]):.3f} mm off the {robust_pitch:.3f} mm slice grid of its series "
                              f"(tolerance {tolerance:.3f} mm): a stray or unevenly spaced slice")
-        pitch, origin = np.polyfit(index, distance, 1)
         residual = float(np.abs(distance - (origin + pitch * index)).max())
         jumps = np.flatnonzero(np.diff(index) > 1)
         warnings = []
@@ -402,7 +459,8 @@ def series_geometry(series: Series, tolerance: Optional[float] = None, allow_gap
             raise InputError(f"{where}: the slices are not stacked along their normal (gantry tilt or a sheared stack, {angle:.2f} degrees; "
                              f"{drift:.2f} mm drift): refused rather than resampled")
         index = index.tolist()
-    origin_lps = slices[0].position
+        # the grid's first slice: least squares along the normal, the mean of every slice across it
+        origin_lps = np.mean([s.position - np.dot(s.position, normal) * normal for s in slices], axis=0) + origin * normal
     dy, dx = first.spacing  # between rows, between columns
     lps = np.eye(4)
     lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = row * dx, column * dy, normal * pitch, origin_lps

@@ -11,10 +11,21 @@ Set ``MONAI_EXT_TRACEBACK=1`` to see the full traceback.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import Optional
 
-__all__ = ["ReportedError", "InputError", "CheckpointError", "reported_cause", "install_excepthook"]
+__all__ = ["ReportedError", "InputError", "CheckpointError", "reported_cause", "install_excepthook", "one_line"]
+
+# control characters (C0, DEL, C1) and the Unicode line and paragraph separators: shown escaped in error lines
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_line(text: object) -> str:
+    """``text`` as one printable line: a newline, carriage return, escape sequence or other control
+    character (in a file name, say) is written as Python writes it in a string (``\\n``, ``\\x1b``), so it
+    can neither split the line nor hide the reason after it."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], str(text))
 
 
 class ReportedError(Exception):
@@ -45,7 +56,7 @@ def _excepthook(kind, value, tb, _previous=sys.excepthook) -> None:
     if reported is None or os.environ.get("MONAI_EXT_TRACEBACK"):
         _previous(kind, value, tb)
         return
-    print(f"error: {reported}", file=sys.stderr)
+    print(f"error: {one_line(reported)}", file=sys.stderr)
 
 
 def install_excepthook() -> None:

@@ -200,8 +200,31 @@ def check_image(path: Union[str, Path], image, in_channels: Optional[int] = None
         raise InputError(f"{path}: contains NaN or infinite values")
     if low == high:
         raise InputError(f"{path}: empty volume (every voxel is {float(high):g})")
+    _check_range(path, data, float(low), float(high))
     if hasattr(image, "affine"):
         check_affine(path, image.affine, spatial)
+
+
+# float32 statistics square the intensities: beyond this a variance overflows and z-scoring gives zeros
+_LARGEST_INTENSITY = 1e18
+# an intensity this many robust ranges outside them leaves every other voxel within 1e-6 after normalisation
+_OUTLIER_FACTOR = 1e6
+
+
+def _check_range(path: Union[str, Path], data: torch.Tensor, low: float, high: float) -> None:
+    """Refuse intensities that would flatten normalisation: one value so extreme (3e38 among values of order 1)
+    that after z-scoring or min-max scaling every other voxel is the same number."""
+    extreme = high if abs(high) >= abs(low) else low
+    if abs(extreme) > _LARGEST_INTENSITY:
+        raise InputError(f"{path}: an intensity of {extreme:.3g}, beyond what normalisation can compute (|value| up to "
+                         f"{_LARGEST_INTENSITY:.0e}); a corrupt voxel or a wrong scale factor")
+    flat = data.reshape(-1)
+    sample = flat[:: max(1, flat.numel() // 1_000_000)].double().cpu().numpy()
+    q_low, q_high = np.percentile(sample, [0.5, 99.5])
+    spread = q_high - q_low
+    if spread > 0 and high - low > _OUTLIER_FACTOR * spread:
+        raise InputError(f"{path}: an intensity of {extreme:.3g} where 99% of the voxels lie in {q_low:.4g}..{q_high:.4g}; normalising would "
+                         "make every other voxel equal (a corrupt voxel or a wrong scale factor)")
 
 
 TEMPORARY_PREFIX = "."
@@ -264,18 +287,25 @@ def check_file_kind(path: Union[str, Path]) -> None:
 
 
 def _check_nifti_header(path: Path) -> None:
-    """Refuse the header fields that readers silently repair: a zero or non-finite voxel spacing (nibabel
-    sets it to 1), an sform or qform that is not finite or not invertible (MONAI's reader falls back to the
-    spacing alone). Either way the mask would be written on another grid than the scanner's."""
-    import nibabel as nib
+    """Refuse, from the header alone, what readers silently repair or cannot read:
 
+    - a zero or non-finite voxel spacing (nibabel sets it to 1), an sform or qform that is not finite or not
+      invertible (MONAI's reader falls back to the spacing alone): the mask would be written on another grid;
+    - a qform and an sform that disagree where readers differ on which to use (:func:`_check_qform_sform`);
+    - complex voxels (a network takes real intensities; which part is meant is not for us to guess);
+    - dimensions the file cannot hold, before anything is allocated (a 720-byte file claiming 2 GiB).
+    """
     import gzip
 
+    import nibabel as nib
+
+    compressed = path.name.lower().endswith(".gz")
     try:
-        with (gzip.open if path.name.lower().endswith(".gz") else open)(path, "rb") as f:
+        with (gzip.open if compressed else open)(path, "rb") as f:
             head = f.read(544)
         kind = nib.Nifti2Header if head[4:8] in (b"n+2\x00", b"ni2\x00") else nib.Nifti1Header
         header = kind.from_fileobj(io.BytesIO(head), check=False)  # as stored: nibabel's checks would repair it
+        dtype = header.get_data_dtype()
     except Exception as e:  # nibabel raises several kinds for damaged headers
         raise InputError(f"{path}: unreadable ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})") from e
     dims = int(header["dim"][0])
@@ -283,6 +313,7 @@ def _check_nifti_header(path: Path) -> None:
     zooms = np.asarray(header["pixdim"][1 : spatial + 1], dtype=np.float64)
     if not np.isfinite(zooms).all() or (zooms == 0).any():
         raise InputError(f"{path}: degenerate affine (the header's voxel spacing is {zooms.tolist()}: zero or not finite)")
+    affines = {}
     for name in ("sform", "qform"):
         if int(header[f"{name}_code"]) > 0:
             with warnings.catch_warnings():
@@ -292,6 +323,74 @@ def _check_nifti_header(path: Path) -> None:
                 check_affine(path, affine, spatial)
             except InputError as e:
                 raise InputError(str(e).replace("degenerate affine (", f"degenerate affine (the header's {name}: ", 1)) from e
+            affines[name] = affine
+    if len(affines) == 2:
+        _check_qform_sform(path, header, affines["qform"], affines["sform"], spatial)
+    if dtype.kind == "c":
+        raise InputError(f"{path}: complex voxels ({dtype.name}); give a real image, e.g. the magnitude")
+    shape = [int(n) for n in header["dim"][1 : max(dims, 1) + 1]]
+    if any(n < 0 for n in shape):
+        raise InputError(f"{path}: unreadable (negative dimensions {shape} in the header)")
+    offset = max(int(header["vox_offset"]), int(getattr(header, "single_vox_offset", 352)))  # where readers start the voxels
+    needed = offset + int(np.prod(shape, dtype=object)) * dtype.itemsize
+    held = _nifti_bytes(path, needed) if compressed else path.stat().st_size
+    if held < needed:
+        raise InputError(f"{path}: unreadable (the header's {'x'.join(map(str, shape))} voxels of {dtype.name} need {needed:,} bytes; "
+                         f"the file holds {'at most ' if compressed and held > 0 and held != needed else ''}{held:,})")
+
+
+# deflate never compresses by more than 1032:1 (RFC 1951: 258-byte matches from 2-bit codes, at best)
+_DEFLATE_MAX_RATIO = 1032
+
+
+def _nifti_bytes(path: Path, needed: int) -> int:
+    """How many bytes a gzipped file holds uncompressed, or enough of a bound to tell that it holds fewer
+    than ``needed``; never holds more than a chunk in memory."""
+    import gzip
+    import zlib
+
+    size = path.stat().st_size
+    if size * _DEFLATE_MAX_RATIO < needed:
+        return size * _DEFLATE_MAX_RATIO
+    with open(path, "rb") as f:  # gzip's trailer: the last member's length, modulo 2^32
+        f.seek(max(0, size - 4))
+        trailer = int.from_bytes(f.read(4), "little")
+    if needed < 2**32 and trailer >= needed:
+        return trailer
+    held = 0
+    try:
+        with gzip.open(path, "rb") as f:  # several members, or past 4 GiB: count (up to what is needed)
+            while held < needed:
+                chunk = f.read(1 << 22)
+                if not chunk:
+                    break
+                held += len(chunk)
+    except (OSError, EOFError, zlib.error):
+        pass  # a damaged stream: what was read is what it holds
+    return held
+
+
+def _itk_reads_sform(header, sform: np.ndarray) -> bool:
+    """ITK's NIfTI reader takes the sform over the qform only when its code is 1 (scanner) and its axes are
+    orthogonal (checked against ITK 5.4: codes 2 and 4, or a sheared sform, give the qform)."""
+    if int(header["sform_code"]) != 1:
+        return False
+    axes = sform[:3, :3] / np.linalg.norm(sform[:3, :3], axis=0)
+    return bool(np.allclose(axes.T @ axes, np.eye(3), atol=1e-4))
+
+
+def _check_qform_sform(path: Path, header, qform: np.ndarray, sform: np.ndarray, spatial: int) -> None:
+    """Both transforms set and different: nibabel (and MONAI's NIfTI reader) use the sform. Where ITK does
+    too, so do we (and the mask gets it as both); where ITK would use the qform, the image is shown in two
+    places depending on the program, and any mask we wrote would be wrong in one of them: refused."""
+    shape = [max(int(n), 1) for n in header["dim"][1:4]]
+    corners = np.array(np.meshgrid(*[[0, n - 1] for n in shape], indexing="ij")).reshape(3, -1)
+    apart = float(np.abs((qform[:3, :3] - sform[:3, :3]) @ corners + (qform[:3, 3:] - sform[:3, 3:])).max())
+    if apart <= 1e-3 or _itk_reads_sform(header, sform):
+        return
+    raise InputError(f"{path}: its qform and sform place the image up to {apart:.1f} mm apart, and readers disagree on which to use "
+                     f"(nibabel and MONAI: the sform, code {int(header['sform_code'])}; ITK and the viewers built on it: the qform); "
+                     "make them equal, e.g. with fslorient -copysform2qform")
 
 
 def check_affine(path: Union[str, Path], affine, spatial_dims: int) -> None:
@@ -390,9 +489,27 @@ def nifti_header_codes(meta: Optional[Mapping[str, Any]]) -> Dict[str, int]:
     return codes
 
 
+def complete_affine(affine: np.ndarray, spatial_dims: int) -> np.ndarray:
+    """``affine`` with the columns of axes the image does not have (a 2D image's third) made a unit vector
+    orthogonal to its axes where they are degenerate (zero, or parallel to an axis): a 2D file may leave them
+    so, and NIfTI's qform needs an invertible matrix. The image's own axes and origin are unchanged."""
+    a = np.array(affine, dtype=np.float64)
+    for axis in range(spatial_dims, 3):
+        rest = [a[:3, k] for k in range(3) if k != axis]
+        if abs(np.linalg.det(a[:3, :3])) > 1e-9:
+            break
+        normal = np.cross(*rest) if axis == 2 else np.cross(rest[1], rest[0]) if axis == 1 else np.cross(rest[0], rest[1])
+        if np.linalg.norm(normal) < 1e-12:
+            break
+        a[:3, axis] = normal / np.linalg.norm(normal)
+    return a
+
+
 def set_nifti_geometry(img, affine: np.ndarray, codes: Optional[Mapping[str, int]] = None) -> None:
-    """Give a nibabel NIfTI image ``affine`` as its qform and sform, with ``codes`` (default
-    :data:`DEFAULT_NIFTI_CODES`) for the two codes and the units."""
+    """Give a nibabel NIfTI image ``affine`` as its qform and sform (both the same: every reader places the
+    mask where we did), with ``codes`` (default :data:`DEFAULT_NIFTI_CODES`) for the two codes and the
+    units. Axes a 2D image does not have are completed (:func:`complete_affine`)."""
+    affine = complete_affine(affine, min(3, len(img.shape)))
     codes = {**DEFAULT_NIFTI_CODES, **(codes or {})}
     img.set_qform(affine, code=codes["qform_code"])
     img.set_sform(affine, code=codes["sform_code"])
@@ -416,6 +533,7 @@ def write_nifti(
         dtype = np.uint8 if data.max(initial=0) <= 255 else np.int16
     data = data.astype(dtype)
     aff = affine.detach().cpu().numpy() if isinstance(affine, torch.Tensor) else np.asarray(affine)
+    aff = complete_affine(aff, min(3, data.ndim))
     img = nib.Nifti1Image(data, aff.astype(np.float64))
     set_nifti_geometry(img, aff, codes)
     return write_atomically(Path(target), lambda tmp: nib.save(img, str(tmp)))

@@ -8,3 +8,4 @@ from .gradient_clipping import GradientClipping
 from .lr_schedule import LrSchedule
 from .multi_scale import MultiScaleTraining
 from .training_errors import TrainingError, TrainingErrors, run_training
+from .summary_writer import LazySummaryWriter

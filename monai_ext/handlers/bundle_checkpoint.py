@@ -50,7 +50,8 @@ class BundleCheckpointSaver:
       includes an existing ``model.pt`` of the same experiment (same network structure, settings and
       validation cases, e.g. a run started again): a worse run never replaces it. An existing ``model.pt``
       of another experiment is moved to ``<save_dir>/replaced-<time>/`` before the first write.
-    - **last**: when training ends (all epochs, a time budget, an error), ``model_last.pt``.
+    - **last**: when training ends (all epochs, a time budget, an error after at least one epoch of this run),
+      ``model_last.pt``. A run that fails inside its first epoch leaves none: its weights are no result.
     - **training state**: at the end of every epoch (after the learning-rate step and the validation),
       ``last.pt``: the network, every object of ``training_state`` (optimisers, learning-rate scheduler,
       discriminators...), the trainer's epoch and iteration, its AMP grad scaler, the best metric so far,
@@ -120,6 +121,7 @@ class BundleCheckpointSaver:
         self._trainer = None
         self._digest: Optional[str] = None  # of the validation cases, fixed for a run
         self._fingerprint: Optional[str] = None
+        self._epochs_done = 0
 
     def attach(self, engine) -> None:
         self._trainer = engine
@@ -148,6 +150,7 @@ class BundleCheckpointSaver:
 
     def _started(self, engine) -> None:
         self.best, self.best_epoch = None, None
+        self._epochs_done = 0  # completed in this run
         self._digest, self._fingerprint = self._data(), fingerprint(self._module().state_dict())
         existing = self.save_dir / self.best_filename
         self._move_aside = [] if self.resume_from is not None else [n for n in (self.state_filename, self.last_filename) if (self.save_dir / n).exists()]
@@ -295,6 +298,7 @@ class BundleCheckpointSaver:
             logger.info("best %s %.4f at epoch %s: %s", name, value, epoch, path)
 
     def _epoch_completed(self, engine) -> None:
+        self._epochs_done += 1
         if _is_writer():
             self._prepare()
             self._write(self.save_dir / self.state_filename, self._state(engine))
@@ -309,7 +313,8 @@ class BundleCheckpointSaver:
         logger.info("last weights (epoch %d): %s", engine.state.epoch, path)
 
     def _failed(self, engine, e: Exception) -> None:
-        if _is_writer() and engine.state.epoch and not isinstance(e, CheckpointError):
+        # weights from inside an epoch that never completed are not a result: no model_last.pt for them
+        if _is_writer() and self._epochs_done and not isinstance(e, CheckpointError):
             self._save(self.last_filename, metric=self.last_metric, epoch=engine.state.epoch, stopped_by=type(e).__name__)
             logger.info("training stopped by %s; last weights kept in %s", type(e).__name__, self.save_dir / self.last_filename)
         raise e
