@@ -1,6 +1,7 @@
 import atexit
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -49,6 +50,18 @@ BUNDLES_DIR = _pristine_bundles()
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _default_sigchld():
+    """PyTorch's DataLoader, used with workers in this process, leaves a Python SIGCHLD handler installed; then
+    every child that exits (a subprocess a later test runs) is delivered on the main thread's alternate signal
+    stack, which a library loaded by some earlier test leaves unusable: the worker died of SIGSEGV on the next
+    SIGCHLD (strace: SIGCHLD, then SIGSEGV si_code=SI_KERNEL; pytest-xdist: "node down: Not properly
+    terminated"). SIGCHLD goes back to its default, ignored without a handler, after each test."""
+    yield
+    if signal.getsignal(signal.SIGCHLD) not in (signal.SIG_DFL, signal.SIG_IGN, None):
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
 
 SMALL_3D = {"spatial_dims": 3, "patch_size": [16, 16, 16]}
