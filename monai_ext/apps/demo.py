@@ -100,7 +100,7 @@ def run_demo(
             val_interval=max(1, min(val_interval, epochs)),
             target_dice=target,
             learning_rate=learning_rate,
-            time_budget=minutes,
+            time_budget=minutes or None,  # 0: no cap
             **{"train#trainer#max_epochs": epochs, "batch_size": 4, "num_samples": num_samples},
             **overrides,
         )
