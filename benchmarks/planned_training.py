@@ -79,8 +79,13 @@ def train_and_score(bundle: Path, prepared: Path, setting: dict, run: Path, minu
     start = time.time()
     proc = subprocess.run(args, capture_output=True, text=True, cwd=bundle)
     seconds = time.time() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"{bundle.name} {setting}: training failed: {proc.stderr.strip().splitlines()[-1]}")
+    if proc.returncode != 0:  # a result too: the setting cannot train on this machine (recorded, the other settings go on)
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        reason = ("killed by the system (out of memory)" if proc.returncode in (-9, 137) else
+                  errors[-1] if errors else (proc.stderr.strip().splitlines() or ["no output"])[-1])
+        print(f"  {bundle.name} {setting}: training failed: {reason}", flush=True)
+        return {"overrides": overrides, "anneal": setting.get("anneal", True), "train_seconds": round(seconds, 1), "failed": reason,
+                "epochs": 0, "validation": [], "best_val_dice": None, "test_dice": None}
     curve, begin = [], None
     for line in (proc.stdout + proc.stderr).splitlines():
         if "time budget:" in line and begin is None:
@@ -115,6 +120,8 @@ def plot(report: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, len(bundles), figsize=(7 * len(bundles), 4.8), squeeze=False)
     for ax, (name, runs) in zip(axes[0], bundles.items()):
         for setting, r in runs["settings"].items():
+            if r.get("failed"):
+                continue
             xs, ys = [c["minutes"] for c in r["validation"]], [c["val_dice"] for c in r["validation"]]
             ax.plot(xs, ys, marker="o", markersize=3, label=f"{setting} (test {r['test_dice']:.3f})", linewidth=2.5 if setting == "planned" else 1.2)
         ax.set_title(f"{name}: MNI152 grey/white matter, {report['minutes']:g}-minute budget, {report['device']}")
@@ -134,13 +141,15 @@ def summarize(report: dict) -> List[dict]:
         planned = settings.get("planned")
         if planned is None:
             continue
-        hand = {k: v for k, v in settings.items() if k.startswith("hand")}
+        if planned.get("failed"):
+            continue
+        hand = {k: v for k, v in settings.items() if k.startswith("hand") and not v.get("failed")}
         if hand:
             best = max(hand, key=lambda k: hand[k]["test_dice"])
             rows.append(row(f"{name}: planned, test Dice after {report['minutes']:g} min", round(planned["test_dice"], 4),
                             f"best hand-tuned ({best})", round(hand[best]["test_dice"], 4), planned["test_dice"] / hand[best]["test_dice"]))
         for other in ("previous defaults, cubic patch", "planned, schedule not annealed"):
-            if other in settings:
+            if other in settings and not settings[other].get("failed"):
                 rows.append(row(f"{name}: planned, test Dice after {report['minutes']:g} min", round(planned["test_dice"], 4), other,
                                 round(settings[other]["test_dice"], 4), planned["test_dice"] / max(settings[other]["test_dice"], 1e-6)))
     return rows
@@ -184,7 +193,8 @@ def main(argv: Optional[List[str]] = None) -> Path:
             print(f"phase: {name}, {setting}: {args.minutes:g} min", flush=True)
             result = train_and_score(bundle, prepared, SETTINGS[setting], args.work / f"run_{name}_{len(report['bundles'][name]['settings'])}", args.minutes)
             report["bundles"][name]["settings"][setting] = result
-            print(f"  {name}, {setting}: test Dice {result['test_dice']:.4f} after {result['epochs']} epochs", flush=True)
+            if not result.get("failed"):
+                print(f"  {name}, {setting}: test Dice {result['test_dice']:.4f} after {result['epochs']} epochs", flush=True)
             bar.update(1)
     bar.close()
     out = write_report(report, "planned_training", torch.device("cpu"), args.output)
