@@ -87,6 +87,25 @@ def random_unet_3d(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def unet_3d_with_settings(tmp_path_factory):
+    """The U-Net bundle's tracked configs and docs with random 3D weights (``SMALL_3D``) that carry their
+    settings, as training writes them: ``segment`` needs no ``--set``."""
+    from monai.bundle import ConfigParser
+
+    from monai_ext.bundle import with_record
+
+    root = tmp_path_factory.mktemp("bundle") / "unet"
+    for part in ("configs", "docs"):
+        shutil.copytree(BUNDLES_DIR / "unet" / part, root / part)
+    parser = ConfigParser()
+    parser.read_config(str(root / "configs" / "inference.json"))
+    parser.update(SMALL_3D)
+    (root / "models").mkdir()
+    torch.save(with_record(parser.get_parsed_content("network_def").state_dict(), SMALL_3D), root / "models" / "model.pt")
+    return root
+
+
+@pytest.fixture(scope="session")
 def dciodvfy():
     """``check(path)``: dicom3tools' ``dciodvfy`` on a DICOM file; fails the test on any error it reports
     (warnings are allowed), and returns its report."""

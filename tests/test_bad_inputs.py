@@ -20,9 +20,7 @@ import numpy as np
 import pydicom
 import pytest
 import torch
-from monai.bundle import ConfigParser
 
-from monai_ext.bundle import with_record
 from monai_ext.data.dicom_export import write_dicom_series
 from conftest import BUNDLES_DIR
 
@@ -30,21 +28,12 @@ ROOT = Path(__file__).resolve().parents[1]
 NIB_DATA = Path(nib.__file__).parent / "tests" / "data"
 PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 CT5N = PYDICOM_FILES / "dicomdirtests" / "98892001" / "CT5N"
-SETTINGS = {"spatial_dims": 3, "patch_size": [16, 16, 16]}
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Path:
+def bundle(unet_3d_with_settings) -> Path:
     """The U-Net bundle's tracked files with random 3D weights that carry their settings (nothing to --set)."""
-    root = tmp_path_factory.mktemp("bundle") / "unet"
-    for part in ("configs", "docs"):
-        shutil.copytree(BUNDLES_DIR / "unet" / part, root / part)
-    parser = ConfigParser()
-    parser.read_config(str(root / "configs" / "inference.json"))
-    parser.update(SETTINGS)
-    (root / "models").mkdir()
-    torch.save(with_record(parser.get_parsed_content("network_def").state_dict(), SETTINGS), root / "models" / "model.pt")
-    return root
+    return unet_3d_with_settings
 
 
 @dataclass

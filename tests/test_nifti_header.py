@@ -1,23 +1,17 @@
 """NIfTI header truth: which of qform and sform places the image (as nibabel and ITK read them), and masks
 whose qform and sform are both the geometry they were made on."""
 
-import shutil
-
 import itk
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigParser
 
 from monai_ext.apps import segment
-from monai_ext.bundle import with_record
 from monai_ext.data.nifti_writer import NiftiWriter
 from monai_ext.data.volume_io import InputError, check_file_kind, write_nifti
-from conftest import BUNDLES_DIR
 
 QFORM = np.diag([0.8, 0.8, 2.0, 1.0])
-SETTINGS = {"spatial_dims": 3, "patch_size": [16, 16, 16]}
 
 
 def _both(path, sform, sform_code, data=None):
@@ -48,23 +42,10 @@ def test_an_input_is_read_where_nibabel_and_itk_both_put_it_or_refused(tmp_path,
             check_file_kind(path)
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bundle") / "unet"
-    for part in ("configs", "docs"):
-        shutil.copytree(BUNDLES_DIR / "unet" / part, root / part)
-    parser = ConfigParser()
-    parser.read_config(str(root / "configs" / "inference.json"))
-    parser.update(SETTINGS)
-    (root / "models").mkdir()
-    torch.save(with_record(parser.get_parsed_content("network_def").state_dict(), SETTINGS), root / "models" / "model.pt")
-    return root
-
-
-def test_a_mask_has_the_geometry_it_was_made_on_as_both_qform_and_sform(tmp_path, bundle):
+def test_a_mask_has_the_geometry_it_was_made_on_as_both_qform_and_sform(tmp_path, unet_3d_with_settings):
     (tmp_path / "in").mkdir()
     source = _both(tmp_path / "in" / "qs.nii.gz", _moved(), 1)
-    (result,) = segment(bundle, source, tmp_path / "out", device="cpu", progress=False)
+    (result,) = segment(unet_3d_with_settings, source, tmp_path / "out", device="cpu", progress=False)
     assert result.error is None, result.error
     mask = nib.load(str(result.output))
     np.testing.assert_allclose(mask.get_sform(), _moved(), atol=1e-4)
