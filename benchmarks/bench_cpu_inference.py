@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from common import row, time_step, write_report
 
-from monai_ext.data.errors import InputError
+from monai_ext.errors import InputError
 from monai_ext.inferers import CompiledNetwork
 from monai_ext.threads import available_threads
 

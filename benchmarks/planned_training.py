@@ -15,7 +15,8 @@ volumes with ``segment`` and scores them (Dice per tissue, mean of the two):
 - ``hand: ...``: hand-tuned settings, with everything else as planned; the best of them is the reference.
 
 Run: ``python benchmarks/planned_training.py`` (about 75 minutes on 2 cores: 8 runs of 8 minutes and their
-evaluation); ``--bundles unet`` and ``--minutes`` shorten it. Writes JSON and a plot (validation Dice
+evaluation); ``--bundles unet``, ``--settings`` and ``--minutes`` shorten it, ``--merge`` adds to the
+results already written. Writes JSON and a plot (validation Dice
 against training minutes, one panel per bundle) into ``benchmarks/results/``.
 """
 
@@ -25,6 +26,7 @@ import argparse
 import datetime
 import json
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -48,8 +50,11 @@ SETTINGS: Dict[str, dict] = {
                                        "augmentation": OLD_AUGMENTATION, "anneal": False},
     "hand: 64^3, 8 volumes x 4 patches": {"patch_size": [64, 64, 64], "batch_size": 8, "num_samples": 4},
     "hand: planned patch, 4 volumes x 1 patch": {"batch_size": 4, "num_samples": 1},
+    "hand: 48x64x48, 2 volumes x 1 patch": {"patch_size": [48, 64, 48], "batch_size": 2, "num_samples": 1},
 }
-DEFAULT_SETTINGS = {"unet": list(SETTINGS), "resunetplusplus": ["planned", "previous defaults, cubic patch", "hand: planned patch, 4 volumes x 1 patch"]}
+DEFAULT_SETTINGS = {"unet": [s for s in SETTINGS if s != "hand: 48x64x48, 2 volumes x 1 patch"],
+                    "resunetplusplus": ["planned", "previous defaults, cubic patch", "hand: planned patch, 4 volumes x 1 patch",
+                                        "hand: 48x64x48, 2 volumes x 1 patch"]}
 _VALIDATION = re.compile(r"^(\S+ \S+) - monai_ext\.training - INFO - epoch (\d+)/\d+: val_mean_dice ([0-9.]+)")
 
 
@@ -148,7 +153,7 @@ def summarize(report: dict) -> List[dict]:
             best = max(hand, key=lambda k: hand[k]["test_dice"])
             rows.append(row(f"{name}: planned, test Dice after {report['minutes']:g} min", round(planned["test_dice"], 4),
                             f"best hand-tuned ({best})", round(hand[best]["test_dice"], 4), planned["test_dice"] / hand[best]["test_dice"]))
-        for other in ("previous defaults, cubic patch", "planned, schedule not annealed"):
+        for other in ("previous defaults, cubic patch", "planned, schedule not annealed", "planned, step time only (before the patch floor)"):
             if other in settings and not settings[other].get("failed"):
                 rows.append(row(f"{name}: planned, test Dice after {report['minutes']:g} min", round(planned["test_dice"], 4), other,
                                 round(settings[other]["test_dice"], 4), planned["test_dice"] / max(settings[other]["test_dice"], 1e-6)))
@@ -163,6 +168,8 @@ def main(argv: Optional[List[str]] = None) -> Path:
     parser.add_argument("--minutes", type=float, default=8.0)
     parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "work" / "planned_training")
     parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument("--merge", action="store_true",
+                        help="add the settings run to the existing results (same task and minutes) rather than replace them")
     args = parser.parse_args(argv)
 
     from tqdm import tqdm
@@ -177,6 +184,12 @@ def main(argv: Optional[List[str]] = None) -> Path:
     images, labels = make_mni152_cases(args.work / "cases", num_cases=args.cases, seed=0)
     names = {k: v for k, v in MNI152_LABELS.items() if k}
     report = {"task": f"MNI152 grey/white matter, {args.cases} cases (2 mm, about 91x109x91)", "minutes": args.minutes, "bundles": {}}
+    previous = args.output or RESULTS / "planned_training_cpu.json"
+    if args.merge and previous.is_file():
+        old = json.loads(previous.read_text())
+        if (old["task"], old["minutes"]) != (report["task"], report["minutes"]):
+            raise SystemExit(f"--merge: {previous} holds another task or budget ({old['task']}, {old['minutes']} min)")
+        report["bundles"] = old["bundles"]
     jobs = [(b, s) for b in args.bundles for s in (args.settings or DEFAULT_SETTINGS.get(b, list(SETTINGS)))]
     bar = tqdm(jobs, desc="planned training")
     for name in args.bundles:
@@ -185,13 +198,22 @@ def main(argv: Optional[List[str]] = None) -> Path:
         print(f"phase: planning {name}", flush=True)
         prepare_folder(images, labels, prepared, label_names=names, planner=partial(plan_training, bundle))
         overlay = json.loads((prepared / "overlay.json").read_text())
-        report["bundles"][name] = {"plan": overlay["plan"], "settings": {}}
+        kept = report["bundles"].get(name, {"plan": overlay["plan"], "settings": {}})
+        report["bundles"][name] = kept
+        if "planned" in [s for b, s in jobs if b == name]:
+            kept["plan"] = overlay["plan"]  # the plan is the one the planned setting ran with
+        elif kept["plan"] != overlay["plan"]:  # merged onto results of another plan: the new settings run with the new one
+            print(f"  {name}: the plan differs from the merged results' ({overlay['plan']['patch_size']}, "
+                  f"{overlay['plan']['machine'].get('seconds_per_patch')} s a patch); each setting records its own", flush=True)
         for bundle_name, setting in jobs:
             if bundle_name != name:
                 continue
             bar.set_postfix_str(f"{name}: {setting}")
             print(f"phase: {name}, {setting}: {args.minutes:g} min", flush=True)
-            result = train_and_score(bundle, prepared, SETTINGS[setting], args.work / f"run_{name}_{len(report['bundles'][name]['settings'])}", args.minutes)
+            run = args.work / f"run_{name}_{re.sub(r'[^a-z0-9]+', '_', setting.lower()).strip('_')}"
+            shutil.rmtree(run, ignore_errors=True)  # a fresh run, never a resumed one
+            result = train_and_score(bundle, prepared, SETTINGS[setting], run, args.minutes)
+            result["effective"] = {k: SETTINGS[setting].get(k, overlay[k]) for k in ("patch_size", "batch_size", "num_samples")}
             report["bundles"][name]["settings"][setting] = result
             if not result.get("failed"):
                 print(f"  {name}, {setting}: test Dice {result['test_dice']:.4f} after {result['epochs']} epochs", flush=True)

@@ -39,11 +39,7 @@ class _DropNotice(logging.Filter):
 logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").addFilter(_DropNotice("nvImageCodec is not available"))
 logging.getLogger("monai.bundle.workflows").addFilter(_DropNotice("Logging file is set to False"))
 
-from monai_ext.data.errors import install_excepthook as _install_excepthook
-
-_install_excepthook()  # an uncaught one-line error (a missing datalist, a full disk) prints as that line
-
-_SUBPACKAGES = ("apps", "bundle", "data", "engines", "handlers", "inferers", "losses", "metrics", "networks", "threads", "transforms", "visualize")
+_SUBPACKAGES = ("apps", "bundle", "data", "engines", "errors", "handlers", "inferers", "losses", "metrics", "networks", "threads", "transforms", "visualize")
 
 
 def __getattr__(name):

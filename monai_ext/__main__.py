@@ -1,6 +1,6 @@
 """Command line: ``python -m monai_ext <command> ...``.
 
-- ``prepare folder --images DIR --labels DIR OUTPUT [--bundle NAME] [--device D]``: check and split your own
+- ``prepare folder --images DIR --labels DIR OUTPUT [--bundle NAME] [--device D] [--step-seconds S]``: check and split your own
   images and label maps, write a datalist and a config overlay with the training plan for that bundle on this
   machine (``monai_ext.data.folder``, ``monai_ext.bundle.plan``).
 - ``prepare NAME SOURCE OUTPUT``: build the datalist of a public data set from its release folder
@@ -29,7 +29,7 @@ import json
 import sys
 from typing import List, Optional
 
-from monai_ext.data.errors import one_line
+from monai_ext.errors import ReportedError, install_excepthook, one_line
 
 
 def _prepare(args: argparse.Namespace) -> int:
@@ -52,8 +52,13 @@ def _prepare(args: argparse.Namespace) -> int:
             bundle = Path(args.bundle) if Path(args.bundle).is_dir() else shipped("bundles") / args.bundle
             if not (bundle / "configs" / "train.json").is_file():
                 raise ValueError(f"--bundle {args.bundle}: not a bundle folder nor one of the shipped bundles")
+            step = {}
+            if args.step_seconds is not None:
+                if not 0 < args.step_seconds <= 3600:
+                    raise ValueError(f"--step-seconds {args.step_seconds}: expected seconds above 0, at most 3600")
+                step = {"step_seconds": args.step_seconds}
             limit_threads()  # the probe measures with the threads training will have
-            planner = partial(plan_training, bundle, device=None if args.device == "auto" else args.device)
+            planner = partial(plan_training, bundle, device=None if args.device == "auto" else args.device, **step)
         try:
             path = prepare_folder(args.images, args.labels, args.paths[0], args.seed, split or (0.7, 0.15, 0.15), names or None,
                                   args.intensity, args.tolerance, planner=planner)
@@ -183,6 +188,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="folder: the bundle to plan patch, batch and workers for (a shipped bundle's name or a bundle folder; "
                         "'none': the data's part of the plan only)")
     p.add_argument("--device", default="auto", help="folder: the device to plan for (auto: CUDA when present; cpu, cuda, cuda:N)")
+    p.add_argument("--step-seconds", type=float, default=None, metavar="S",
+                   help="folder, on a CPU: the seconds a training step may take (default 2); the patch is shortened until "
+                        "a step holds two, so a longer run can afford a larger patch")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"), help="fractions (default per data set)")
     p.add_argument("--option", action="append", metavar="KEY=VALUE",
@@ -263,9 +271,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     d.set_defaults(func=_demo)
 
     args = parser.parse_args(argv)
+    install_excepthook()  # a one-line error raised where nothing catches it (a DataLoader worker's, re-raised) prints as that line
     try:
         return args.func(args) or 0
-    except (ValueError, OSError) as e:  # DatasetLayoutError and InputError are ValueErrors
+    except (ReportedError, ValueError, OSError) as e:  # ours, and a bad value or file met inside a library
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
 

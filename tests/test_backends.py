@@ -7,7 +7,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from monai_ext.data.errors import InputError
+from monai_ext.errors import InputError
 from monai_ext.inferers import CompiledNetwork, cpu_has_native_bf16
 from conftest import BUNDLES_DIR
 

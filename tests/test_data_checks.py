@@ -9,7 +9,7 @@ import torch
 from monai.data import MetaTensor
 
 from monai_ext.data import LazyDatalist, require_cases
-from monai_ext.data.errors import InputError
+from monai_ext.errors import InputError
 from monai_ext.transforms import CheckSameGeometryd, IntensityNormalizationd
 from conftest import BUNDLES_DIR
 import forkserver
@@ -135,3 +135,33 @@ def test_a_bundle_run_with_bad_data_stops_with_one_line_naming_the_file(tmp_path
         assert proc.returncode != 0 and len(errors) == 1 and message in errors[0], (folder, proc.stderr[-2000:])
         assert "Traceback" not in proc.stderr
     assert not (tmp_path / "run" / "models").exists()  # nothing trained, nothing written
+
+
+def test_importing_the_package_leaves_the_process_excepthook_alone():
+    """A MONAI Label server, a notebook or pytest that imports ``monai_ext`` keeps its own hook; the command line
+    and a bundle's ``initialize`` install the one-line hook themselves (the test above runs through it)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; hook = sys.excepthook; import monai_ext, monai_ext.apps.segment, monai_ext.bundle, monai_ext.handlers; "
+            "assert sys.excepthook is hook; from monai_ext.errors import install_excepthook, InputError; install_excepthook(); "
+            "raise InputError('case.nii.gz: the problem')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and proc.stderr == "error: case.nii.gz: the problem\n", proc.stderr[-2000:]
+
+
+def test_every_error_the_package_raises_for_a_user_has_one_root():
+    from monai_ext.bundle.checks import SettingError
+    from monai_ext.bundle.export import ExportError
+    from monai_ext.bundle.render import RenderError
+    from monai_ext.bundle.trained import SettingsMismatch
+    from monai_ext.data.folder import DatasetCheckError
+    from monai_ext.data.public import DatasetLayoutError
+    from monai_ext.errors import CheckpointError, MissingPackageError, ReportedError, first_line
+    from monai_ext.handlers import TrainingError
+
+    for kind in (InputError, CheckpointError, MissingPackageError, SettingError, ExportError, RenderError, SettingsMismatch,
+                 DatasetCheckError, DatasetLayoutError, TrainingError):
+        assert issubclass(kind, ReportedError), kind
+    assert first_line(ValueError("first\nsecond")) == "first" and first_line(KeyError()) == "KeyError"
+    assert first_line(OSError("a\x1b[2Jb")) == "a\\x1b[2Jb"  # a control character cannot hide what follows it

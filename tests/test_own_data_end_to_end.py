@@ -50,12 +50,13 @@ def test_own_data_prepare_train_segment_export(tmp_path, python_without_monai_ex
     prepared = tmp_path / "prepared"
     cli = [sys.executable, "-m", "monai_ext"]
     proc = forkserver.run(cli + ["prepare", "folder", "--images", str(own / "images"), "--labels", str(own / "labels"),
-                                 "--label-name", "1=lesion", str(prepared)], timeout=300)
+                                 "--label-name", "1=lesion", "--step-seconds", "3", str(prepared)], timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     datalist = json.loads((prepared / "datalist.json").read_text())
     assert [len(datalist[k]) for k in ("training", "validation", "test")] == [1, 1, 1]
     overlay = json.loads((prepared / "overlay.json").read_text())
     assert overlay["spatial_dims"] == 3 and overlay["class_names"] == {"0": "background", "1": "lesion"}
+    assert overlay["plan"]["machine"]["target_seconds_per_step"] == 3.0
 
     # train as the README says: the bundle's train.json, the data's overlay, a time budget instead of epochs
     run = tmp_path / "run"

@@ -115,3 +115,79 @@ def test_a_budgeted_run_anneals_to_the_final_rate_and_a_run_within_its_budget_is
     fitting, epochs_fitting = _learning_rates(monkeypatch, minutes=10.0, max_epochs=8)  # 80 s of work in 600
     assert epochs == epochs_fitting == 8
     np.testing.assert_allclose(fitting, free, rtol=1e-12)
+
+
+# The machine's part of the plan, with the probe replaced by a cost model: a forward and backward pass whose
+# seconds and bytes grow with the patch's voxels. The real probe runs in test_real_shapes and test_prepare_folder.
+MNI = {"spacings": [[2.0, 2.0, 2.0]] * 22, "shapes": [[91, 109, 91]] * 22, "training_cases": 16}
+OVERLAY = {"spatial_dims": 3, "in_channels": 1, "out_channels": 4, "patch_size": [96, 128, 96], "pixdim": None}
+
+
+def _plan(monkeypatch, device, seconds_per_voxel=0.0, bytes_per_voxel=0.0, fits=None, memory=80 * 2 ** 30, step_seconds=2.0):
+    from conftest import BUNDLES_DIR
+    from monai_ext.bundle import plan as bundle_plan
+
+    probed = []
+
+    def probe(parser, patch, device):
+        voxels = math.prod(patch)
+        probed.append(list(patch))
+        if fits is not None and voxels > fits:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return {"seconds_per_patch": voxels * seconds_per_voxel, "bytes_per_patch": voxels * bytes_per_voxel}
+
+    class Properties:
+        total_memory = memory
+
+    monkeypatch.setattr(bundle_plan, "_probe", probe)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: Properties())
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "Fake GPU")
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    values = bundle_plan.plan_training(BUNDLES_DIR / "unet", OVERLAY, MNI, device=device, step_seconds=step_seconds)
+    return values, probed
+
+
+def test_on_a_cpu_a_fast_network_keeps_the_whole_median_volume_and_fills_the_step(monkeypatch):
+    values, probed = _plan(monkeypatch, "cpu", seconds_per_voxel=1e-8)  # 0.01 s a patch of 1e6 voxels
+    assert values["patch_size"] == [96, 112, 96] and len(probed) == 1  # 91x109x91 in multiples of the strides
+    assert values["batch_size"] * values["num_samples"] >= 32 and values["num_samples"] == 4  # the step's cap
+    assert values["plan"]["machine"]["device"] == "cpu" and values["plan"]["machine"]["target_seconds_per_step"] == 2.0
+
+
+def test_on_a_cpu_a_slow_network_gets_a_shorter_patch_until_a_step_holds_two(monkeypatch):
+    values, probed = _plan(monkeypatch, "cpu", seconds_per_voxel=2.0 / 96 ** 3)  # 2 s for a 96^3 patch
+    patch = values["patch_size"]
+    assert len(probed) > 1 and math.prod(patch) * 2.0 / 96 ** 3 <= 1.0  # a patch costs at most half the 2 s step
+    assert math.prod(patch) > 0.5 * 96 ** 3 / 2  # shortened to the step, not far below it
+    assert all(p % m == 0 for p, m in zip(patch, values["plan"]["patch_multiple"]))
+    assert values["batch_size"] * values["num_samples"] == 2
+
+
+def test_on_a_gpu_the_batch_fills_half_its_memory_as_nnunet_sizes_it(monkeypatch):
+    gb = 2 ** 30
+    values, _ = _plan(monkeypatch, "cuda", bytes_per_voxel=1.0 * gb / 1e6, memory=24 * gb)  # ~1 GB a patch of 1e6 voxels
+    per_patch = math.prod(values["patch_size"]) / 1e6
+    patches = values["batch_size"] * values["num_samples"]
+    assert values["patch_size"] == [96, 112, 96]  # a GPU plan is not shortened for time
+    assert patches <= 0.5 * 24 / per_patch < patches + 4  # 12 GB of 24 for the step, never more; whole volumes of 4 patches
+    machine = values["plan"]["machine"]
+    assert machine["device"] == "Fake GPU" and machine["memory_gb"] == 24.0 and machine["target_memory_fraction"] == 0.5
+
+
+def test_on_a_gpu_a_patch_that_runs_out_of_memory_is_halved_until_it_fits(monkeypatch):
+    values, probed = _plan(monkeypatch, "cuda", bytes_per_voxel=1000.0, fits=300_000)
+    assert math.prod(probed[0]) > 300_000 and math.prod(values["patch_size"]) <= 300_000
+    assert probed[-1] == values["patch_size"] and len(probed) >= 3
+
+
+def test_on_a_gpu_that_no_patch_fits_the_plan_says_so(monkeypatch):
+    with pytest.raises(ValueError, match="does not fit in the memory of cuda"):
+        _plan(monkeypatch, "cuda", bytes_per_voxel=1000.0, fits=10)
+
+
+def test_on_a_cpu_a_very_slow_network_keeps_an_eighth_of_the_median_volume_and_takes_longer_steps(monkeypatch):
+    values, _ = _plan(monkeypatch, "cpu", seconds_per_voxel=30.0 / 64 ** 3)  # Hi-gMISnet-like: 30 s for a 64^3 patch
+    patch, median = values["patch_size"], values["plan"]["median_shape_at_target"]
+    assert math.prod(median) / 16 < math.prod(patch) <= math.prod(median) / 8  # shortened to the floor, no further
+    machine = values["plan"]["machine"]
+    assert values["batch_size"] * values["num_samples"] == 2 and machine["seconds_per_step"] > machine["target_seconds_per_step"]

@@ -196,7 +196,7 @@ def test_a_resumed_run_continues_the_schedule_and_keeps_the_better_best(tmp_path
 
 
 def test_resume_refuses_what_is_not_this_runs_training_state_in_one_line(tmp_path):
-    from monai_ext.data.errors import CheckpointError
+    from monai_ext.errors import CheckpointError
 
     net = torch.nn.Conv2d(1, 3, 3)
     trainer, _, _, _ = _resumable(tmp_path, net, [0.5], 1)
@@ -226,7 +226,7 @@ def test_resume_refuses_what_is_not_this_runs_training_state_in_one_line(tmp_pat
 def test_a_failing_save_keeps_the_previous_checkpoint_and_stops_with_one_line(tmp_path, monkeypatch):
     import errno
 
-    from monai_ext.data.errors import CheckpointError
+    from monai_ext.errors import CheckpointError
 
     net = torch.nn.Conv2d(1, 3, 3)
     trainer, _, _, _ = _resumable(tmp_path, net, [0.5, 0.9, 0.95], 3)

@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 from monai_ext.bundle.trained import SettingsMismatch, check_fits, differing_settings, load_state, record_of
 from monai_ext.data.dicom_seg import write_dicom_seg, write_rtstruct
-from monai_ext.data.errors import reported_cause
+from monai_ext.errors import ReportedError, first_line, reported_cause
 from monai_ext.data.volume_io import (Case, InputError, Volume, check_image, find_cases, nifti_header_codes, read_volume, stale_temporaries,
                                       write_nifti)
 
@@ -107,8 +107,7 @@ def _reason(e: BaseException) -> str:
     """The innermost cause's first line (MONAI wraps transform errors in 'applying transform ...')."""
     while e.__cause__ is not None:
         e = e.__cause__
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+    return f"{type(e).__name__}: {first_line(e)}" if str(e).strip() else type(e).__name__
 
 
 class BundleSegmenter:
@@ -205,7 +204,7 @@ class BundleSegmenter:
             self.spatial_dims = int(parser.get_parsed_content("spatial_dims"))
             self.in_channels = int(parser.get_parsed_content("in_channels"))
             weights = Path(parser.get_parsed_content("checkpoint"))
-        except InputError:
+        except ReportedError:
             raise
         except Exception as e:  # a config error surfaces as any kind of exception
             raise InputError(f"{files[0]}: the bundle's config does not parse with these values ({_reason(e)})") from e
@@ -462,7 +461,7 @@ def segment(
                 try:
                     dicomweb.store(url, r.output)
                     logger.info("%s stored on %s", r.output.name, dicomweb.base_url(url))
-                except InputError as e:
+                except ReportedError as e:
                     r.error = str(e)
                     logger.error("%s", e)
     return results
@@ -494,7 +493,7 @@ def _segment_case(model: BundleSegmenter, case: Case, output_dir: Path, output_f
         logger.info("%s -> %s in %.2f s (%s)", case.name, written.name, sum(seconds.values()),
                     ", ".join(f"{k} {v:.2f} s" for k, v in seconds.items()))
         return CaseResult(case.path, written, seconds)
-    except InputError as e:
+    except ReportedError as e:
         logger.error("%s", e)
         return CaseResult(case.path, None, seconds, str(e))
 

@@ -12,7 +12,7 @@ import math
 import numbers
 from typing import Any, Optional, Sequence
 
-from monai_ext.data.errors import InputError
+from monai_ext.errors import InputError
 
 __all__ = ["SettingError", "check_training_settings"]
 

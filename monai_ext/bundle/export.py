@@ -38,6 +38,7 @@ import torch
 
 from monai_ext.bundle.shipped import shipped
 from monai_ext.bundle.trained import SETTINGS_FILE, check_fits, load_state, record_of
+from monai_ext.errors import ReportedError, first_line
 
 __all__ = ["export_bundle", "LARGE_FILE_BYTES", "ExportError"]
 
@@ -50,7 +51,7 @@ _NOT_REQUIREMENTS = {"torch", "monai", "numpy", "monai-ext"}
 _HOOK = re.compile(r"@trained\.get\(")
 
 
-class ExportError(ValueError):
+class ExportError(ReportedError, ValueError):
     """The bundle cannot be exported as asked; the message names the file and the problem."""
 
 
@@ -264,7 +265,7 @@ def export_bundle(
         network = parser.get_parsed_content("network_def")
         io = (int(parser.get_parsed_content("network_in_channels")), int(parser.get_parsed_content("network_out_channels")))
     except Exception as e:
-        raise ExportError(f"{bundle / 'configs' / 'inference.json'}: does not parse with these settings ({str(e).splitlines()[0]})") from e
+        raise ExportError(f"{bundle / 'configs' / 'inference.json'}: does not parse with these settings ({first_line(e)})") from e
     try:
         state = load_state(weights)
         record = record_of(state)

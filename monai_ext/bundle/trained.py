@@ -25,6 +25,8 @@ from typing import Any, Dict, Mapping, Optional, Union
 
 import torch
 
+from monai_ext.errors import ReportedError
+
 __all__ = ["RECORD_KEY", "SETTINGS_FILE", "TrainedSettings", "SettingsMismatch", "fingerprint", "read_record", "with_record", "check_fits", "differing_settings", "record_of", "load_state", "unloadable"]
 
 logger = logging.getLogger("monai_ext.bundle")
@@ -32,7 +34,7 @@ RECORD_KEY = "monai_ext"
 SETTINGS_FILE = "trained.json"
 
 
-class SettingsMismatch(ValueError):
+class SettingsMismatch(ReportedError, ValueError):
     """Weights and configured network disagree; the message names the setting, in one line."""
 
 

@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
-from monai_ext.data.errors import InputError
+from monai_ext.errors import InputError, first_line
 
 __all__ = ["LazyDatalist", "require_cases"]
 
@@ -67,7 +67,7 @@ class LazyDatalist(Sequence):
             try:
                 items = load_decathlon_datalist(str(self.datalist_file), True, self.key, self.base_dir)
             except ValueError as e:  # json.JSONDecodeError is one
-                raise InputError(f"{self.datalist_file}: not a datalist ({str(e).splitlines()[0]})") from e
+                raise InputError(f"{self.datalist_file}: not a datalist ({first_line(e)})") from e
             self._items = [{k: v for k, v in d.items() if k in self.keys} for d in items] if self.keys is not None else items
         return self._items
 

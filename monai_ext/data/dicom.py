@@ -31,7 +31,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from monai_ext.data.errors import InputError
+from monai_ext.errors import InputError, first_line
 
 __all__ = ["Slice", "Series", "Geometry", "find_series", "is_dicom_file", "series_geometry", "fit_slice_grid", "SliceGrid", "read_series", "default_tolerance",
            "NON_IMAGE_MODALITIES"]
@@ -143,17 +143,12 @@ def _read_header(path: Path):
     try:
         ds = pydicom.dcmread(path, defer_size=4096, force=True)  # pixel data is read later, from its recorded offset
     except Exception as e:  # pydicom raises many kinds
-        raise InputError(f"{path}: unreadable DICOM file ({_first_line(e)})") from e
+        raise InputError(f"{path}: unreadable DICOM file ({first_line(e)})") from e
     if "SOPClassUID" not in ds and "Rows" not in ds:
         what = "a damaged or truncated DICOM file" if _has_preamble(path) else "not a DICOM file"
         raise InputError(f"{path}: {what} (no SOP Class UID, no image size)")
     ds.filename = str(path)
     return ds
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
 
 
 def _what(ds) -> Optional[str]:
@@ -182,7 +177,7 @@ def _dicomdir_files(path: Path) -> List[Path]:
             warnings.simplefilter("always")
             fileset = FileSet(pydicom.dcmread(path))
     except Exception as e:
-        raise InputError(f"{path}: unreadable DICOMDIR ({_first_line(e)})") from e
+        raise InputError(f"{path}: unreadable DICOMDIR ({first_line(e)})") from e
     finally:
         pydicom_logger.setLevel(level)
     files = [Path(instance.path) for instance in fileset]
@@ -522,7 +517,7 @@ def _decode(header) -> Tuple[np.ndarray, Optional[str]]:
             array = ds.pixel_array
         except Exception as e:  # decoders raise many kinds
             syntax = getattr(header.file_meta.get("TransferSyntaxUID", None), "name", "unknown transfer syntax")
-            return np.zeros(0), f"pixel data does not decode ({syntax}: {_first_line(e)})"
+            return np.zeros(0), f"pixel data does not decode ({syntax}: {first_line(e)})"
         if str(ds.get("PhotometricInterpretation", "")) == "PALETTE COLOR":
             from pydicom.pixels import apply_color_lut
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from monai_ext.data.dicom import Geometry
-from monai_ext.data.errors import InputError
+from monai_ext.errors import InputError
 from monai_ext.data.volume_io import Volume, write_atomically
 
 __all__ = ["write_dicom_seg", "write_rtstruct", "coded_concepts"]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Optional, Tuple
 from urllib.parse import urlsplit, urlunsplit
 
-from monai_ext.data.errors import InputError
+from monai_ext.errors import InputError, first_line
 
 __all__ = ["is_url", "parse_url", "base_url", "download", "store"]
 
@@ -69,8 +69,7 @@ def _call(url: str, what: str, fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except Exception as e:  # requests' HTTPError, ConnectionError, ... and dicomweb-client's ValueErrors
-        text = str(e).strip().splitlines()
-        raise InputError(f"{shown(url)}: {what} failed ({type(e).__name__}: {text[0] if text else ''})") from e
+        raise InputError(f"{shown(url)}: {what} failed ({type(e).__name__}: {first_line(e)})") from e
 
 
 def _value(item: dict, tag: str, default: str = "") -> str:

@@ -29,6 +29,7 @@ import numpy as np
 
 from monai_ext.data import plan as data_plan
 from monai_ext.data.public import _split
+from monai_ext.errors import ReportedError, first_line
 
 __all__ = ["prepare_folder", "DatasetCheckError", "IMAGE_SUFFIXES"]
 
@@ -36,7 +37,7 @@ IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".png", "
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
 
-class DatasetCheckError(ValueError):
+class DatasetCheckError(ReportedError, ValueError):
     """Cases that failed the integrity check: ``problems`` holds one line per bad case."""
 
     def __init__(self, problems: List[str]) -> None:
@@ -130,11 +131,11 @@ def _check(case: _Case, declared: Optional[Sequence[int]], tolerance: float) -> 
         try:
             channels.append(_load(path))
         except Exception as e:  # readers raise many kinds
-            return f"{path}: unreadable ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})"
+            return f"{path}: unreadable ({first_line(e)})"
     try:
         label = _load(case.label)
     except Exception as e:
-        return f"{case.label}: unreadable ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})"
+        return f"{case.label}: unreadable ({first_line(e)})"
     image = channels[0]
     for path, other in zip(case.images[1:], channels[1:]):
         problem = _geometry_problem(path, case.images[0], image, other, tolerance)

@@ -26,6 +26,8 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Un
 
 import numpy as np
 
+from monai_ext.errors import ReportedError
+
 __all__ = ["DatasetLayoutError", "DATASETS", "prepare_dataset"] + [f"prepare_{n}" for n in (
     "isic2018", "kvasir_seg", "cvc_clinicdb", "busi", "glas", "monuseg", "drive", "montgomery", "promise12", "physionet_ich"
 )]
@@ -34,7 +36,7 @@ PathLike = Union[str, Path]
 Case = Dict[str, str]
 
 
-class DatasetLayoutError(ValueError):
+class DatasetLayoutError(ReportedError, ValueError):
     """The source folder does not have the data set's release layout."""
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from monai_ext.data.dicom import Geometry, Series, find_series, is_dicom_file, read_series
-from monai_ext.data.errors import InputError
+from monai_ext.errors import InputError, first_line
 
 __all__ = ["InputError", "Case", "Volume", "find_cases", "read_volume", "check_image", "is_dicom_input", "write_atomically", "stale_temporaries", "write_nifti", "check_file_kind", "check_affine",
            "VOLUME_SUFFIXES"]
@@ -173,8 +173,7 @@ def _load(path: Path, reader: str):
             warnings.simplefilter("ignore")
             return LoadImage(reader=reader, image_only=True, ensure_channel_first=True)(str(path))
     except Exception as e:  # readers raise RuntimeError, OSError, ValueError, ...
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputError(f"{path}: unreadable ({reason})") from e
+        raise InputError(f"{path}: unreadable ({first_line(e)})") from e
 
 
 def check_image(path: Union[str, Path], image, in_channels: Optional[int] = None, min_dims: int = 3) -> None:
@@ -307,7 +306,7 @@ def _check_nifti_header(path: Path) -> None:
         header = kind.from_fileobj(io.BytesIO(head), check=False)  # as stored: nibabel's checks would repair it
         dtype = header.get_data_dtype()
     except Exception as e:  # nibabel raises several kinds for damaged headers
-        raise InputError(f"{path}: unreadable ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})") from e
+        raise InputError(f"{path}: unreadable ({first_line(e)})") from e
     dims = int(header["dim"][0])
     spatial = min(max(dims, 1), 3)
     zooms = np.asarray(header["pixdim"][1 : spatial + 1], dtype=np.float64)

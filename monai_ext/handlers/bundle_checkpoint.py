@@ -26,7 +26,7 @@ from monai.transforms import Randomizable, Transform
 from monai.utils import min_version, optional_import
 
 from monai_ext.bundle.trained import SETTINGS_FILE, SettingsMismatch, check_fits, fingerprint, read_record, unloadable, with_record
-from monai_ext.data.errors import CheckpointError
+from monai_ext.errors import CheckpointError, first_line
 from monai_ext.data.volume_io import write_atomically
 
 Events, _ = optional_import("ignite.engine", "0.4.4", min_version, "Events")
@@ -248,7 +248,7 @@ class BundleCheckpointSaver:
             for name, obj in self.training_state.items():
                 _unwrapped(obj).load_state_dict(state[name])
         except (KeyError, ValueError, RuntimeError) as e:
-            raise CheckpointError(f"{path}: its {name} state does not fit this run's ({_first_line(e)})") from e
+            raise CheckpointError(f"{path}: its {name} state does not fit this run's ({first_line(e)})") from e
         scaler = self._scaler(engine)
         if scaler is not None and "scaler" in state:
             scaler.load_state_dict(state["scaler"])
@@ -324,10 +324,6 @@ def _unwrapped(obj: Any) -> Any:
     """A ``DistributedDataParallel`` module's inner module (a state saved on many GPUs resumes on one)."""
     return obj.module if isinstance(obj, torch.nn.parallel.DistributedDataParallel) else obj
 
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _transform_generators(engine) -> List[np.random.RandomState]:

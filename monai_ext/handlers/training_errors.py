@@ -10,7 +10,7 @@ from typing import Any, Optional, Sequence
 import torch
 from monai.utils import min_version, optional_import
 
-from monai_ext.data.errors import ReportedError, reported_cause
+from monai_ext.errors import ReportedError, first_line, reported_cause
 
 Events, _ = optional_import("ignite.engine", "0.4.4", min_version, "Events")
 
@@ -38,8 +38,7 @@ def _root_message(e: BaseException) -> str:
     if "Original Traceback" in text:  # torch's worker exception: the original error is the traceback's last "XError: ..." line
         raised = [line.strip() for line in text.splitlines() if re.match(r"^\w+(Error|Exception): ", line.strip())]
         return raised[-1] if raised else [line for line in text.splitlines() if line.strip()][-1].strip()
-    first = text.splitlines()[0] if text else ""
-    return f"{type(e).__name__}: {first}" if first else type(e).__name__
+    return f"{type(e).__name__}: {first_line(e)}" if text else type(e).__name__
 
 
 def _cases(batch: Any) -> list:

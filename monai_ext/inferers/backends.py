@@ -38,7 +38,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 import numpy as np
 import torch
 
-from monai_ext.data.errors import InputError
+from monai_ext.errors import InputError, MissingPackageError, first_line
 from monai_ext.threads import available_threads
 
 __all__ = ["BACKENDS", "PRECISIONS", "CompiledNetwork", "calibration_windows", "cpu_has_native_bf16"]
@@ -73,8 +73,9 @@ class CompiledNetwork(torch.nn.Module):
             give as the fp32 network does; below it the network does not quantise, and int8 is refused.
 
     Raises:
-        InputError: an unknown backend or precision, a backend that is not installed, bf16 on a CPU
-            without native bfloat16, or int8 for a network that does not quantise (one line naming it).
+        InputError: an unknown backend or precision, bf16 on a CPU without native bfloat16, or int8 for a
+            network that does not quantise (one line naming it).
+        MissingPackageError: a backend that is not installed.
     """
 
     def __init__(
@@ -207,14 +208,13 @@ class CompiledNetwork(torch.nn.Module):
                                 opset_version=18, dynamo=False)
                 return
             except Exception as e:  # e.g. adaptive pooling to a size that does not divide the input (MADGNet)
-                logger.info("tracing did not export (%s); exporting with torch.export", str(e).splitlines()[0][:120])
+                logger.info("tracing did not export (%s); exporting with torch.export", first_line(e)[:120])
             try:
                 with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its steps
                     convert_to_onnx(self.network, example, input_names=names, output_names=["pred"], filename=str(tmp), verify=False,
                                     opset_version=18, dynamo=True, verbose=False)
             except Exception as e:
-                reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-                raise InputError(f"backend onnxruntime: {type(self.network).__name__} does not export to ONNX ({reason}); "
+                raise InputError(f"backend onnxruntime: {type(self.network).__name__} does not export to ONNX ({first_line(e)[:160]}); "
                                  "use the openvino backend, which converts it from PyTorch") from e
 
         logger.info("exporting the network to ONNX for %s (window %s)", self.backend, list(inputs[0].shape[2:]))
@@ -333,7 +333,7 @@ def _require(backend: str, precision: str) -> None:
     needed = [backend] + (["nncf"] if precision == "int8" else [])
     missing = [m for m in needed if importlib.util.find_spec(m) is None]
     if missing:
-        raise InputError(f"backend {backend}: {', '.join(missing)} not installed (pip install -r requirements.txt)")
+        raise MissingPackageError(f"backend {backend}: {', '.join(missing)} not installed (pip install -r requirements.txt)")
 
 
 def calibration_windows(cases: Iterable[Dict[str, Any]], preprocessing: Callable, roi_size: Sequence[int], max_cases: int = 4,

@@ -9,7 +9,7 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
-from monai_ext.data.errors import InputError
+from monai_ext.errors import InputError
 
 __all__ = ["CheckSameGeometryd"]
 

@@ -22,7 +22,7 @@ class LoadImageSeriesd(LoadImaged):
     (``reader``, or by file suffix), as before, after two checks that ``segment`` makes too: a NIfTI, NRRD
     or MetaImage file must hold what its name says (a PNG renamed ``.nii`` is refused, not read with an
     identity affine), and a loaded image's affine must not be degenerate (non-finite, a zero spacing).
-    Both raise :class:`~monai_ext.data.errors.InputError` naming the file.
+    Both raise :class:`~monai_ext.errors.InputError` naming the file.
 
     Args:
         series: the SeriesInstanceUID to read where a DICOM input holds several.
