@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
-import statistics
 import tempfile
 import time
 from pathlib import Path

@@ -72,7 +72,6 @@ def random_unet_3d(tmp_path_factory):
     """A copy of the U-Net bundle with random 3D weights (``SMALL_3D`` settings): enough to test a pipeline's
     geometry and outputs, not its accuracy."""
     import shutil
-    from pathlib import Path
 
     from monai.bundle import ConfigParser
 

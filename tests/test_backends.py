@@ -113,6 +113,19 @@ def test_options_that_cannot_work_are_one_line():
             CompiledNetwork(net, "torch", "bf16")(*inputs)
 
 
+def test_a_backend_that_is_not_installed_names_the_package(monkeypatch):
+    import importlib.util
+
+    from monai_ext.errors import MissingPackageError, ReportedError
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("openvino", "nncf") else find_spec(name, *a))
+    net, _ = _network("unet", 2)
+    with pytest.raises(MissingPackageError, match=r"backend openvino: openvino, nncf not installed \(pip install -r requirements.txt\)") as e:
+        CompiledNetwork(net, "openvino", "int8")
+    assert isinstance(e.value, ImportError) and isinstance(e.value, ReportedError)  # caught as either
+
+
 def test_int8_is_calibrated_on_the_bundles_cases_and_cached(tmp_path):
     from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 

@@ -22,7 +22,6 @@ import pytest
 import torch
 
 from monai_ext.data.dicom_export import write_dicom_series
-from conftest import BUNDLES_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 NIB_DATA = Path(nib.__file__).parent / "tests" / "data"

@@ -92,7 +92,7 @@ def test_a_delta_that_does_not_fit_the_template_is_refused_naming_the_delta_and_
 
 def test_a_delta_must_set_what_the_template_leaves_to_each_bundle(tmp_path):
     bundles = _source_with(tmp_path, "nonet", {"train.json": {"set": {"patch_multiple": 8}}, "metadata.json": METADATA})
-    with pytest.raises(RenderError, match=f"set \\['network_def'\\]"):
+    with pytest.raises(RenderError, match="set \\['network_def'\\]"):
         render("nonet", bundles / "_source")
     assert REQUIRED in (SOURCE / "template" / "configs" / "train.json").read_text()
 

@@ -89,7 +89,6 @@ def test_a_bundle_run_with_bad_data_stops_with_one_line_naming_the_file(tmp_path
     """``python -m monai.bundle run`` on data that cannot train: one ``error:`` line, no traceback."""
     import json
     import shutil
-    import subprocess
     import sys
 
     import nibabel as nib

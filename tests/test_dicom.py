@@ -14,9 +14,9 @@ import pydicom.data
 import pytest
 import torch
 
-from monai_ext.data import dicom
 from monai_ext.data.dicom_export import TRANSFER_SYNTAXES, write_dicom_series
-from monai_ext.data.volume_io import InputError, find_cases, read_volume
+from monai_ext.errors import InputError
+from monai_ext.data.volume_io import find_cases, read_volume
 
 FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 DICOMDIR_TESTS = FILES / "dicomdirtests"

@@ -3,7 +3,6 @@ reads back with highdicom, pydicom and rt-utils onto the source slices, takes it
 series and its segments from the bundle's (trained) labels."""
 
 import shutil
-from pathlib import Path
 
 import highdicom as hd
 import nibabel as nib

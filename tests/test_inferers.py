@@ -1,4 +1,4 @@
-"""The sliding window equals MONAI's; slice-wise and 2.5D inference equal their definitions."""
+"""The sliding window equals MONAI's; a 2D window on a volume equals 2D inference slice by slice."""
 
 import itertools
 
@@ -7,7 +7,7 @@ import torch
 from monai.data import MetaTensor
 from monai.inferers import sliding_window_inference
 
-from monai_ext.inferers import SliceWiseInferer, StreamingSlidingWindowInferer, scan_interval
+from monai_ext.inferers import StreamingSlidingWindowInferer, scan_interval
 
 
 @pytest.fixture(autouse=True)
@@ -45,12 +45,12 @@ def test_equals_monai(shape, roi, overlap, mode, batch):
     net = _net(shape)
     ref = sliding_window_inference(x, roi, batch, net, overlap, mode)
     for axis in range(len(roi)):
-        out = StreamingSlidingWindowInferer(roi, batch, overlap, mode, slab_axis=axis)(x, net)
+        out = StreamingSlidingWindowInferer(roi, batch, overlap, mode, buffer_dim=axis)(x, net)
         torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
-        labels = StreamingSlidingWindowInferer(roi, batch, overlap, mode, output="labels", slab_axis=axis)(x, net)
+        labels = StreamingSlidingWindowInferer(roi, batch, overlap, mode, output="labels", buffer_dim=axis)(x, net)
         assert labels.dtype == torch.uint8 and labels.shape == (shape[0], 1) + shape[2:]
         _assert_argmax_equal(labels, ref)
-        probs = StreamingSlidingWindowInferer(roi, batch, overlap, mode, output="probabilities", slab_axis=axis)(x, net)
+        probs = StreamingSlidingWindowInferer(roi, batch, overlap, mode, output="probabilities", buffer_dim=axis)(x, net)
         assert probs.dtype == torch.float16
         torch.testing.assert_close(probs.float(), ref.softmax(1), atol=2e-3, rtol=0)
 
@@ -110,14 +110,10 @@ def test_bfloat16_autocast_on_cpu():
     torch.testing.assert_close(out, ref, atol=0.05, rtol=0.05)
 
 
-@pytest.mark.parametrize("make", [
-    lambda axis: SliceWiseInferer(spatial_axis=axis, roi_size=(8, 8), sw_batch_size=16, overlap=0.5),
-    lambda axis: StreamingSlidingWindowInferer((8, 8), sw_batch_size=16, overlap=0.5, slice_axis=axis),  # a 2D window on a volume
-], ids=["SliceWiseInferer", "2D window on a volume"])
-def test_slice_wise_equals_2d_inference_slice_by_slice(make):
+def test_a_2d_window_on_a_volume_equals_2d_inference_slice_by_slice():
     volume = torch.randn(2, 1, 10, 12, 7)
     for axis in range(3):
-        out = make(axis)(volume, NET2)
+        out = StreamingSlidingWindowInferer((8, 8), sw_batch_size=16, overlap=0.5, spatial_dim=axis)(volume, NET2)
         assert out.shape == (2, 4, 10, 12, 7)
         for b in range(2):
             for s in range(volume.shape[axis + 2]):
@@ -138,20 +134,6 @@ def test_a_2d_window_on_a_volume_keeps_metadata_and_reduces_to_labels():
     assert labels.shape == (2, 1, 10, 12, 7) and labels.dtype == torch.uint8 and torch.equal(labels.affine, torch.eye(4, dtype=torch.float64) * 2)
 
 
-def test_two_and_a_half_d_gives_neighbouring_slices_as_channels():
-    volume = torch.arange(2 * 2 * 3 * 3 * 4, dtype=torch.float32).reshape(2, 2, 3, 3, 4)
-    inf = SliceWiseInferer(spatial_axis=2, context=1)
-    stack = inf.slices(volume)
-    assert stack.shape == (2 * 4, 2 * 3, 3, 3)
-    # image 0, slice 0: neighbours z-1 (repeats z=0), z, z+1; channels slice-major
-    expected = torch.cat([volume[0, :, :, :, 0], volume[0, :, :, :, 0], volume[0, :, :, :, 1]])
-    assert torch.equal(stack[0], expected)
-    expected = torch.cat([volume[1, :, :, :, 2], volume[1, :, :, :, 3], volume[1, :, :, :, 3]])
-    assert torch.equal(stack[7], expected)
-    net = torch.nn.Conv2d(6, 2, 1)
-    assert inf(volume, net).shape == (2, 2, 3, 3, 4)
-
-
 def test_bad_arguments_and_inputs():
     with pytest.raises(ValueError, match="overlap"):
         StreamingSlidingWindowInferer(8, overlap=1.0)
@@ -163,14 +145,10 @@ def test_bad_arguments_and_inputs():
         StreamingSlidingWindowInferer(8, amp_dtype="int8")
     with pytest.raises(ValueError, match="5 dimensions"):
         StreamingSlidingWindowInferer((8, 8, 8))(torch.randn(1, 2, 8, 8), NET2)
-    with pytest.raises(ValueError, match="slab_axis"):
-        StreamingSlidingWindowInferer((8, 8), slab_axis=3)(torch.randn(1, 1, 8, 8), NET2)
-    with pytest.raises(ValueError, match="slice_axis"):
-        StreamingSlidingWindowInferer((8, 8), slice_axis=3)
-    with pytest.raises(ValueError, match="spatial_axis"):
-        SliceWiseInferer(spatial_axis=3)
-    with pytest.raises(ValueError, match="volume"):
-        SliceWiseInferer()(torch.randn(1, 1, 8, 8), NET2)
+    with pytest.raises(ValueError, match="buffer_dim"):
+        StreamingSlidingWindowInferer((8, 8), buffer_dim=3)(torch.randn(1, 1, 8, 8), NET2)
+    with pytest.raises(ValueError, match="spatial_dim"):
+        StreamingSlidingWindowInferer((8, 8), spatial_dim=3)
 
 
 @pytest.mark.gpu

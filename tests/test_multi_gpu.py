@@ -4,13 +4,12 @@ moved (so the two ranks really trained, in step)."""
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from test_bundles import BUNDLES, FAST, ROOT, _patch
+from test_bundles import BUNDLES, FAST, _patch
 
 from monai_ext.data import make_synthetic_dataset
 from conftest import BUNDLES_DIR

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from monai_ext.apps import segment
-from monai_ext.data.nifti_writer import NiftiWriter
-from monai_ext.data.volume_io import InputError, check_file_kind, write_nifti
+from monai_ext.data.image_checks import check_file_kind
+from monai_ext.data.nifti import NiftiWriter, write_nifti
+from monai_ext.errors import InputError
 
 QFORM = np.diag([0.8, 0.8, 2.0, 1.0])
 

@@ -4,7 +4,6 @@ the inputs' grids, the trained label name in the DICOM SEG -> ``export`` -> the 
 ``python -m monai.bundle run`` (where ``monai_ext`` is not installed) writes the same mask."""
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 

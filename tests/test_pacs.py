@@ -16,7 +16,7 @@ import pytest
 
 from monai_ext.apps import segment
 from monai_ext.data.dicom_export import write_dicom_series
-from monai_ext.data.volume_io import InputError
+from monai_ext.errors import InputError
 
 from conftest import SMALL_3D
 

@@ -4,7 +4,6 @@ for every bundle, with a 2D config (slice by slice) and a 3D config on a real sc
 
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 

@@ -3,7 +3,6 @@ case, nothing written), splits with a seed, and writes an overlay the bundles ta
 
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 

@@ -5,9 +5,7 @@ pydicom's CT5N series, 0.49 mm pixels and 2.5 mm slices) and non-square 2D image
 no option."""
 
 import json
-import subprocess
 import sys
-from functools import partial
 from pathlib import Path
 
 import nibabel as nib

@@ -17,6 +17,7 @@ from monai.bundle import ConfigParser
 
 import monai_ext.data.volume_io as vio
 from monai_ext.apps import segment
+from monai_ext.errors import InputError
 from conftest import BUNDLES_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -251,7 +252,7 @@ def test_oblique_volume_nrrd_and_metaimage_inputs(bundle, tmp_path):
     cases.mkdir()
     for suffix in (".nrrd", ".mhd", ".raw"):
         shutil.copy(tmp_path / f"vol{suffix}", cases / f"vol{suffix}")
-    with pytest.raises(vio.InputError, match="would both be written to"):
+    with pytest.raises(InputError, match="would both be written to"):
         segment(bundle, cases, tmp_path / "clash", device="cpu", overrides=SMALL_3D, progress=False)
 
 
@@ -284,7 +285,7 @@ def test_options_override_the_bundles_inferer_values_and_name_what_it_lacks(bund
     assert not np.array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj))  # eight mirrored passes averaged: another mask
     medsegdiff = tmp_path / "medsegdiff"
     shutil.copytree(BUNDLES_DIR / "medsegdiff", medsegdiff)
-    with pytest.raises(vio.InputError, match="--tta: the bundle's inferer .*DiffusionSegmentationInferer.* has no 'tta_axes'"):
+    with pytest.raises(InputError, match="--tta: the bundle's inferer .*DiffusionSegmentationInferer.* has no 'tta_axes'"):
         segment(medsegdiff, NIB_DATA / "anatomical.nii", tmp_path / "out", device="cpu", tta=True, progress=False)
 
 

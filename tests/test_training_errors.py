@@ -2,7 +2,6 @@
 in ignite's and MONAI's tracebacks; ``MONAI_EXT_TRACEBACK=1`` keeps the trace."""
 
 import os
-import subprocess
 import sys
 from types import SimpleNamespace
 

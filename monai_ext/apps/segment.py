@@ -41,11 +41,13 @@ import torch
 from monai.transforms import Compose, LoadImaged, SaveImaged
 from tqdm import tqdm
 
+from monai_ext.atomic import stale_temporaries
 from monai_ext.bundle.trained import SettingsMismatch, check_fits, differing_settings, load_state, record_of
 from monai_ext.data.dicom_seg import write_dicom_seg, write_rtstruct
-from monai_ext.errors import ReportedError, first_line, reported_cause
-from monai_ext.data.volume_io import (Case, InputError, Volume, check_image, find_cases, nifti_header_codes, read_volume, stale_temporaries,
-                                      write_nifti)
+from monai_ext.data.image_checks import check_image
+from monai_ext.data.nifti import nifti_header_codes, write_nifti
+from monai_ext.data.volume_io import Case, Volume, find_cases, read_volume
+from monai_ext.errors import InputError, ReportedError, first_line, reported_cause
 
 __all__ = ["BundleSegmenter", "segment", "CaseResult", "check_device"]
 

@@ -91,7 +91,6 @@ def _pass(parser, patch: Sequence[int], device: torch.device, patches: int) -> D
     step()  # warm-up: allocator, kernel choice
     seconds = step()
     memory = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
-    del network, x
     return {"seconds_per_patch": seconds / patches, "bytes_per_patch": memory / patches}
 
 

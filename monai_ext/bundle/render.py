@@ -30,6 +30,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from monai_ext.atomic import write_text
 from monai_ext.bundle.shipped import shipped
 from monai_ext.errors import ReportedError
 
@@ -151,10 +152,7 @@ def render_all(bundles: Optional[Path] = None, check: bool = False, names: Optio
                 for relative, text in render(name, source).items()}  # every delta rendered before anything is written
     differ = [path for path, text in rendered.items() if not (path.is_file() and path.read_text() == text)]
     for path in differ if not check else []:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(rendered[path])
-        tmp.replace(path)
+        write_text(path, rendered[path])
     return differ
 
 

@@ -12,13 +12,32 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
 
 from monai_ext.errors import InputError, first_line
 
-__all__ = ["LazyDatalist", "require_cases"]
+__all__ = ["LazyDatalist", "require_cases", "split_cases", "Entry"]
 
 logger = logging.getLogger("monai_ext.data")
+
+Entry = Dict[str, Any]  # one case of a datalist: {"image": path or [channel paths], "label": path, ...}
+
+
+def split_cases(keys: Sequence[str], seed: int, split: Sequence[float]) -> Tuple[List[str], List[str], List[str]]:
+    """``keys`` split by ``seed`` into training, validation and test in the proportions ``split`` (each at least one
+    case when there are three); each part sorted."""
+    if len(split) != 3 or min(split) < 0 or sum(split) <= 0:
+        raise ValueError(f"split must be three non-negative fractions (training, validation, test), got {split}.")
+    order = [keys[i] for i in np.random.default_rng(seed).permutation(len(keys))]
+    total = sum(split)
+    n_val = int(round(split[1] / total * len(keys)))
+    n_test = int(round(split[2] / total * len(keys)))
+    if len(keys) >= 3:
+        n_val, n_test = max(n_val, 1 if split[1] else 0), max(n_test, 1 if split[2] else 0)
+    n_train = len(keys) - n_val - n_test
+    return sorted(order[:n_train]), sorted(order[n_train : n_train + n_val]), sorted(order[n_train + n_val :])
 
 
 class LazyDatalist(Sequence):

@@ -7,7 +7,7 @@ between slices, or stale). Segments carry the bundle's (trained) label names, co
 DICOM's segmentation context groups know the name (CID 7151 anatomy, 7159 abnormal structures, 7166
 tissues), else as ``Tissue``.
 
-Both writers go through :func:`~monai_ext.data.volume_io.write_atomically`: a temporary name, then rename.
+Both writers go through :func:`~monai_ext.atomic.write_atomically`: a temporary name, then rename.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import torch
 
 from monai_ext.data.dicom import Geometry
 from monai_ext.errors import InputError
-from monai_ext.data.volume_io import Volume, write_atomically
+from monai_ext.atomic import write_atomically
+from monai_ext.data.volume_io import Volume
 
 __all__ = ["write_dicom_seg", "write_rtstruct", "coded_concepts"]
 

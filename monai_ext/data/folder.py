@@ -19,7 +19,6 @@ Inputs are only read. Both outputs are written under a temporary name and rename
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +26,9 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from monai_ext.atomic import write_json
 from monai_ext.data import plan as data_plan
-from monai_ext.data.public import _split
+from monai_ext.data.datalist import split_cases
 from monai_ext.errors import ReportedError, first_line
 
 __all__ = ["prepare_folder", "DatasetCheckError", "IMAGE_SUFFIXES"]
@@ -70,7 +70,7 @@ def _files(folder: Path) -> Dict[str, Path]:
 
 
 @dataclass
-class _Case:
+class _Pair:
     key: str
     images: List[Path]
     label: Path
@@ -81,7 +81,7 @@ class _Case:
     foreground: Optional[np.ndarray] = None
 
 
-def _pair(images: Dict[str, Path], labels: Dict[str, Path]) -> Tuple[List[_Case], List[str]]:
+def _pair(images: Dict[str, Path], labels: Dict[str, Path]) -> Tuple[List[_Pair], List[str]]:
     """Cases by name; an image without a label or a label without an image is a problem line."""
     grouped: Dict[str, List[Tuple[int, Path]]] = {}
     for key, path in images.items():
@@ -100,7 +100,7 @@ def _pair(images: Dict[str, Path], labels: Dict[str, Path]) -> Tuple[List[_Case]
         if numbers != list(range(len(numbers))) and len(numbers) > 1:
             problems.append(f"{channel_files[0][1]}: channel files {numbers} are not _0000 to _{len(numbers) - 1:04d}")
             continue
-        cases.append(_Case(key, [p for _, p in channel_files], labels[key]))
+        cases.append(_Pair(key, [p for _, p in channel_files], labels[key]))
     for key, path in labels.items():
         if key not in grouped:
             problems.append(f"{path}: no image named {key}.* (or {key}_0000.*) in the images folder")
@@ -124,7 +124,7 @@ def _geometry_problem(label_path: Path, image_path: Path, image, label, toleranc
     return None
 
 
-def _check(case: _Case, declared: Optional[Sequence[int]], tolerance: float) -> Optional[str]:
+def _check(case: _Pair, declared: Optional[Sequence[int]], tolerance: float) -> Optional[str]:
     """Load and check one case; fill its shape, spacing, channels and label values. The problem line, or None."""
     channels = []
     for path in case.images:
@@ -165,12 +165,6 @@ def _check(case: _Case, declared: Optional[Sequence[int]], tolerance: float) -> 
         fg = data[:, mask].ravel()
         case.foreground = fg[np.random.default_rng(0).choice(fg.size, min(fg.size, 20000), replace=False)]
     return None
-
-
-def _atomic_json(data: dict, path: Path) -> None:
-    from monai_ext.data.volume_io import write_atomically
-
-    write_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=4) + "\n"))
 
 
 def prepare_folder(
@@ -236,10 +230,10 @@ def prepare_folder(
 
     output = Path(output_dir)
     keys = [c.key for c in cases]
-    train, val, test = _split(keys, seed, split)
+    train, val, test = split_cases(keys, seed, split)
     values = sorted({v for c in cases for v in c.values} | set(label_names or {}))
     names = {"0": "background", **{str(v): (label_names or {}).get(v, f"label_{v}") for v in values if v > 0}}
-    def entry(c: _Case) -> dict:  # noqa: E306
+    def entry(c: _Pair) -> dict:  # noqa: E306
         image = [str(p.resolve()) for p in c.images]
         return {"image": image[0] if len(image) == 1 else image, "label": str(c.label.resolve())}
     by_key = {c.key: c for c in cases}
@@ -282,7 +276,7 @@ def prepare_folder(
     if planner is not None:
         overlay.update(planner(overlay, {"spacings": spacings, "shapes": [c.shape for c in cases], "training_cases": len(train)}))
     output.mkdir(parents=True, exist_ok=True)
-    _atomic_json(overlay, output / "overlay.json")
+    write_json(output / "overlay.json", overlay)
     path = output / "datalist.json"
-    _atomic_json(datalist, path)
+    write_json(path, datalist)
     return path

@@ -17,8 +17,6 @@ runs it from the command line.
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -26,6 +24,8 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Un
 
 import numpy as np
 
+from monai_ext.atomic import write_atomically, write_json
+from monai_ext.data.datalist import Entry, split_cases
 from monai_ext.errors import ReportedError
 
 __all__ = ["DatasetLayoutError", "DATASETS", "prepare_dataset"] + [f"prepare_{n}" for n in (
@@ -33,7 +33,6 @@ __all__ = ["DatasetLayoutError", "DATASETS", "prepare_dataset"] + [f"prepare_{n}
 )]
 
 PathLike = Union[str, Path]
-Case = Dict[str, str]
 
 
 class DatasetLayoutError(ReportedError, ValueError):
@@ -72,10 +71,7 @@ def _pair(images: Dict[str, Path], masks: Dict[str, Path], what: str) -> List[Tu
 def _atomic_save_png(array: np.ndarray, path: Path) -> None:
     from PIL import Image
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(array.astype(np.uint8)).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    write_atomically(path, lambda tmp: Image.fromarray(array.astype(np.uint8)).save(tmp, format="PNG"))
 
 
 def _read_gray(path: Path) -> np.ndarray:
@@ -103,39 +99,16 @@ def _binary_mask_nifti(mask: Path, out: Path) -> Path:
 
     img = nib.load(str(mask))
     data = (np.asarray(img.dataobj) > 0).astype(np.uint8)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.nii.gz")
-    nib.save(nib.Nifti1Image(data, img.affine, img.header), str(tmp))
-    os.replace(tmp, out)
-    return out
-
-
-def _split(keys: Sequence[str], seed: int, split: Sequence[float]) -> Tuple[List[str], List[str], List[str]]:
-    """Seeded split into training / validation / test (each at least one case when there are three)."""
-    if len(split) != 3 or min(split) < 0 or sum(split) <= 0:
-        raise ValueError(f"split must be three non-negative fractions (training, validation, test), got {split}.")
-    order = [keys[i] for i in np.random.default_rng(seed).permutation(len(keys))]
-    total = sum(split)
-    n_val = int(round(split[1] / total * len(keys)))
-    n_test = int(round(split[2] / total * len(keys)))
-    if len(keys) >= 3:
-        n_val, n_test = max(n_val, 1 if split[1] else 0), max(n_test, 1 if split[2] else 0)
-    n_train = len(keys) - n_val - n_test
-    return sorted(order[:n_train]), sorted(order[n_train : n_train + n_val]), sorted(order[n_train + n_val :])
+    return write_atomically(out, lambda tmp: nib.save(nib.Nifti1Image(data, img.affine, img.header), str(tmp)))
 
 
 def _write_datalist(
-    output_dir: Path, name: str, labels: Dict[str, str], cases: Dict[str, Case], splits: Sequence[Iterable[str]], extra: Optional[dict] = None
+    output_dir: Path, name: str, labels: Dict[str, str], cases: Dict[str, Entry], splits: Sequence[Iterable[str]], extra: Optional[dict] = None
 ) -> Path:
     datalist = {"name": name, "labels": labels, **(extra or {})}
     for key, members in zip(("training", "validation", "test"), splits):
         datalist[key] = [cases[k] for k in members]
-    output_dir.mkdir(parents=True, exist_ok=True)
-    path = output_dir / "datalist.json"
-    tmp = path.with_name(".datalist.json.tmp")
-    tmp.write_text(json.dumps(datalist, indent=4) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_json(output_dir / "datalist.json", datalist)
 
 
 def _binary_2d(
@@ -144,16 +117,16 @@ def _binary_2d(
     case_fields: Optional[Dict[str, Dict[str, str]]] = None,
 ) -> Path:
     """Common path of the 2D binary data sets: masks to 0/1 PNG, seeded split (or the official test set)."""
-    cases: Dict[str, Case] = {}
+    cases: Dict[str, Entry] = {}
     for key, image, masks in pairs + (test_pairs or []):
         label = _binary_mask_png(masks, output_dir / "labels" / f"{key}.png", threshold)
         cases[key] = {"image": str(image.resolve()), "label": str(label.resolve()), **(case_fields or {}).get(key, {})}
     keys = [k for k, _, _ in pairs]
     if test_pairs:
-        train, val, _ = _split(keys, seed, (split[0], split[1], 0.0))
+        train, val, _ = split_cases(keys, seed, (split[0], split[1], 0.0))
         test = sorted(k for k, _, _ in test_pairs)
     else:
-        train, val, test = _split(keys, seed, split)
+        train, val, test = split_cases(keys, seed, split)
     return _write_datalist(output_dir, name, {"0": "background", "1": foreground}, cases, (train, val, test), {"seed": seed})
 
 
@@ -281,7 +254,7 @@ def prepare_monuseg(source_dir: PathLike, output_dir: PathLike, seed: int = 0, s
     if test_root is not None:
         groups.append((test_root, test_root))
     out = Path(output_dir)
-    cases: Dict[str, Case] = {}
+    cases: Dict[str, Entry] = {}
     members: List[List[str]] = []
     for image_dir, xml_dir in groups:
         images = {p.stem: p for p in _files(image_dir, "*.tif")}
@@ -294,7 +267,7 @@ def prepare_monuseg(source_dir: PathLike, output_dir: PathLike, seed: int = 0, s
             cases[key] = {"image": str(image.resolve()), "label": str(label.resolve())}
             keys.append(key)
         members.append(keys)
-    train, val, test = _split(members[0], seed, split if test_root is None else (split[0], split[1], 0.0))
+    train, val, test = split_cases(members[0], seed, split if test_root is None else (split[0], split[1], 0.0))
     if test_root is not None:
         test = sorted(members[1])
     return _write_datalist(out, "MoNuSeg2018", {"0": "background", "1": "nucleus"}, cases, (train, val, test), {"seed": seed})
@@ -308,7 +281,7 @@ def prepare_drive(source_dir: PathLike, output_dir: PathLike, seed: int = 0, spl
     if (root / "DRIVE").is_dir():
         root = root / "DRIVE"
     out = Path(output_dir)
-    cases: Dict[str, Case] = {}
+    cases: Dict[str, Entry] = {}
     members: List[List[str]] = []
     for part in ("training", "test"):
         folder = root / part
@@ -329,7 +302,7 @@ def prepare_drive(source_dir: PathLike, output_dir: PathLike, seed: int = 0, spl
             cases[name] = {"image": str(image.resolve()), "label": str(label.resolve()), "fov": str(field.resolve())}
             keys.append(name)
         members.append(keys)
-    train, val, test = _split(members[0], seed, (split[0], split[1], 0.0) if members[1] else split)
+    train, val, test = split_cases(members[0], seed, (split[0], split[1], 0.0) if members[1] else split)
     if members[1]:
         test = sorted(members[1])
     return _write_datalist(out, "DRIVE", {"0": "background", "1": "vessel"}, cases, (train, val, test), {"seed": seed})
@@ -373,7 +346,7 @@ def prepare_promise12(
     labels = {"0": "background", "1": "prostate"}
     if slices:
         return _foreground_slices("PROMISE12", cases, Path(output_dir), seed, split, labels)
-    return _write_datalist(Path(output_dir), "PROMISE12", labels, cases, _split(sorted(cases), seed, split), {"seed": seed})
+    return _write_datalist(Path(output_dir), "PROMISE12", labels, cases, split_cases(sorted(cases), seed, split), {"seed": seed})
 
 
 def prepare_physionet_ich(
@@ -386,18 +359,18 @@ def prepare_physionet_ich(
     images = {p.name.split(".")[0]: p for p in _files(_folder(root, "ct_scans"), "*.nii*")}
     masks = {p.name.split(".")[0]: p for p in _files(_folder(root, "masks"), "*.nii*")}
     out = Path(output_dir)
-    cases: Dict[str, Case] = {}
+    cases: Dict[str, Entry] = {}
     for key, image, mask in _pair(images, masks, "mask"):
         label = _binary_mask_nifti(mask, out / "labels" / f"ich_{key}.nii.gz")
         cases[f"ich_{key}"] = {"image": str(image.resolve()), "label": str(label.resolve())}
     labels = {"0": "background", "1": "hemorrhage"}
     if slices:
         return _foreground_slices("PhysioNet-CT-ICH", cases, out, seed, split, labels)
-    return _write_datalist(out, "PhysioNet-CT-ICH", labels, cases, _split(sorted(cases), seed, split), {"seed": seed})
+    return _write_datalist(out, "PhysioNet-CT-ICH", labels, cases, split_cases(sorted(cases), seed, split), {"seed": seed})
 
 
 def _foreground_slices(
-    name: str, cases: Dict[str, Case], output_dir: Path, seed: int, split: Sequence[float], labels: Dict[str, str]
+    name: str, cases: Dict[str, Entry], output_dir: Path, seed: int, split: Sequence[float], labels: Dict[str, str]
 ) -> Path:
     """Cut every volume into 2D slices along its last axis, keep those whose label has foreground, write
     them as 2D NIfTI (in-plane affine kept) and split the slices 8:1:1 at random (seeded): the protocol of
@@ -406,7 +379,7 @@ def _foreground_slices(
     from monai.transforms import LoadImage
 
     loader = LoadImage(image_only=True)
-    sliced: Dict[str, Case] = {}
+    sliced: Dict[str, Entry] = {}
     for key in sorted(cases):
         image, label = loader(cases[key]["image"]), loader(cases[key]["label"])
         affine = np.eye(4)
@@ -418,16 +391,13 @@ def _foreground_slices(
                 continue
             stem = f"{key}_z{z:03d}"
             for kind, data in (("images", img[..., z].astype(np.float32)), ("labels", lab[..., z])):
-                target = output_dir / "slices" / kind / f"{stem}.nii.gz"
-                target.parent.mkdir(parents=True, exist_ok=True)
-                tmp = target.with_name(f".{target.name}.tmp.nii.gz")
-                nib.save(nib.Nifti1Image(data, affine), str(tmp))
-                os.replace(tmp, target)
+                write_atomically(output_dir / "slices" / kind / f"{stem}.nii.gz",
+                                 lambda tmp, data=data: nib.save(nib.Nifti1Image(data, affine), str(tmp)))
             sliced[stem] = {"image": str((output_dir / "slices" / "images" / f"{stem}.nii.gz").resolve()),
                             "label": str((output_dir / "slices" / "labels" / f"{stem}.nii.gz").resolve()), "case": key}
     if not sliced:
         raise DatasetLayoutError(f"{name}: no slice with foreground in any label")
-    return _write_datalist(output_dir, f"{name}-slices", labels, sliced, _split(sorted(sliced), seed, split), {"seed": seed, "slices": True})
+    return _write_datalist(output_dir, f"{name}-slices", labels, sliced, split_cases(sorted(sliced), seed, split), {"seed": seed, "slices": True})
 
 
 DATASETS: Dict[str, Callable[..., Path]] = {

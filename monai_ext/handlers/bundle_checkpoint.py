@@ -27,7 +27,7 @@ from monai.utils import min_version, optional_import
 
 from monai_ext.bundle.trained import SETTINGS_FILE, SettingsMismatch, check_fits, fingerprint, read_record, unloadable, with_record
 from monai_ext.errors import CheckpointError, first_line
-from monai_ext.data.volume_io import write_atomically
+from monai_ext.atomic import write_atomically
 
 Events, _ = optional_import("ignite.engine", "0.4.4", min_version, "Events")
 

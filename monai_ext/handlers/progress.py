@@ -10,6 +10,8 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 from monai.utils import min_version, optional_import
 
+from monai_ext.atomic import write_atomically
+
 Events, _ = optional_import("ignite.engine", "0.4.4", min_version, "Events")
 
 __all__ = ["TrainingProgress"]
@@ -116,7 +118,6 @@ class TrainingProgress:
         """Write the curves PNG (temporary name, then rename); returns its path."""
         if self.curves is None or not (self.losses or self.validations):
             return None
-        import os
 
         import matplotlib
 
@@ -136,12 +137,10 @@ class TrainingProgress:
         right.set_ylim(0, 1)
         fig.legend(loc="lower center", ncol=2, frameon=False)
         fig.tight_layout(rect=(0, 0.07, 1, 1))
-        self.curves.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.curves.with_name(f".{self.curves.name}.{os.getpid()}.tmp.png")
-        fig.savefig(tmp)
-        plt.close(fig)
-        os.replace(tmp, self.curves)
-        return self.curves
+        try:
+            return write_atomically(self.curves, lambda tmp: fig.savefig(tmp, format="png"))
+        finally:
+            plt.close(fig)
 
     def _close(self, engine) -> None:
         if self.bar is not None:

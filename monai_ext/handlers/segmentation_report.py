@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Dict, List, Mapping, Optional, Union
 import torch
 from ignite.engine import Engine, Events
 
+from monai_ext.atomic import write_atomically, write_json
 from monai_ext.metrics.segmentation import segmentation_metrics, summarise
 from monai_ext.visualize.overlay import overlay_png
 
@@ -80,18 +80,14 @@ class SegmentationReport:
     def _write(self, engine: Engine) -> None:
         if not self.rows:
             return
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        table = self.output_dir / "metrics_per_case.csv"
-        tmp = table.with_name(f".{table.name}.tmp")
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(self.rows[0]))
-            writer.writeheader()
-            writer.writerows(self.rows)
-        os.replace(tmp, table)
-        summary = self.output_dir / "metrics_summary.json"
-        tmp = summary.with_name(f".{summary.name}.tmp")
-        tmp.write_text(json.dumps({"cases": len(self.rows), "metrics": summarise(self.rows)}, indent=4) + "\n")
-        os.replace(tmp, summary)
+        def table(tmp: Path) -> None:
+            with open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(self.rows[0]))
+                writer.writeheader()
+                writer.writerows(self.rows)
+
+        write_atomically(self.output_dir / "metrics_per_case.csv", table)
+        write_json(self.output_dir / "metrics_summary.json", {"cases": len(self.rows), "metrics": summarise(self.rows)})
         logger.info("segmentation report of %d cases written to %s", len(self.rows), self.output_dir)
 
 

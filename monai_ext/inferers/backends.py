@@ -38,6 +38,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 import numpy as np
 import torch
 
+from monai_ext.atomic import write_atomically
 from monai_ext.errors import InputError, MissingPackageError, first_line
 from monai_ext.threads import available_threads
 
@@ -190,8 +191,6 @@ class CompiledNetwork(torch.nn.Module):
 
         from monai.networks.utils import convert_to_onnx
 
-        from monai_ext.data.volume_io import write_atomically
-
         path = self._cached(f"network-{key}.onnx") or Path(tempfile.mkdtemp(prefix="monai_ext_onnx_")) / "network.onnx"
         if path.is_file():
             return path
@@ -320,11 +319,15 @@ def _save_openvino(model, path: Path) -> None:
     """``model.xml`` and ``.bin``, each written under a temporary name and renamed (the ``.xml`` last)."""
     import openvino as ov
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.xml")
-    ov.save_model(model, str(tmp), compress_to_fp16=False)
-    os.replace(tmp.with_suffix(".bin"), path.with_suffix(".bin"))
-    os.replace(tmp, path)
+    def save(tmp: Path) -> None:
+        weights = tmp.with_suffix(".bin")
+        try:
+            ov.save_model(model, str(tmp), compress_to_fp16=False)
+            os.replace(weights, path.with_suffix(".bin"))
+        finally:
+            weights.unlink(missing_ok=True)
+
+    write_atomically(path, save)
 
 
 def _require(backend: str, precision: str) -> None:

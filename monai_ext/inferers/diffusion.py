@@ -91,7 +91,7 @@ class DiffusionSegmentationInferer(Inferer):
             nats), ``"staple"`` (ITK's STAPLE on the members thresholded at 0.5).
         roi_size: window of the network; larger inputs are sampled window by window in
             :class:`StreamingSlidingWindowInferer` (``sw_batch_size``, ``overlap``, Gaussian blending); a 2D
-            window on a volume samples the volume slice by slice along ``slice_axis``.
+            window on a volume samples the volume slice by slice along ``spatial_dim``.
         progress: show a progress bar over the steps.
 
     ``__call__(image, network)`` returns ``(B, len(maps) * mask_channels, *spatial)``;
@@ -110,7 +110,7 @@ class DiffusionSegmentationInferer(Inferer):
         sw_batch_size: int = 1,
         overlap: float = 0.25,
         progress: bool = False,
-        slice_axis: int = 2,
+        spatial_dim: int = 2,
     ) -> None:
         super().__init__()
         if ensemble < 1:
@@ -128,7 +128,7 @@ class DiffusionSegmentationInferer(Inferer):
         self.sw_batch_size = sw_batch_size
         self.overlap = overlap
         self.progress = progress
-        self.slice_axis = slice_axis
+        self.spatial_dim = spatial_dim
 
     def _generator(self, device: torch.device) -> Optional[torch.Generator]:
         if self.seed is None:
@@ -194,7 +194,7 @@ class DiffusionSegmentationInferer(Inferer):
         if roi is None or roi == list(image.shape[2:]):
             out = window(image)
         else:
-            out = StreamingSlidingWindowInferer(roi, self.sw_batch_size, self.overlap, "gaussian", slice_axis=self.slice_axis)(image, window)
+            out = StreamingSlidingWindowInferer(roi, self.sw_batch_size, self.overlap, "gaussian", spatial_dim=self.spatial_dim)(image, window)
         if isinstance(inputs, MetaTensor):  # keep the image's metadata (file name, affine), as MONAI's inferers do
             out = MetaTensor(out, meta=inputs.meta)
         return out

@@ -11,13 +11,13 @@ the same result within float tolerance (the window grid and the importance map a
   by its cached inverse;
 - a CPU-resident volume is streamed to the GPU through two pinned staging buffers: the next batch is
   gathered and copied on a side stream while the network runs on the current one;
-- windows are visited in order along one axis (``slab_axis``), so every slab that no later window
+- windows are visited in order along one axis (``buffer_dim``), so every slab that no later window
   touches is final: it is normalised, optionally reduced (``output="probabilities"`` in float16 or
   ``output="labels"``, the arg-max as uint8) and leaves the window device at once. Only one window's
   depth of full-channel float32 accumulation lives on the GPU, whatever the volume and class count;
 - optional bf16/fp16 autocast (``amp_dtype``) and mirror test-time augmentation
   (``tta_axes``: every combination of flips along those spatial axes, averaged, as nnU-Net does);
-- a 2D window on a 3D input segments the volume slice by slice along ``slice_axis``: the slices become
+- a 2D window on a 3D input segments the volume slice by slice along ``spatial_dim``: the slices become
   one batch, so every network call takes ``sw_batch_size`` windows from many slices. A 2D bundle's
   ``inference.json`` therefore runs unchanged on images and on volumes.
 
@@ -79,9 +79,11 @@ class StreamingSlidingWindowInferer(Inferer):
         activation: ``"softmax"`` or ``"sigmoid"``, for ``probabilities`` and ``labels``.
         tta_axes: spatial axes (0-based) to mirror for test-time augmentation; every non-empty
             combination of them is run and the predictions are averaged with the unflipped one.
-        slab_axis: spatial axis along which windows are ordered and finished slabs released.
-        slice_axis: for a 2D ``roi_size`` on a 3D input, the spatial axis to cut slices along (2: axial
-            for RAS volumes); ``tta_axes`` and ``slab_axis`` then refer to the slice's two axes.
+        buffer_dim: spatial axis along which windows are ordered and finished slabs released (MONAI's
+            ``SlidingWindowInferer`` names its buffered axis so).
+        spatial_dim: for a 2D ``roi_size`` on a 3D input, the spatial axis to cut slices along (2: axial
+            for RAS volumes; MONAI's ``SliceInferer`` names it so); ``tta_axes`` and ``buffer_dim`` then
+            refer to the slice's two axes.
 
     Raises:
         ValueError: invalid arguments, or an input whose dimensions do not match ``roi_size``.
@@ -103,8 +105,8 @@ class StreamingSlidingWindowInferer(Inferer):
         output: str = "logits",
         activation: str = "softmax",
         tta_axes: Optional[Sequence[int]] = None,
-        slab_axis: int = 0,
-        slice_axis: int = 2,
+        buffer_dim: int = 0,
+        spatial_dim: int = 2,
     ) -> None:
         super().__init__()
         if sw_batch_size < 1:
@@ -135,10 +137,10 @@ class StreamingSlidingWindowInferer(Inferer):
         self.output = output
         self.activation = activation
         self.tta_axes = list(tta_axes or [])
-        self.slab_axis = slab_axis
-        if slice_axis not in (0, 1, 2):
-            raise ValueError(f"slice_axis must be 0, 1 or 2, got {slice_axis}.")
-        self.slice_axis = slice_axis
+        self.buffer_dim = buffer_dim
+        if spatial_dim not in (0, 1, 2):
+            raise ValueError(f"spatial_dim must be 0, 1 or 2, got {spatial_dim}.")
+        self.spatial_dim = spatial_dim
         self._cache: "OrderedDict[tuple, Tuple[List[Tuple[slice, ...]], torch.Tensor, torch.Tensor]]" = OrderedDict()
 
     # ------------------------------------------------------------------------------------- set-up
@@ -198,8 +200,8 @@ class StreamingSlidingWindowInferer(Inferer):
                 f"inputs must have {len(self.roi_size) + 2} dimensions for a {len(self.roi_size)}D roi_size "
                 f"(batch, channel, spatial), got shape {list(inputs.shape)}."
             )
-        if not -nd <= self.slab_axis < nd or any(not -nd <= a < nd for a in self.tta_axes):
-            raise ValueError(f"slab_axis and tta_axes must be spatial axes in [-{nd}, {nd}), got {self.slab_axis}, {self.tta_axes}.")
+        if not -nd <= self.buffer_dim < nd or any(not -nd <= a < nd for a in self.tta_axes):
+            raise ValueError(f"buffer_dim and tta_axes must be spatial axes in [-{nd}, {nd}), got {self.buffer_dim}, {self.tta_axes}.")
         meta = inputs if isinstance(inputs, MetaTensor) else None
         x = inputs.as_tensor() if isinstance(inputs, MetaTensor) else inputs
         sw_device = torch.device(self.sw_device) if self.sw_device is not None else x.device
@@ -215,7 +217,7 @@ class StreamingSlidingWindowInferer(Inferer):
         size = tuple(x.shape[2:])
         slices, weight, inv_count = self._grid(size, roi, sw_device)
 
-        axis = self.slab_axis % nd
+        axis = self.buffer_dim % nd
         windows: List[Window] = sorted(((b, sl) for b in range(x.shape[0]) for sl in slices), key=lambda w: (w[0], w[1][axis].start))
         batches = [windows[i : i + self.sw_batch_size] for i in range(0, len(windows), self.sw_batch_size)]
         stitched = _Stitcher(self, x.shape[0], size, roi, axis, weight, inv_count, sw_device, device)
@@ -237,10 +239,10 @@ class StreamingSlidingWindowInferer(Inferer):
         return out
 
     def _slice_wise(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """A 3D input ``(B, C, X, Y, Z)`` with a 2D window: its slices along ``slice_axis`` as one batch."""
+        """A 3D input ``(B, C, X, Y, Z)`` with a 2D window: its slices along ``spatial_dim`` as one batch."""
         meta = inputs if isinstance(inputs, MetaTensor) else None
         volume = inputs.as_tensor() if meta is not None else inputs
-        axis = self.slice_axis + 2
+        axis = self.spatial_dim + 2
         b, s = volume.shape[0], volume.shape[axis]
         moved = volume.movedim(axis, 1)  # (B, S, C, H, W)
         slices = moved.reshape((b * s,) + tuple(moved.shape[2:]))

@@ -10,7 +10,7 @@ from monai.data import MetaTensor
 from monai.transforms import LoadImaged
 
 from monai_ext.data.dicom_reader import DicomSeriesReader
-from monai_ext.data.volume_io import check_affine, check_file_kind
+from monai_ext.data.image_checks import check_affine, check_file_kind
 
 __all__ = ["LoadImageSeriesd"]
 

@@ -17,7 +17,6 @@ Prints one line per step and writes ``<work>/monailabel_dicom_check.json``; exit
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import shutil
