@@ -109,3 +109,13 @@ def test_the_model_zoos_verify_bundle_passes_on_an_export(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "zoo" / "check_export.py"), "--zoo-ci", ZOO_CI, "--bundles", "unet",
                            "--work", str(tmp_path)], capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_export_checks_its_set_values_as_segment_does(unet_3d_with_settings, tmp_path):
+    from monai_ext.errors import InputError
+
+    with pytest.raises(InputError, match=r"--set nope=1: the bundle's config has no 'nope'"):
+        export_bundle(unet_3d_with_settings, tmp_path / "out", overrides={"nope": 1})
+    with pytest.raises(InputError, match=r"--set sw_batch_size=\"four\": expected a number"):
+        export_bundle(unet_3d_with_settings, tmp_path / "out", overrides={"sw_batch_size": "four"})
+    assert not (tmp_path / "out").exists()

@@ -32,7 +32,7 @@ import json
 import logging
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -42,6 +42,7 @@ from monai.transforms import Compose, LoadImaged, SaveImaged
 from tqdm import tqdm
 
 from monai_ext.atomic import stale_temporaries
+from monai_ext.bundle.overrides import check_device, check_overrides
 from monai_ext.bundle.trained import SettingsMismatch, check_fits, differing_settings, load_state, record_of
 from monai_ext.data.dicom_seg import write_dicom_seg, write_rtstruct
 from monai_ext.data.image_checks import check_image
@@ -49,7 +50,7 @@ from monai_ext.data.nifti import nifti_header_codes, write_nifti
 from monai_ext.data.volume_io import Case, Volume, find_cases, read_volume
 from monai_ext.errors import InputError, ReportedError, first_line, reported_cause
 
-__all__ = ["BundleSegmenter", "segment", "CaseResult", "check_device"]
+__all__ = ["BundleSegmenter", "OutputWriter", "ReadOptions", "segment", "CaseResult"]
 
 logger = logging.getLogger("monai_ext.segment")
 FORMATS = ("nifti", "dicom-seg", "rtstruct")
@@ -67,30 +68,6 @@ class CaseResult:
     skipped: bool = False
 
 
-def check_device(name: str) -> torch.device:
-    """The torch device ``name`` names, checked against this machine.
-
-    Raises:
-        InputError: not a device name, or a device this machine does not have (one line naming it).
-    """
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError) as e:
-        raise InputError(f"--device {name}: not a device (cpu, cuda, cuda:N, mps)") from e
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            why = "this PyTorch is built without CUDA" if torch.version.cuda is None else "no GPU is visible"
-            raise InputError(f"--device {name}: CUDA is not available ({why}); use --device cpu")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise InputError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s) (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
-    elif device.type == "mps":
-        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise InputError(f"--device {name}: Apple's MPS is not available here; use --device cpu")
-    elif device.type != "cpu":
-        raise InputError(f"--device {name}: {device.type} devices are not supported (cpu, cuda, cuda:N, mps)")
-    return device
-
-
 @dataclass
 class _Output:
     """What one of the bundle's ``SaveImaged`` steps writes: a key, a file-name postfix and a dtype."""
@@ -98,6 +75,99 @@ class _Output:
     key: str
     postfix: str
     dtype: Any
+
+
+@dataclass
+class ReadOptions:
+    """How a DICOM series may be read: ``allow_gaps`` (interpolate missing slices) and ``slice_tolerance``
+    (mm a slice may sit off the fitted grid; default :mod:`monai_ext.data.dicom`'s)."""
+
+    allow_gaps: bool = False
+    slice_tolerance: Optional[float] = None
+
+
+@dataclass
+class OutputWriter:
+    """Writes a case's outputs into ``folder`` as the bundle's ``SaveImaged`` steps would name them
+    (``<case>_<postfix>.nii.gz``; the mask as ``.dcm`` for ``dicom-seg`` and ``rtstruct``): each atomically
+    with the input's geometry, the mask last, and a case whole or not at all."""
+
+    folder: Path
+    outputs: List[_Output]
+    output_format: str = "nifti"
+    class_names: Dict[int, str] = field(default_factory=dict)
+    algorithm: str = "monai_ext"
+    version: str = "0"
+
+    def names(self, case_name: str) -> Dict[str, str]:
+        """The file names of one case's outputs, by key."""
+        names = {}
+        for o in self.outputs:
+            suffix = ".dcm" if self.output_format in DICOM_FORMATS and o.key == "pred" else ".nii.gz"
+            names[o.key] = f"{case_name}_{o.postfix}{suffix}"
+        return names
+
+    def write(self, outputs: Dict[str, torch.Tensor], volume: Volume) -> Path:
+        """Write every output of ``volume``'s case; return the mask's path.
+
+        A file that cannot be written (a full disk, a read-only folder) is an :class:`InputError` naming it;
+        the outputs this call wrote before it are removed, so a case is written whole or not at all."""
+        written: List[Path] = []
+        try:
+            return self._write(outputs, volume, written)
+        except OSError as e:
+            for path in written:
+                path.unlink(missing_ok=True)
+            target = e.filename or self.folder  # write_atomically names the file it was writing
+            raise InputError(f"{target}: could not be written ({e.strerror or e}); earlier outputs are kept") from e
+
+    def _write(self, outputs: Dict[str, torch.Tensor], volume: Volume, written: List[Path]) -> Path:
+        names = self.names(volume.name)
+        affine = volume.image.affine
+        codes = nifti_header_codes(volume.image.meta)  # the input's qform/sform codes and units
+        mask_path = self.folder / names["pred"]
+        for o in sorted(self.outputs, key=lambda o: o.key == "pred"):  # the mask last: it marks a finished case
+            if o.key not in outputs:
+                continue
+            values = outputs[o.key].detach().cpu()
+            if tuple(values.shape[1:]) != tuple(volume.image.shape[1:]):
+                raise InputError(f"{volume.path}: the bundle's {o.key} has shape {list(values.shape[1:])}, not the input's {list(volume.image.shape[1:])}")
+            if o.key == "pred":
+                labels = values[0] if not values.is_floating_point() else values[0].round().to(torch.int32)
+                if self.output_format == "dicom-seg":
+                    write_dicom_seg(labels, volume, self.class_names, mask_path, algorithm=self.algorithm, version=self.version)
+                elif self.output_format == "rtstruct":
+                    write_rtstruct(labels, volume, self.class_names, mask_path)
+                else:
+                    write_nifti(labels, affine, mask_path, dtype=o.dtype, codes=codes)
+                written.append(mask_path)
+            else:
+                path = self.folder / names[o.key]
+                write_nifti(values[0] if values.shape[0] == 1 else values.movedim(0, -1), affine, path, dtype=o.dtype or np.float32, codes=codes)
+                written.append(path)
+        return mask_path
+
+
+def _outputs(parser, steps: Sequence[Any]) -> List[_Output]:
+    """What the bundle's ``SaveImaged`` steps write, read from their config entries (``keys``, ``output_postfix``,
+    ``output_dtype``, with ``SaveImaged``'s own defaults), not from the transforms' private state; ``pred`` as
+    ``<case>_seg`` when no step writes it."""
+    import inspect
+
+    defaults = {k: p.default for k, p in inspect.signature(SaveImaged).parameters.items()}
+    raw = parser.get("postprocessing")
+    base = "postprocessing#transforms" if isinstance(raw, dict) else "postprocessing"
+    outputs = []
+    for i, step in enumerate(steps):
+        if not isinstance(step, SaveImaged):
+            continue
+        value = {k: parser.get_parsed_content(f"{base}#{i}#{k}") if f"{base}#{i}#{k}" in parser else defaults[k]
+                 for k in ("keys", "output_postfix", "output_dtype")}
+        keys = [value["keys"]] if isinstance(value["keys"], str) else list(value["keys"])
+        outputs += [_Output(key, value["output_postfix"] or "seg", value["output_dtype"]) for key in keys]
+    if not any(o.key == "pred" for o in outputs):
+        outputs.insert(0, _Output("pred", "seg", np.uint8))
+    return outputs
 
 
 def _sync(device: torch.device) -> None:
@@ -148,11 +218,39 @@ class BundleSegmenter:
         backend: Optional[str] = None,
         precision: Optional[str] = None,
     ) -> None:
-        from monai.bundle.workflows import ConfigWorkflow
-
-        from monai_ext.inferers.backends import cpu_has_native_bf16
-
         self.bundle = Path(bundle)
+        files = self._config_files(configs)
+        values = self._values(files, device, amp, checkpoint, overrides, backend, precision)
+        self.workflow = self._workflow(files, values, {"sw_batch_size": sw_batch_size, "overlap": overlap, "tta": tta})
+        parser = self.workflow.parser
+        try:
+            self.workflow.initialize()
+            self.device = torch.device(parser.get_parsed_content("device"))
+            self.amp = bool(parser.get_parsed_content("amp", default=False))
+            self.network = parser.get_parsed_content("network")
+            preprocessing = _transforms(parser.get_parsed_content("preprocessing"))
+            self.inferer = parser.get_parsed_content("inferer")
+            postprocessing = _transforms(parser.get_parsed_content("postprocessing"))
+            self.spatial_dims = int(parser.get_parsed_content("spatial_dims"))
+            self.in_channels = int(parser.get_parsed_content("in_channels"))
+            weights = Path(parser.get_parsed_content("checkpoint"))
+        except ReportedError:
+            raise
+        except Exception as e:  # a config error surfaces as any kind of exception
+            raise InputError(f"{files[0]}: the bundle's config does not parse with these values ({_reason(e)})") from e
+        self.class_names = self._class_names(parser)
+        self.version = str(parser.get_parsed_content("_meta_#version", default="0"))
+        # the bundle's own steps; its SaveImaged replaced by our writers, which write what they would
+        loaders = [t for t in preprocessing if isinstance(t, LoadImaged)]
+        self.loader = Compose(loaders) if loaders else None
+        self.preprocessing = Compose([t for t in preprocessing if not isinstance(t, LoadImaged)])
+        self.postprocessing = Compose([t for t in postprocessing if not isinstance(t, SaveImaged)])
+        self.outputs = _outputs(parser, postprocessing)
+        self._load_weights(weights, parser)  # weights that do not fit name the trained settings first
+        self._check_built(parser, files[0])
+
+    def _config_files(self, configs: Sequence[Union[str, Path]]) -> List[Path]:
+        """``inference.json`` and the user's overlays, each checked to be a JSON file (and the metadata)."""
         folder = self.bundle / "configs"
         files = [folder / "inference.json"] + [Path(c) for c in configs]
         for f in [folder / "metadata.json"] + files:
@@ -163,16 +261,18 @@ class BundleSegmenter:
                     json.loads(f.read_text())
                 except (json.JSONDecodeError, UnicodeDecodeError) as e:
                     raise InputError(f"{f}: not a JSON config ({e})") from e
-        if overlap is not None and not 0 <= overlap < 1:
-            raise InputError(f"--overlap {overlap:g}: the window overlap must be at least 0 and below 1")
-        if sw_batch_size is not None and sw_batch_size < 1:
-            raise InputError(f"--sw-batch-size {sw_batch_size}: at least 1 window per network call")
+        return files
+
+    def _values(self, files: List[Path], device, amp, checkpoint, overrides, backend, precision) -> Dict[str, Any]:
+        """The config values this run sets, checked (``--set`` values against the bundle's own)."""
+        from monai_ext.inferers.backends import cpu_has_native_bf16
+
         values: Dict[str, Any] = {"bundle_root": str(self.bundle), **(overrides or {})}
         if checkpoint is not None:
             values["checkpoint"] = str(checkpoint)
         if device is not None:
             values["device"] = check_device(str(device))
-        _check_overrides(files, overrides or {}, {k: v for k, v in values.items() if k not in (overrides or {})})
+        check_overrides(files, overrides or {}, {k: v for k, v in values.items() if k not in (overrides or {})})
         if amp is not None:
             values["amp"] = bool(amp)
         on_cpu = values["device"].type == "cpu" if device is not None else not torch.cuda.is_available()
@@ -182,57 +282,39 @@ class BundleSegmenter:
         for key, value in (("backend", backend), ("precision", precision)):
             if value is not None:
                 values[key] = value
-        self.workflow = ConfigWorkflow(
-            config_file=[str(f) for f in files], meta_file=str(folder / "metadata.json"), logging_file=False, workflow_type="infer", **values
-        )
-        inferer = self.workflow.parser.get("inferer")
+        return values
+
+    def _workflow(self, files: List[Path], values: Dict[str, Any], inferer_options: Dict[str, Any]):
+        """The bundle as MONAI's ``ConfigWorkflow`` (type ``infer``), with the inferer's options that were given."""
+        from monai.bundle.workflows import ConfigWorkflow
+
+        overlap, batch, tta = inferer_options["overlap"], inferer_options["sw_batch_size"], inferer_options["tta"]
+        if overlap is not None and not 0 <= overlap < 1:
+            raise InputError(f"--overlap {overlap:g}: the window overlap must be at least 0 and below 1")
+        if batch is not None and batch < 1:
+            raise InputError(f"--sw-batch-size {batch}: at least 1 window per network call")
+        workflow = ConfigWorkflow(config_file=[str(f) for f in files], meta_file=str(self.bundle / "configs" / "metadata.json"),
+                                  logging_file=False, workflow_type="infer", **values)
+        inferer = workflow.parser.get("inferer")
         inferer = inferer if isinstance(inferer, dict) else {}
-        for option, key, value in (("--sw-batch-size", "sw_batch_size", sw_batch_size), ("--overlap", "overlap", overlap),
+        for option, key, value in (("--sw-batch-size", "sw_batch_size", batch), ("--overlap", "overlap", overlap),
                                    ("--tta", "tta_axes", "$list(range(len(@patch_size)))" if tta else None)):
             if value is None:
                 continue
             if key not in inferer:
                 raise InputError(f"{files[0]}: {option}: the bundle's inferer ({inferer.get('_target_')}) has no {key!r}")
-            self.workflow.parser[f"inferer#{key}"] = value
-        try:
-            self.workflow.initialize()
-            parser = self.workflow.parser
-            self.device = torch.device(parser.get_parsed_content("device"))
-            self.amp = bool(parser.get_parsed_content("amp", default=False))
-            self.network = parser.get_parsed_content("network")
-            preprocessing = parser.get_parsed_content("preprocessing")
-            self.inferer = parser.get_parsed_content("inferer")
-            postprocessing = parser.get_parsed_content("postprocessing")
-            self.spatial_dims = int(parser.get_parsed_content("spatial_dims"))
-            self.in_channels = int(parser.get_parsed_content("in_channels"))
-            weights = Path(parser.get_parsed_content("checkpoint"))
-        except ReportedError:
-            raise
-        except Exception as e:  # a config error surfaces as any kind of exception
-            raise InputError(f"{files[0]}: the bundle's config does not parse with these values ({_reason(e)})") from e
-        self.class_names = self._class_names(parser)
-        self.version = str(parser.get_parsed_content("_meta_#version", default="0"))
-        # the bundle's own steps; its SaveImaged replaced by our writers
-        loaders = [t for t in _transforms(preprocessing) if isinstance(t, LoadImaged)]
-        self.loader = Compose(loaders) if loaders else None
-        self.preprocessing = Compose([t for t in _transforms(preprocessing) if not isinstance(t, LoadImaged)])
-        steps = _transforms(postprocessing)
-        self.postprocessing = Compose([t for t in steps if not isinstance(t, SaveImaged)])
-        self.outputs = [
-            _Output(key, t.saver.folder_layout.postfix or "seg", t.saver.init_kwargs.get("output_dtype"))
-            for t in steps if isinstance(t, SaveImaged) for key in t.keys
-        ]
-        if not any(o.key == "pred" for o in self.outputs):
-            self.outputs.insert(0, _Output("pred", "seg", np.uint8))
-        self._load_weights(weights, parser)  # weights that do not fit name the trained settings first
+            workflow.parser[f"inferer#{key}"] = value
+        return workflow
+
+    def _check_built(self, parser, config: Path) -> None:
         chosen = parser.get_parsed_content("backend", default="torch") if "backend" in parser else "torch"
         if chosen != "torch" and self.device.type != "cpu":
             raise InputError(f"--backend {chosen}: runs on the CPU, and the device is {self.device}; add --device cpu, or use --backend torch")
         patch = parser.get_parsed_content("patch_size", default=None) if "patch_size" in parser else None
         if self.spatial_dims not in (2, 3):
-            raise InputError(f"{files[0]}: spatial_dims is {self.spatial_dims}; the bundles are 2D or 3D")
+            raise InputError(f"{config}: spatial_dims is {self.spatial_dims}; the bundles are 2D or 3D")
         if patch is not None and len(patch) != self.spatial_dims:
-            raise InputError(f"{files[0]}: patch_size {list(patch)} has {len(patch)} value(s) for spatial_dims {self.spatial_dims}")
+            raise InputError(f"{config}: patch_size {list(patch)} has {len(patch)} value(s) for spatial_dims {self.spatial_dims}")
 
     @staticmethod
     def _class_names(parser) -> Dict[int, str]:
@@ -262,16 +344,18 @@ class BundleSegmenter:
         self.network.to(self.device).eval()
         self.weights = weights
 
-    def load(self, case: Case, allow_gaps: bool = False, slice_tolerance: Optional[float] = None) -> Volume:
+    def load(self, case: Case, read: Optional["ReadOptions"] = None) -> Volume:
         """Load and check one case: a file with the bundle's ``LoadImaged``, a DICOM series with
-        :func:`~monai_ext.data.volume_io.read_volume` (which checks the series' geometry and keeps its headers)."""
+        :func:`~monai_ext.data.volume_io.read_volume` (which checks the series' geometry, as ``read`` allows,
+        and keeps its headers)."""
+        read = read or ReadOptions()
         min_dims = 3 if self.spatial_dims == 3 else 2
         if case.error:
             raise InputError(case.error)
         if not case.path.exists():
             raise InputError(f"{case.path}: no such file or folder")
         if case.series is not None or case.path.is_dir() or self.loader is None:
-            volume = read_volume(case, self.in_channels, min_dims, allow_gaps, slice_tolerance)
+            volume = read_volume(case, self.in_channels, min_dims, read.allow_gaps, read.slice_tolerance)
             volume.image = volume.image.to(torch.float32)  # what the bundle's LoadImaged hands on (its dtype)
             return volume
         try:
@@ -282,13 +366,9 @@ class BundleSegmenter:
         check_image(case.path, image, self.in_channels, min_dims)
         return Volume(case.path, image, case.name)
 
-    def output_names(self, case_name: str, output_format: str) -> Dict[str, str]:
-        """The file names of one case's outputs, by key (what the bundle's ``SaveImaged`` steps would write)."""
-        names = {}
-        for o in self.outputs:
-            suffix = ".dcm" if output_format in DICOM_FORMATS and o.key == "pred" else ".nii.gz"
-            names[o.key] = f"{case_name}_{o.postfix}{suffix}"
-        return names
+    def writer(self, output_dir: Union[str, Path], output_format: str = "nifti") -> "OutputWriter":
+        """What writes this bundle's outputs into ``output_dir``, as its ``SaveImaged`` steps would name them."""
+        return OutputWriter(Path(output_dir), self.outputs, output_format, self.class_names, self.bundle.resolve().name, self.version)
 
     def segment_volume(self, volume: Volume, seconds: Dict[str, float]) -> Dict[str, torch.Tensor]:
         """Run the bundle's pipeline on a loaded case; the outputs ``(C, *spatial)`` on the case's own grid, by key."""
@@ -309,66 +389,6 @@ class BundleSegmenter:
         data = self.postprocessing(data)
         seconds["postprocess"] = time.perf_counter() - start
         return {o.key: data[o.key] for o in self.outputs if o.key in data}
-
-
-def _kind(value: Any) -> Optional[str]:
-    if isinstance(value, bool):
-        return "true or false"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, (list, tuple)):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, str):
-        return "text"
-    return None
-
-
-def _check_overrides(files: Sequence[Path], overrides: Dict[str, Any], values: Dict[str, Any]) -> None:
-    """Check ``--set`` values before the bundle is built: the key must exist in the bundle's config, and the
-    value must be of the kind the bundle's own value is (and in range, for the settings every bundle has).
-
-    Raises:
-        InputError: one line naming the ``--set`` option and what is wrong.
-    """
-    if not overrides:
-        return
-    import difflib
-
-    from monai.bundle import ConfigParser
-
-    base = ConfigParser()
-    base.read_config([str(f) for f in files])
-    base.update({k: str(v) if isinstance(v, torch.device) else v for k, v in values.items()})
-    for key, value in overrides.items():
-        option = f"--set {key}={json.dumps(value)}"
-        if key not in base:
-            top = [k for k in base.get() if isinstance(k, str) and not k.startswith("_")]
-            near = difflib.get_close_matches(key, top, n=1)
-            raise InputError(f"{option}: the bundle's config has no {key!r}" + (f" (did you mean {near[0]!r}?)" if near else ""))
-        default = base[key]
-        if isinstance(default, str) and default.startswith(("$", "@")):
-            try:
-                default = base.get_parsed_content(key)
-            except Exception:  # an expression that needs more than the config: its kind is unknown
-                default = None
-        expected, got = _kind(default), _kind(value)
-        if expected and got != expected:
-            raise InputError(f"{option}: expected {expected}, like the bundle's {json.dumps(default, default=str)}")
-        if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float) and not value.is_integer():
-            raise InputError(f"{option}: expected a whole number, like the bundle's {default}")
-        if key == "device":
-            check_device(str(value))
-    dims = overrides.get("spatial_dims")
-    if dims is not None and dims not in (2, 3):
-        raise InputError(f"--set spatial_dims={json.dumps(dims)}: the bundles are 2D or 3D (2 or 3)")
-    for key in ("in_channels", "out_channels"):
-        if key in overrides and not (isinstance(overrides[key], int) and not isinstance(overrides[key], bool) and overrides[key] >= 1):
-            raise InputError(f"--set {key}={json.dumps(overrides[key])}: expected a whole number of at least 1")
-    patch = overrides.get("patch_size")
-    if patch is not None and not (isinstance(patch, list) and patch and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in patch)):
-        raise InputError(f"--set patch_size={json.dumps(patch)}: expected a list of whole numbers of at least 1, one per spatial axis")
 
 
 def _transforms(compose) -> List:
@@ -445,9 +465,11 @@ def segment(
         if not cases:
             raise InputError(f"{input_path}: no cases outside the output folder {output_dir}")
         model = model or load_bundle()
+        writer = model.writer(output_dir, output_format)
+        read = ReadOptions(allow_gaps, slice_tolerance)
         targets: Dict[Path, Path] = {}
         for case in cases:
-            for name in model.output_names(case.name, output_format).values():
+            for name in writer.names(case.name).values():
                 target = output_dir / name
                 if target in targets:
                     raise InputError(f"{targets[target]} and {case.path} would both be written to {target}; segment them separately")
@@ -456,8 +478,7 @@ def segment(
             stale.unlink()
             logger.info("%s: removed (a temporary file of a run that was stopped)", stale)
         logger.info("%s (%s) on %s: %d case(s)", model.bundle.resolve().name, model.weights, model.device, len(cases))
-        results = [_segment_case(model, case, output_dir, output_format, overwrite, skip_existing, allow_gaps, slice_tolerance)
-                   for case in tqdm(cases, desc="segment", disable=not progress)]
+        results = [_segment_case(model, case, writer, read, overwrite, skip_existing) for case in tqdm(cases, desc="segment", disable=not progress)]
         for r in results if store else []:
             if r.error is None and not r.skipped:
                 try:
@@ -469,28 +490,27 @@ def segment(
     return results
 
 
-def _segment_case(model: BundleSegmenter, case: Case, output_dir: Path, output_format: str, overwrite: bool, skip_existing: bool,
-                  allow_gaps: bool, slice_tolerance: Optional[float]) -> CaseResult:
+def _segment_case(model: BundleSegmenter, case: Case, writer: OutputWriter, read: ReadOptions, overwrite: bool, skip_existing: bool) -> CaseResult:
     seconds: Dict[str, float] = {}
     start = time.perf_counter()
     try:
-        names = model.output_names(case.name, output_format)
-        existing = [output_dir / n for n in names.values() if (output_dir / n).exists()]
+        names = writer.names(case.name)
+        existing = [writer.folder / n for n in names.values() if (writer.folder / n).exists()]
         if skip_existing and len(existing) == len(names):
             logger.info("%s: skipped (%s exists)", case.name, existing[0].name)
-            return CaseResult(case.path, output_dir / names["pred"], seconds, skipped=True)
+            return CaseResult(case.path, writer.folder / names["pred"], seconds, skipped=True)
         if existing and not (overwrite or skip_existing):
             raise InputError(f"{existing[0]}: exists (pass --overwrite to replace it, or --skip-existing to keep it and skip the case)")
-        volume = model.load(case, allow_gaps, slice_tolerance)
+        volume = model.load(case, read)
         seconds["read"] = time.perf_counter() - start
-        if output_format in DICOM_FORMATS and volume.series is None:
-            raise InputError(f"{case.path}: --format {output_format} needs a DICOM series as input")
+        if writer.output_format in DICOM_FORMATS and volume.series is None:
+            raise InputError(f"{case.path}: --format {writer.output_format} needs a DICOM series as input")
         try:
             outputs = model.segment_volume(volume, seconds)
         except Exception as e:  # any failure inside the bundle's pipeline is this case's failure
             raise InputError(f"{case.path}: segmentation failed ({_reason(e)})") from e
         start = time.perf_counter()
-        written = _write(outputs, model, volume, output_dir, names, output_format)
+        written = writer.write(outputs, volume)
         seconds["write"] = time.perf_counter() - start
         logger.info("%s -> %s in %.2f s (%s)", case.name, written.name, sum(seconds.values()),
                     ", ".join(f"{k} {v:.2f} s" for k, v in seconds.items()))
@@ -498,45 +518,3 @@ def _segment_case(model: BundleSegmenter, case: Case, output_dir: Path, output_f
     except ReportedError as e:
         logger.error("%s", e)
         return CaseResult(case.path, None, seconds, str(e))
-
-
-def _write(outputs: Dict[str, torch.Tensor], model: BundleSegmenter, volume: Volume, output_dir: Path, names: Dict[str, str], output_format: str) -> Path:
-    """Write every output (atomically, the input's affine), the mask last; return the mask's path.
-
-    A file that cannot be written (a full disk, a read-only folder) is an :class:`InputError` naming it; the
-    outputs this call wrote before it are removed, so a case is written whole or not at all."""
-    written: List[Path] = []
-    order = sorted(model.outputs, key=lambda o: o.key == "pred")  # the mask last: it marks a finished case
-    try:
-        return _write_outputs(outputs, model, volume, output_dir, names, output_format, order, written)
-    except OSError as e:
-        for path in written:
-            path.unlink(missing_ok=True)
-        target = e.filename or output_dir  # write_atomically names the file it was writing
-        raise InputError(f"{target}: could not be written ({e.strerror or e}); earlier outputs are kept") from e
-
-
-def _write_outputs(outputs, model, volume, output_dir, names, output_format, order, written) -> Path:
-    affine = volume.image.affine
-    codes = nifti_header_codes(volume.image.meta)  # the input's qform/sform codes and units
-    mask_path = output_dir / names["pred"]
-    for o in order:
-        if o.key not in outputs:
-            continue
-        values = outputs[o.key].detach().cpu()
-        if tuple(values.shape[1:]) != tuple(volume.image.shape[1:]):
-            raise InputError(f"{volume.path}: the bundle's {o.key} has shape {list(values.shape[1:])}, not the input's {list(volume.image.shape[1:])}")
-        if o.key == "pred":
-            labels = values[0] if not values.is_floating_point() else values[0].round().to(torch.int32)
-            if output_format == "dicom-seg":
-                write_dicom_seg(labels, volume, model.class_names, mask_path, algorithm=model.bundle.resolve().name, version=model.version)
-            elif output_format == "rtstruct":
-                write_rtstruct(labels, volume, model.class_names, mask_path)
-            else:
-                write_nifti(labels, affine, mask_path, dtype=o.dtype, codes=codes)
-            written.append(mask_path)
-        else:
-            write_nifti(values[0] if values.shape[0] == 1 else values.movedim(0, -1), affine, output_dir / names[o.key], dtype=o.dtype or np.float32,
-                        codes=codes)
-            written.append(output_dir / names[o.key])
-    return mask_path

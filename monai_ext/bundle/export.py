@@ -36,6 +36,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 
+from monai_ext.bundle.overrides import check_overrides
 from monai_ext.bundle.shipped import shipped
 from monai_ext.bundle.trained import SETTINGS_FILE, check_fits, load_state, record_of
 from monai_ext.errors import ReportedError, first_line
@@ -252,6 +253,7 @@ def export_bundle(
     for c in configs:
         if not c.is_file():
             raise ExportError(f"{c}: no such config file")
+    check_overrides([bundle / "configs" / "inference.json"] + configs, overrides)  # the keys segment accepts, of the same kinds
 
     # --------------------------------------------------------------------- settings the weights fit
     parser = _parser(bundle, weights, configs, overrides)
