@@ -24,7 +24,18 @@ from tqdm import tqdm
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # the benchmark scripts import each other as top-level modules
 
-BENCHMARKS = ["bench_layers", "bench_sliding_window", "train_synthetic", "bench_madgnet", "bench_medsegdiff", "bench_higmisnet", "bench_dicom_read", "bench_cpu_inference", "learning_curves", "planned_training"]
+BENCHMARKS = [
+    "bench_layers",
+    "bench_sliding_window",
+    "train_synthetic",
+    "bench_madgnet",
+    "bench_medsegdiff",
+    "bench_higmisnet",
+    "bench_dicom_read",
+    "bench_cpu_inference",
+    "learning_curves",
+    "planned_training",
+]
 logger = logging.getLogger("benchmarks")
 
 
@@ -77,13 +88,17 @@ def table(results: Path) -> str:
         for r in module.summarize(report):
             unit = f" {r['unit']}" if r["unit"] else ""
             ratio = f"x{r['ratio']:.3g}" if r["ratio"] is not None else "-"
-            lines.append(f"| {name} | {r['measurement']} | {_fmt(r['ours'])}{unit} | {r['reference']} | "
-                         f"{_fmt(r['reference_value'])}{unit if r['reference_value'] is not None else ''} | {ratio} | {machine} | {date} |")
+            lines.append(
+                f"| {name} | {r['measurement']} | {_fmt(r['ours'])}{unit} | {r['reference']} | "
+                f"{_fmt(r['reference_value'])}{unit if r['reference_value'] is not None else ''} | {ratio} | {machine} | {date} |"
+            )
     return "\n".join(lines) + "\n"
 
 
 def main(argv: Optional[List[str]] = None) -> Path:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=BENCHMARKS, help="the benchmarks to run")
     parser.add_argument("--table-only", action="store_true", help="only rebuild the report from the JSON in --results")
     parser.add_argument("--smoke", action="store_true", help="toy sizes: checks that everything runs, measures nothing")

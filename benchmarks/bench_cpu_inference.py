@@ -33,10 +33,9 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import torch
+from common import row, time_step, write_report
 from monai.bundle import ConfigParser
 from tqdm import tqdm
-
-from common import row, time_step, write_report
 
 from monai_ext.errors import InputError
 from monai_ext.inferers import CompiledNetwork
@@ -44,10 +43,32 @@ from monai_ext.threads import available_threads
 
 logger = logging.getLogger("bench_cpu_inference")
 ROOT = Path(__file__).resolve().parents[1]
-SMOKE = ["--window3d", "32", "--window2d", "64", "--batch", "2", "--repeats", "1", "--models", "unet", "--e2e-size", "0", "0", "0", "--dice-bundles"]
+SMOKE = [
+    "--window3d",
+    "32",
+    "--window2d",
+    "64",
+    "--batch",
+    "2",
+    "--repeats",
+    "1",
+    "--models",
+    "unet",
+    "--e2e-size",
+    "0",
+    "0",
+    "0",
+    "--dice-bundles",
+]
 DICE_BUNDLES = ["unet", "unetplusplus", "resunet", "resunetplusplus", "madgnet", "higmisnet"]
 E2E_BACKENDS = [("torch", "fp32"), ("openvino", "fp32"), ("openvino", "int8")]
-BACKENDS = [("torch", "fp32", False), ("torch", "fp32", True), ("openvino", "fp32", False), ("openvino", "int8", False), ("onnxruntime", "fp32", False)]
+BACKENDS = [
+    ("torch", "fp32", False),
+    ("torch", "fp32", True),
+    ("openvino", "fp32", False),
+    ("openvino", "int8", False),
+    ("onnxruntime", "fp32", False),
+]
 
 
 def _network(bundle: str, dims: int, window: List[int]) -> torch.nn.Module:
@@ -71,14 +92,23 @@ def _phantom_windows(count: int, window: List[int], seed: int) -> torch.Tensor:
     return torch.stack(out)
 
 
-def measure(name: str, net: torch.nn.Module, windows: torch.Tensor, calibration: torch.Tensor, repeats: int, cache: Path) -> Dict[str, dict]:
+def measure(
+    name: str, net: torch.nn.Module, windows: torch.Tensor, calibration: torch.Tensor, repeats: int, cache: Path
+) -> Dict[str, dict]:
     with torch.no_grad():
         reference = net(windows)
         results: Dict[str, dict] = {}
         for backend, precision, channels_last in tqdm(BACKENDS, desc=name, leave=False):
             label = f"{backend}-{precision}" + ("-channels_last" if channels_last else "")
-            compiled = CompiledNetwork(net, backend, precision, channels_last, cache / name, calibration=lambda: list(calibration.split(1)),
-                                       min_agreement=0.0)  # random weights: speed here; int8's accuracy is int8_dice's
+            compiled = CompiledNetwork(
+                net,
+                backend,
+                precision,
+                channels_last,
+                cache / name,
+                calibration=lambda: list(calibration.split(1)),
+                min_agreement=0.0,
+            )  # random weights: speed here; int8's accuracy is int8_dice's
             start = time.perf_counter()
             try:
                 out = compiled(windows)
@@ -89,11 +119,14 @@ def measure(name: str, net: torch.nn.Module, windows: torch.Tensor, calibration:
             compile_seconds = time.perf_counter() - start
             seconds, _ = time_step(lambda: compiled(windows), repeats, "cpu")  # after a warm-up call
             results[label] = {
-                "seconds": seconds, "compile_seconds": compile_seconds,
+                "seconds": seconds,
+                "compile_seconds": compile_seconds,
                 "max_abs_diff": float((out - reference).abs().max()),
                 "argmax_agreement": float((out.argmax(1) == reference.argmax(1)).float().mean()),
             }
-            net.to(memory_format=torch.contiguous_format)  # channels-last changed the eager network's layout (and a later wrapper starts afresh)
+            net.to(
+                memory_format=torch.contiguous_format
+            )  # channels-last changed the eager network's layout (and a later wrapper starts afresh)
         eager = results["torch-fp32"]["seconds"]
         for r in results.values():
             if "seconds" in r:
@@ -104,19 +137,34 @@ def measure(name: str, net: torch.nn.Module, windows: torch.Tensor, calibration:
 def main(argv: Optional[List[str]] = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--window3d", type=int, default=96, help="U-Net 3D window edge")
-    parser.add_argument("--window2d", type=int, default=256, help="2D window edge (MADGNet: rounded to a multiple of 32)")
+    parser.add_argument(
+        "--window2d", type=int, default=256, help="2D window edge (MADGNet: rounded to a multiple of 32)"
+    )
     parser.add_argument("--batch", type=int, default=4, help="windows per call (a sliding window's sw_batch_size)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--models", nargs="+", default=["unet", "resunetplusplus", "madgnet"], choices=["unet", "resunetplusplus", "madgnet"])
-    parser.add_argument("--e2e-size", type=int, nargs=3, default=[512, 512, 200], help="end-to-end volume (0 0 0: none)")
-    parser.add_argument("--dice-bundles", nargs="*", default=DICE_BUNDLES, choices=DICE_BUNDLES, help="int8 Dice (none: skip)")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["unet", "resunetplusplus", "madgnet"],
+        choices=["unet", "resunetplusplus", "madgnet"],
+    )
+    parser.add_argument(
+        "--e2e-size", type=int, nargs=3, default=[512, 512, 200], help="end-to-end volume (0 0 0: none)"
+    )
+    parser.add_argument(
+        "--dice-bundles", nargs="*", default=DICE_BUNDLES, choices=DICE_BUNDLES, help="int8 Dice (none: skip)"
+    )
     parser.add_argument("--train-minutes", type=float, default=2.0, help="training time per bundle for the int8 Dice")
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     torch.set_num_threads(available_threads())
     w2 = args.window2d // 32 * 32
-    models = [m for m in [("unet", 3, [args.window3d] * 3), ("resunetplusplus", 2, [w2, w2]), ("madgnet", 2, [w2, w2])] if m[0] in args.models]
+    models = [
+        m
+        for m in [("unet", 3, [args.window3d] * 3), ("resunetplusplus", 2, [w2, w2]), ("madgnet", 2, [w2, w2])]
+        if m[0] in args.models
+    ]
     report_models = []
     with tempfile.TemporaryDirectory(prefix="bench_cpu_inference_") as cache:
         for bundle, dims, window in tqdm(models, desc="networks"):
@@ -127,11 +175,24 @@ def main(argv: Optional[List[str]] = None) -> dict:
             results = measure(bundle, net, windows, calibration, args.repeats, Path(cache))
             for label, r in results.items():
                 if "seconds" in r:
-                    logger.info("%s %s: %.3f s (x%.2f eager fp32), compile %.1f s, max diff %.1e, arg-max agreement %.4f", bundle, label,
-                                r["seconds"], r["speedup"], r["compile_seconds"], r["max_abs_diff"], r["argmax_agreement"])
-            report_models.append({"bundle": bundle, "spatial_dims": dims, "window": window, "batch": args.batch, "results": results})
-    report = {"threads": torch.get_num_threads(), "models": report_models,
-              "targets": {"speedup_vs_eager_fp32": 2.0, "end_to_end_vs_zoo": 3.0, "int8_dice_change_at_most": 0.005}}
+                    logger.info(
+                        "%s %s: %.3f s (x%.2f eager fp32), compile %.1f s, max diff %.1e, arg-max agreement %.4f",
+                        bundle,
+                        label,
+                        r["seconds"],
+                        r["speedup"],
+                        r["compile_seconds"],
+                        r["max_abs_diff"],
+                        r["argmax_agreement"],
+                    )
+            report_models.append(
+                {"bundle": bundle, "spatial_dims": dims, "window": window, "batch": args.batch, "results": results}
+            )
+    report = {
+        "threads": torch.get_num_threads(),
+        "models": report_models,
+        "targets": {"speedup_vs_eager_fp32": 2.0, "end_to_end_vs_zoo": 3.0, "int8_dice_change_at_most": 0.005},
+    }
     if all(args.e2e_size):
         report["end_to_end"] = end_to_end(args.e2e_size)
     if args.dice_bundles:
@@ -147,8 +208,8 @@ def end_to_end(size: List[int]) -> List[dict]:
 
     import nibabel as nib
     import numpy as np
-
     from bench_sliding_window import _make_ct, _zoo_way
+
     from monai_ext.apps.segment import segment
     from monai_ext.data.dicom_export import write_dicom_series
 
@@ -163,8 +224,13 @@ def end_to_end(size: List[int]) -> List[dict]:
         (data / "datalist.json").write_text(json.dumps({"validation": [{"image": "ct.nii.gz"}]}))  # int8 calibration
         bundle = tmp / "unet"
         shutil.copytree(ROOT / "bundles" / "unet", bundle, ignore=shutil.ignore_patterns("models", "eval"))
-        overrides = {"spatial_dims": 3, "patch_size": [96, 96, 96], "pixdim": [1.5, 1.5, 1.5], "dataset_dir": str(data),
-                     "intensity": {"scheme": "window", "a_min": -57, "a_max": 164}}
+        overrides = {
+            "spatial_dims": 3,
+            "patch_size": [96, 96, 96],
+            "pixdim": [1.5, 1.5, 1.5],
+            "dataset_dir": str(data),
+            "intensity": {"scheme": "window", "a_min": -57, "a_max": 164},
+        }
         parser = ConfigParser()
         parser.read_config(str(bundle / "configs" / "inference.json"))
         parser.update(overrides)
@@ -180,18 +246,53 @@ def end_to_end(size: List[int]) -> List[dict]:
             for backend, precision in E2E_BACKENDS:
                 logger.info("end to end on the %s input: segment, %s %s", name, backend, precision)
                 out = tmp / f"{backend}-{precision}"
-                segment(bundle, source, out, device="cpu", overrides=overrides, overwrite=True, progress=False, backend=backend, precision=precision)
-                (result,) = segment(bundle, source, out, device="cpu", overrides=overrides, overwrite=True, progress=False, backend=backend,
-                                    precision=precision)  # the second run: compiled models come from the cache
+                segment(
+                    bundle,
+                    source,
+                    out,
+                    device="cpu",
+                    overrides=overrides,
+                    overwrite=True,
+                    progress=False,
+                    backend=backend,
+                    precision=precision,
+                )
+                (result,) = segment(
+                    bundle,
+                    source,
+                    out,
+                    device="cpu",
+                    overrides=overrides,
+                    overwrite=True,
+                    progress=False,
+                    backend=backend,
+                    precision=precision,
+                )  # the second run: compiled models come from the cache
                 mask = np.asarray(nib.load(str(result.output)).dataobj)
                 reference = mask if reference is None else reference
-                row = {"input": name, "backend": backend, "precision": precision, "ours_seconds": result.seconds, "zoo_seconds": zoo,
-                       "ours_total": sum(result.seconds.values()), "zoo_total": sum(zoo.values()),
-                       "agreement_with_torch_fp32": float((mask == reference).mean())}
+                row = {
+                    "input": name,
+                    "backend": backend,
+                    "precision": precision,
+                    "ours_seconds": result.seconds,
+                    "zoo_seconds": zoo,
+                    "ours_total": sum(result.seconds.values()),
+                    "zoo_total": sum(zoo.values()),
+                    "agreement_with_torch_fp32": float((mask == reference).mean()),
+                }
                 row["ratio"] = row["zoo_total"] / row["ours_total"]
-                logger.info("%s %s %s: segment %.1f s (%s) against the zoo's %.1f s (%s): x%.2f; labels agree with torch fp32 on %.4f", name,
-                            backend, precision, row["ours_total"], ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()), row["zoo_total"],
-                            ", ".join(f"{k} {v:.1f}" for k, v in zoo.items()), row["ratio"], row["agreement_with_torch_fp32"])
+                logger.info(
+                    "%s %s %s: segment %.1f s (%s) against the zoo's %.1f s (%s): x%.2f; labels agree with torch fp32 on %.4f",
+                    name,
+                    backend,
+                    precision,
+                    row["ours_total"],
+                    ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()),
+                    row["zoo_total"],
+                    ", ".join(f"{k} {v:.1f}" for k, v in zoo.items()),
+                    row["ratio"],
+                    row["agreement_with_torch_fp32"],
+                )
                 results.append(row)
     return results
 
@@ -234,16 +335,46 @@ def int8_dice(bundles: List[str], minutes: float) -> List[dict]:
             bundle = tmp / name
             shutil.copytree(ROOT / "bundles" / name, bundle, ignore=shutil.ignore_patterns("models", "eval"))
             logger.info("%s: training for %.1f min on the synthetic 2D task", name, minutes)
-            subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file", str(bundle / "configs" / "train.json"),
-                            "--meta_file", str(bundle / "configs" / "metadata.json"), "--bundle_root", str(bundle), "--dataset_dir", str(data),
-                            "--patch_size", "[128,128]", "--num_workers", "0", "--time_budget", str(minutes)],
-                           cwd=bundle, check=True, capture_output=True, text=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "monai.bundle",
+                    "run",
+                    "--config_file",
+                    str(bundle / "configs" / "train.json"),
+                    "--meta_file",
+                    str(bundle / "configs" / "metadata.json"),
+                    "--bundle_root",
+                    str(bundle),
+                    "--dataset_dir",
+                    str(data),
+                    "--patch_size",
+                    "[128,128]",
+                    "--num_workers",
+                    "0",
+                    "--time_budget",
+                    str(minutes),
+                ],
+                cwd=bundle,
+                check=True,
+                capture_output=True,
+                text=True,
+            )
             row = {"bundle": name}
             for backend, precision in (("torch", "fp32"), ("openvino", "int8")):
                 out = tmp / f"{name}-{backend}-{precision}"
                 try:
-                    done = segment(bundle, tests, out, device="cpu", overrides={"dataset_dir": str(data)}, progress=False, backend=backend,
-                                   precision=precision)
+                    done = segment(
+                        bundle,
+                        tests,
+                        out,
+                        device="cpu",
+                        overrides={"dataset_dir": str(data)},
+                        progress=False,
+                        backend=backend,
+                        precision=precision,
+                    )
                 except InputError as e:
                     done = [type("Failed", (), {"error": str(e)})()]
                 failed = [r.error for r in done if r.error]
@@ -251,7 +382,9 @@ def int8_dice(bundles: List[str], minutes: float) -> List[dict]:
                     row[f"{backend}-{precision}"], row["refused"] = None, failed[0]
                     continue
                 scores = []
-                for r, case in zip(sorted(done, key=lambda r: r.input.name), sorted(cases, key=lambda c: Path(c["image"]).name)):
+                for r, case in zip(
+                    sorted(done, key=lambda r: r.input.name), sorted(cases, key=lambda c: Path(c["image"]).name)
+                ):
                     mask = np.asarray(nib.load(str(r.output)).dataobj)
                     label = np.asarray(nib.load(str(data / case["label"])).dataobj)
                     scores.append(_dice(mask, label, (1, 2)))
@@ -260,7 +393,13 @@ def int8_dice(bundles: List[str], minutes: float) -> List[dict]:
                 logger.info("%s: Dice torch fp32 %.4f; int8 refused: %s", name, row["torch-fp32"], row["refused"])
             else:
                 row["change"] = row["openvino-int8"] - row["torch-fp32"]
-                logger.info("%s: Dice torch fp32 %.4f, OpenVINO int8 %.4f (change %+.4f)", name, row["torch-fp32"], row["openvino-int8"], row["change"])
+                logger.info(
+                    "%s: Dice torch fp32 %.4f, OpenVINO int8 %.4f (change %+.4f)",
+                    name,
+                    row["torch-fp32"],
+                    row["openvino-int8"],
+                    row["change"],
+                )
             results.append(row)
     return results
 
@@ -270,18 +409,37 @@ def summarize(report: dict) -> List[dict]:
     for r in report.get("int8_dice", []):
         if r.get("openvino-int8") is None:
             continue  # refused: the network does not quantise
-        rows.append(row(f"{r['bundle']} 2D synthetic test set: Dice with OpenVINO int8 (change {r['change']:+.4f}; target within 0.005)",
-                        r["openvino-int8"], "PyTorch eager fp32 Dice", r["torch-fp32"], r["openvino-int8"] / r["torch-fp32"] if r["torch-fp32"] else None))
+        rows.append(
+            row(
+                f"{r['bundle']} 2D synthetic test set: Dice with OpenVINO int8 (change {r['change']:+.4f}; target within 0.005)",
+                r["openvino-int8"],
+                "PyTorch eager fp32 Dice",
+                r["torch-fp32"],
+                r["openvino-int8"] / r["torch-fp32"] if r["torch-fp32"] else None,
+            )
+        )
     for r in report.get("end_to_end", []):
-        what = (f"segment end to end, {r['input']} CT, U-Net 3D on {r['backend']} {r['precision']} "
-                f"(labels agree with torch fp32 on {r['agreement_with_torch_fp32']:.4f})")
-        rows.append(row(what, r["ours_total"], "MONAI zoo chain (LoadImage, Spacing, SlidingWindowInferer, Invertd, SaveImage)", r["zoo_total"], r["ratio"], "s"))
+        what = (
+            f"segment end to end, {r['input']} CT, U-Net 3D on {r['backend']} {r['precision']} "
+            f"(labels agree with torch fp32 on {r['agreement_with_torch_fp32']:.4f})"
+        )
+        rows.append(
+            row(
+                what,
+                r["ours_total"],
+                "MONAI zoo chain (LoadImage, Spacing, SlidingWindowInferer, Invertd, SaveImage)",
+                r["zoo_total"],
+                r["ratio"],
+                "s",
+            )
+        )
     for m in report["models"]:
         eager = m["results"]["torch-fp32"]["seconds"]
         for label, r in m["results"].items():
             if label == "torch-fp32" or "seconds" not in r:
                 continue
-            what = f"{m['bundle']} {m['spatial_dims']}D, {m['batch']} x {'x'.join(map(str, m['window']))}: {label} (arg-max agreement {r['argmax_agreement']:.4f})"
+            window = "x".join(map(str, m["window"]))
+            what = f"{m['bundle']} {m['spatial_dims']}D, {m['batch']} x {window}: {label} (arg-max agreement {r['argmax_agreement']:.4f})"
             rows.append(row(what, r["seconds"], "PyTorch eager fp32", eager, r["speedup"], "s"))
     return rows
 

@@ -29,9 +29,8 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import torch
-from tqdm import tqdm
-
 from common import row, write_report
+from tqdm import tqdm
 
 from monai_ext.data.dicom_export import write_dicom_series
 from monai_ext.data.volume_io import read_volume
@@ -88,8 +87,12 @@ def measure(folder: Path, repeats: int) -> Dict[str, dict]:
     ours = read_volume(folder).image[0].numpy()
     # ITK returns (slices, rows, columns) in its own slice order; compare as sets of slices in HU
     itk_array = _itk(folder).astype(np.float32)
-    equal_itk = bool(np.array_equal(np.sort(itk_array.reshape(len(files), -1), axis=0),
-                                    np.sort(np.transpose(ours, (2, 1, 0)).reshape(len(files), -1), axis=0)))
+    equal_itk = bool(
+        np.array_equal(
+            np.sort(itk_array.reshape(len(files), -1), axis=0),
+            np.sort(np.transpose(ours, (2, 1, 0)).reshape(len(files), -1), axis=0),
+        )
+    )
     result = {
         "ours": {"seconds": _best(lambda: read_volume(folder), repeats)},
         "itk": {"seconds": _best(lambda: _itk(folder), repeats), "voxels_equal": equal_itk},
@@ -120,17 +123,37 @@ def main(argv: Optional[List[str]] = None) -> dict:
             folder = work / syntax
             start = time.perf_counter()
             write_dicom_series(image, affine, folder, transfer_syntax=syntax)
-            logger.info("%s: wrote %d files (%.0f MB) in %.1f s", syntax, args.size[2],
-                        sum(f.stat().st_size for f in folder.iterdir()) / 2**20, time.perf_counter() - start)
+            logger.info(
+                "%s: wrote %d files (%.0f MB) in %.1f s",
+                syntax,
+                args.size[2],
+                sum(f.stat().st_size for f in folder.iterdir()) / 2**20,
+                time.perf_counter() - start,
+            )
             r = measure(folder, args.repeats)
-            logger.info("%s: ours %.2f s, ITK %.2f s (x%.1f), MONAI ITKReader %.2f s (x%.1f), pydicom %.2f s (ours x%.2f of it)", syntax,
-                        r["ours"]["seconds"], r["itk"]["seconds"], r["itk"]["ratio"], r["monai_itk"]["seconds"], r["monai_itk"]["ratio"],
-                        r["pydicom"]["seconds"], r["pydicom"]["ratio"])
-            results.append({"syntax": syntax, "megabytes": sum(f.stat().st_size for f in folder.iterdir()) / 2**20, **r})
+            logger.info(
+                "%s: ours %.2f s, ITK %.2f s (x%.1f), MONAI ITKReader %.2f s (x%.1f), pydicom %.2f s (ours x%.2f of it)",
+                syntax,
+                r["ours"]["seconds"],
+                r["itk"]["seconds"],
+                r["itk"]["ratio"],
+                r["monai_itk"]["seconds"],
+                r["monai_itk"]["ratio"],
+                r["pydicom"]["seconds"],
+                r["pydicom"]["ratio"],
+            )
+            results.append(
+                {"syntax": syntax, "megabytes": sum(f.stat().st_size for f in folder.iterdir()) / 2**20, **r}
+            )
             shutil.rmtree(folder)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    report = {"size": args.size, "repeats": args.repeats, "results": results, "targets": {"vs_itk": 5.0, "vs_pydicom_at_most": 1.3}}
+    report = {
+        "size": args.size,
+        "repeats": args.repeats,
+        "results": results,
+        "targets": {"vs_itk": 5.0, "vs_pydicom_at_most": 1.3},
+    }
     write_report(report, "bench_dicom_read", torch.device("cpu"), args.output)
     return report
 
@@ -139,12 +162,36 @@ def summarize(report: dict) -> List[dict]:
     size = "x".join(str(n) for n in report["size"])
     rows = []
     for r in report["results"]:
-        rows.append(row(f"DICOM series read {size} {r['syntax']}: ITK / ours (target >= 5)", r["ours"]["seconds"], "ITK series reader",
-                        r["itk"]["seconds"], r["itk"]["ratio"], "s"))
-        rows.append(row(f"DICOM series read {size} {r['syntax']}: MONAI ITKReader / ours (target >= 5)", r["ours"]["seconds"],
-                        "MONAI LoadImage(ITKReader)", r["monai_itk"]["seconds"], r["monai_itk"]["ratio"], "s"))
-        rows.append(row(f"DICOM series read {size} {r['syntax']}: ours / pydicom decode (target <= 1.3, lower is better)", r["ours"]["seconds"],
-                        "pydicom dcmread + pixel_array", r["pydicom"]["seconds"], r["pydicom"]["ratio"], "s"))
+        rows.append(
+            row(
+                f"DICOM series read {size} {r['syntax']}: ITK / ours (target >= 5)",
+                r["ours"]["seconds"],
+                "ITK series reader",
+                r["itk"]["seconds"],
+                r["itk"]["ratio"],
+                "s",
+            )
+        )
+        rows.append(
+            row(
+                f"DICOM series read {size} {r['syntax']}: MONAI ITKReader / ours (target >= 5)",
+                r["ours"]["seconds"],
+                "MONAI LoadImage(ITKReader)",
+                r["monai_itk"]["seconds"],
+                r["monai_itk"]["ratio"],
+                "s",
+            )
+        )
+        rows.append(
+            row(
+                f"DICOM series read {size} {r['syntax']}: ours / pydicom decode (target <= 1.3, lower is better)",
+                r["ours"]["seconds"],
+                "pydicom dcmread + pixel_array",
+                r["pydicom"]["seconds"],
+                r["pydicom"]["ratio"],
+                "s",
+            )
+        )
     return rows
 
 

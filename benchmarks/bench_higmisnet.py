@@ -23,10 +23,9 @@ from pathlib import Path
 from typing import List, Optional
 
 import torch
+from common import in_fresh_process, row, time_step, write_report
 from monai.bundle import ConfigParser
 from tqdm import tqdm
-
-from common import in_fresh_process, row, time_step, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("bench_higmisnet")
@@ -47,8 +46,17 @@ def _measure(bundle: str, size: int, batch: int, repeats: int, device: str) -> d
 
         disc = parser.get_parsed_content("discriminator")
         parameters += sum(p.numel() for p in disc.parameters())
-        engine = ParallelGANTrainer(device, 1, [], net, disc, parser.get_parsed_content("optimizer"),
-                                    parser.get_parsed_content("d_optimizer"), parser.get_parsed_content("loss"), num_classes=3)
+        engine = ParallelGANTrainer(
+            device,
+            1,
+            [],
+            net,
+            disc,
+            parser.get_parsed_content("optimizer"),
+            parser.get_parsed_content("d_optimizer"),
+            parser.get_parsed_content("loss"),
+            num_classes=3,
+        )
         engine.state.device = torch.device(device)
 
         def step() -> None:
@@ -63,7 +71,12 @@ def _measure(bundle: str, size: int, batch: int, repeats: int, device: str) -> d
             optimizer.step()
 
     seconds, peak = time_step(step, repeats, device)
-    return {"iterations_per_second": 1 / seconds, "seconds_per_iteration": seconds, "peak_mib": peak, "parameters": parameters}
+    return {
+        "iterations_per_second": 1 / seconds,
+        "seconds_per_iteration": seconds,
+        "peak_mib": peak,
+        "parameters": parameters,
+    }
 
 
 def main(argv: Optional[List[str]] = None) -> dict:
@@ -73,7 +86,9 @@ def main(argv: Optional[List[str]] = None) -> dict:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--cases", type=int, default=60)
-    parser.add_argument("--same-process", action="store_true", help="measure in this process (CPU peak memory then covers all)")
+    parser.add_argument(
+        "--same-process", action="store_true", help="measure in this process (CPU peak memory then covers all)"
+    )
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -82,11 +97,15 @@ def main(argv: Optional[List[str]] = None) -> dict:
 
     speed = {}
     for bundle in tqdm(("unet", "higmisnet"), desc="iterations"):
-        speed[bundle] = (_measure(bundle, args.size, args.batch, args.repeats, device) if device == "cuda" or args.same_process
-                         else in_fresh_process(_measure, bundle, args.size, args.batch, args.repeats, device))
+        speed[bundle] = (
+            _measure(bundle, args.size, args.batch, args.repeats, device)
+            if device == "cuda" or args.same_process
+            else in_fresh_process(_measure, bundle, args.size, args.batch, args.repeats, device)
+        )
         logger.info("%s: %s", bundle, speed[bundle])
 
     from train_synthetic import train_bundle
+
     from monai_ext.data import make_synthetic_dataset
 
     runs = {}
@@ -95,18 +114,39 @@ def main(argv: Optional[List[str]] = None) -> dict:
         for label, bundle, overrides in (
             ("unet", "unet", None),
             ("higmisnet", "higmisnet", None),
-            ("higmisnet without adversarial and reciprocal terms", "higmisnet", {"adversarial_weight": 0.0, "reciprocal_weight": 0.0}),
+            (
+                "higmisnet without adversarial and reciprocal terms",
+                "higmisnet",
+                {"adversarial_weight": 0.0, "reciprocal_weight": 0.0},
+            ),
         ):
-            runs[label] = train_bundle(bundle, data, Path(tmp) / "runs", args.minutes, 5, overrides, run_name=label.replace(" ", "_"))
+            runs[label] = train_bundle(
+                bundle, data, Path(tmp) / "runs", args.minutes, 5, overrides, run_name=label.replace(" ", "_")
+            )
 
     ratio = speed["higmisnet"]["iterations_per_second"] / speed["unet"]["iterations_per_second"]
     print(f"\n{args.size}x{args.size}, batch {args.batch}, {device}")
     for bundle, r in speed.items():
-        print(f"{bundle:10s} {r['iterations_per_second']:.2f} training iterations/s, peak {r['peak_mib']} MiB, {r['parameters']:,} parameters")
-    print(f"Hi-gMISnet / U-Net: iterations/s x{ratio:.3f}, memory x{speed['higmisnet']['peak_mib'] / max(speed['unet']['peak_mib'], 1e-6):.2f}")
+        print(
+            f"{bundle:10s} {r['iterations_per_second']:.2f} training iterations/s, peak {r['peak_mib']} MiB, {r['parameters']:,} parameters"
+        )
+    print(
+        f"Hi-gMISnet / U-Net: iterations/s x{ratio:.3f}, memory "
+        f"x{speed['higmisnet']['peak_mib'] / max(speed['unet']['peak_mib'], 1e-6):.2f}"
+    )
     for label, r in runs.items():
-        print(f"{label}: val Dice {r['val_dice_final']:.4f} (best {r['val_dice_best']:.4f}) after {args.minutes:g} min, {r['patches_per_second']:.1f} patches/s")
-    report = {"size": args.size, "batch": args.batch, "speed": speed, "iterations_ratio": ratio, "minutes": args.minutes, "dice_after_budget": runs}
+        print(
+            f"{label}: val Dice {r['val_dice_final']:.4f} (best {r['val_dice_best']:.4f}) after {args.minutes:g} min, "
+            f"{r['patches_per_second']:.1f} patches/s"
+        )
+    report = {
+        "size": args.size,
+        "batch": args.batch,
+        "speed": speed,
+        "iterations_ratio": ratio,
+        "minutes": args.minutes,
+        "dice_after_budget": runs,
+    }
     write_report(report, "bench_higmisnet", torch.device(device), args.output)
     return report
 
@@ -118,16 +158,35 @@ def summarize(report: dict) -> List[dict]:
     speed, dice = report["speed"], report["dice_after_budget"]
     ours, ref = speed["higmisnet"], speed["unet"]
     rows = [
-        row(f"Hi-gMISnet training iterations/s {report['size']}x{report['size']}, batch {report['batch']}: ratio",
-            ours["iterations_per_second"], "U-Net bundle", ref["iterations_per_second"], report["iterations_ratio"], "it/s"),
-        row("Hi-gMISnet training peak memory: ratio (lower is better)", ours["peak_mib"], "U-Net bundle", ref["peak_mib"],
-            ours["peak_mib"] / ref["peak_mib"], "MiB"),
+        row(
+            f"Hi-gMISnet training iterations/s {report['size']}x{report['size']}, batch {report['batch']}: ratio",
+            ours["iterations_per_second"],
+            "U-Net bundle",
+            ref["iterations_per_second"],
+            report["iterations_ratio"],
+            "it/s",
+        ),
+        row(
+            "Hi-gMISnet training peak memory: ratio (lower is better)",
+            ours["peak_mib"],
+            "U-Net bundle",
+            ref["peak_mib"],
+            ours["peak_mib"] / ref["peak_mib"],
+            "MiB",
+        ),
     ]
     unet = dice["unet"]["val_dice_final"]
     for name, r in dice.items():
         if name != "unet":
-            rows.append(row(f"{name}: validation Dice after {report['minutes']:g} min: ratio", r["val_dice_final"], "U-Net bundle", unet,
-                            r["val_dice_final"] / max(unet, 1e-9)))
+            rows.append(
+                row(
+                    f"{name}: validation Dice after {report['minutes']:g} min: ratio",
+                    r["val_dice_final"],
+                    "U-Net bundle",
+                    unet,
+                    r["val_dice_final"] / max(unet, 1e-9),
+                )
+            )
     return rows
 
 

@@ -10,7 +10,8 @@ and the backward pass through both (the cost a network layer pays) for:
   compared with our forward + inverse under ``torch.no_grad()``.
 
 Modules are built outside the timed region; every figure is the median of ``--repeats`` runs after a
-warm-up, the contenders run round-robin so that a change of machine load affects all of them alike. The ratio printed is the reference's time divided by ours (above 1: we are faster). Results
+warm-up, the contenders run round-robin so that a change of machine load affects all of them alike. The
+ratio printed is the reference's time divided by ours (above 1: we are faster). Results
 go to a JSON file (``--output``, default ``benchmarks/results/bench_layers_<device>.json``).
 
 Run: ``python benchmarks/bench_layers.py [--device cuda] [--batch 8 --channels 16] [--levels 1]``.
@@ -28,9 +29,8 @@ from typing import Callable, Dict, List, Optional
 
 import pywt
 import torch
-from tqdm import tqdm
-
 from common import row, write_report
+from tqdm import tqdm
 
 from monai_ext.networks.blocks import DWT, IDWT
 
@@ -139,7 +139,14 @@ def run_benchmark(
                 measured[ref_name] = grad if backward else no_grad
         ms = interleaved_median_ms(fns, device, repeats)
         ours = {grad: ms[f"ours {grad}"], no_grad: ms[f"ours {no_grad}"]}
-        row = {"wavelet": wavelet, "case": name, "shape": list(x.shape), "levels": levels, "monai_ext_ms": ours, "references": {}}
+        row = {
+            "wavelet": wavelet,
+            "case": name,
+            "shape": list(x.shape),
+            "levels": levels,
+            "monai_ext_ms": ours,
+            "references": {},
+        }
         for ref_name, what in measured.items():
             row["references"][ref_name] = {"measured": what, "ms": ms[ref_name], "ratio": ms[ref_name] / ours[what]}
         results.append(row)
@@ -197,8 +204,16 @@ def summarize(report: dict) -> List[dict]:
     for r in report["results"]:
         for name, ref in r["references"].items():
             ours = r["monai_ext_ms"][ref["measured"]]
-            rows.append(row(f"DWT+IDWT {r['wavelet']} {r['case']} {'x'.join(map(str, r['shape']))}, {ref['measured']}: speed-up",
-                            ours, name, ref["ms"], ref["ratio"], "ms"))
+            rows.append(
+                row(
+                    f"DWT+IDWT {r['wavelet']} {r['case']} {'x'.join(map(str, r['shape']))}, {ref['measured']}: speed-up",
+                    ours,
+                    name,
+                    ref["ms"],
+                    ref["ratio"],
+                    "ms",
+                )
+            )
     return rows
 
 

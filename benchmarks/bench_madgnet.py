@@ -22,10 +22,9 @@ from pathlib import Path
 from typing import List, Optional
 
 import torch
+from common import in_fresh_process, row, time_step, write_report
 from monai.bundle import ConfigParser
 from tqdm import tqdm
-
-from common import in_fresh_process, row, time_step, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("bench_madgnet")
@@ -59,8 +58,12 @@ def _measure(bundle: str, mode: str, size: int, batch: int, repeats: int, device
                 net(x)
 
     seconds, peak = time_step(step, repeats, device)
-    return {"images_per_second": batch / seconds, "seconds_per_batch": seconds, "peak_mib": peak,
-            "parameters": sum(p.numel() for p in net.parameters())}
+    return {
+        "images_per_second": batch / seconds,
+        "seconds_per_batch": seconds,
+        "peak_mib": peak,
+        "parameters": sum(p.numel() for p in net.parameters()),
+    }
 
 
 def main(argv: Optional[List[str]] = None) -> dict:
@@ -70,7 +73,9 @@ def main(argv: Optional[List[str]] = None) -> dict:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--cases", type=int, default=60)
-    parser.add_argument("--same-process", action="store_true", help="measure in this process (CPU peak memory then covers all)")
+    parser.add_argument(
+        "--same-process", action="store_true", help="measure in this process (CPU peak memory then covers all)"
+    )
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -80,10 +85,14 @@ def main(argv: Optional[List[str]] = None) -> dict:
     throughput = {}
     for bundle, mode in tqdm([(b, m) for b in ("unet", "madgnet") for m in ("train", "infer")], desc="throughput"):
         logger.info("%s %s at %dx%d, batch %d on %s", bundle, mode, args.size, args.size, args.batch, device)
-        throughput[f"{bundle}/{mode}"] = (_measure(bundle, mode, args.size, args.batch, args.repeats, device) if device == "cuda" or args.same_process
-                                          else in_fresh_process(_measure, bundle, mode, args.size, args.batch, args.repeats, device))
+        throughput[f"{bundle}/{mode}"] = (
+            _measure(bundle, mode, args.size, args.batch, args.repeats, device)
+            if device == "cuda" or args.same_process
+            else in_fresh_process(_measure, bundle, mode, args.size, args.batch, args.repeats, device)
+        )
 
     from train_synthetic import train_bundle
+
     from monai_ext.data import make_synthetic_dataset
 
     dice = {}
@@ -92,16 +101,30 @@ def main(argv: Optional[List[str]] = None) -> dict:
         for bundle in ("unet", "madgnet"):
             dice[bundle] = train_bundle(bundle, data, Path(tmp) / "runs", args.minutes, val_interval=5)
 
-    ratios = {mode: throughput[f"madgnet/{mode}"]["images_per_second"] / throughput[f"unet/{mode}"]["images_per_second"] for mode in ("train", "infer")}
+    ratios = {
+        mode: throughput[f"madgnet/{mode}"]["images_per_second"] / throughput[f"unet/{mode}"]["images_per_second"]
+        for mode in ("train", "infer")
+    }
     print(f"\n{args.size}x{args.size}, batch {args.batch}, {device}: MADGNet / U-Net")
     for mode in ("train", "infer"):
         u, m = throughput[f"unet/{mode}"], throughput[f"madgnet/{mode}"]
-        print(f"{mode:5s}: U-Net {u['images_per_second']:.2f} img/s ({u['peak_mib']} MiB), MADGNet {m['images_per_second']:.2f} img/s "
-              f"({m['peak_mib']} MiB): throughput x{ratios[mode]:.3f}, memory x{m['peak_mib'] / max(u['peak_mib'], 1e-6):.2f}")
+        print(
+            f"{mode:5s}: U-Net {u['images_per_second']:.2f} img/s ({u['peak_mib']} MiB), MADGNet {m['images_per_second']:.2f} img/s "
+            f"({m['peak_mib']} MiB): throughput x{ratios[mode]:.3f}, memory x{m['peak_mib'] / max(u['peak_mib'], 1e-6):.2f}"
+        )
     for bundle, r in dice.items():
-        print(f"{bundle:8s} after {args.minutes:g} min: val Dice {r['val_dice_final']:.4f} (best {r['val_dice_best']:.4f}), {r['patches_per_second']:.1f} patches/s")
-    report = {"size": args.size, "batch": args.batch, "throughput": throughput, "throughput_ratio": ratios,
-              "minutes": args.minutes, "dice_after_budget": dice}
+        print(
+            f"{bundle:8s} after {args.minutes:g} min: val Dice {r['val_dice_final']:.4f} (best {r['val_dice_best']:.4f}), "
+            f"{r['patches_per_second']:.1f} patches/s"
+        )
+    report = {
+        "size": args.size,
+        "batch": args.batch,
+        "throughput": throughput,
+        "throughput_ratio": ratios,
+        "minutes": args.minutes,
+        "dice_after_budget": dice,
+    }
     write_report(report, "bench_madgnet", torch.device(device), args.output)
     return report
 
@@ -114,13 +137,36 @@ def summarize(report: dict) -> List[dict]:
     rows = []
     for mode in ("train", "infer"):
         ours, ref = t[f"madgnet/{mode}"], t[f"unet/{mode}"]
-        rows.append(row(f"MADGNet {mode} throughput {size}x{size}, batch {batch}: ratio", ours["images_per_second"], "U-Net bundle",
-                        ref["images_per_second"], ours["images_per_second"] / ref["images_per_second"], "images/s"))
-        rows.append(row(f"MADGNet {mode} peak memory: ratio (lower is better)", ours["peak_mib"], "U-Net bundle", ref["peak_mib"],
-                        ours["peak_mib"] / ref["peak_mib"], "MiB"))
+        rows.append(
+            row(
+                f"MADGNet {mode} throughput {size}x{size}, batch {batch}: ratio",
+                ours["images_per_second"],
+                "U-Net bundle",
+                ref["images_per_second"],
+                ours["images_per_second"] / ref["images_per_second"],
+                "images/s",
+            )
+        )
+        rows.append(
+            row(
+                f"MADGNet {mode} peak memory: ratio (lower is better)",
+                ours["peak_mib"],
+                "U-Net bundle",
+                ref["peak_mib"],
+                ours["peak_mib"] / ref["peak_mib"],
+                "MiB",
+            )
+        )
     dice = report["dice_after_budget"]
-    rows.append(row(f"MADGNet validation Dice after {report['minutes']:g} min: ratio", dice["madgnet"]["val_dice_final"], "U-Net bundle",
-                    dice["unet"]["val_dice_final"], dice["madgnet"]["val_dice_final"] / max(dice["unet"]["val_dice_final"], 1e-9)))
+    rows.append(
+        row(
+            f"MADGNet validation Dice after {report['minutes']:g} min: ratio",
+            dice["madgnet"]["val_dice_final"],
+            "U-Net bundle",
+            dice["unet"]["val_dice_final"],
+            dice["madgnet"]["val_dice_final"] / max(dice["unet"]["val_dice_final"], 1e-9),
+        )
+    )
     return rows
 
 

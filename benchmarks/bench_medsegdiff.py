@@ -28,11 +28,10 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import torch
+from common import row, write_report
 from monai.bundle import ConfigParser
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 from tqdm import tqdm
-
-from common import row, write_report
 
 from monai_ext.inferers import DiffusionSegmentationInferer
 
@@ -59,7 +58,12 @@ def score(probability: torch.Tensor, label: torch.Tensor) -> Dict[str, float]:
 
 
 def settings() -> Dict[str, tuple]:
-    return {"ddpm-1000": (DDPMScheduler, 1000), "ddim-50": (DDIMScheduler, 50), "ddim-25": (DDIMScheduler, 25), "ddim-10": (DDIMScheduler, 10)}
+    return {
+        "ddpm-1000": (DDPMScheduler, 1000),
+        "ddim-50": (DDIMScheduler, 50),
+        "ddim-25": (DDIMScheduler, 25),
+        "ddim-10": (DDIMScheduler, 10),
+    }
 
 
 def main(argv: Optional[List[str]] = None) -> dict:
@@ -76,6 +80,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     from train_synthetic import train_bundle
+
     from monai_ext.data import make_synthetic_dataset
 
     results: Dict[str, dict] = {}
@@ -88,7 +93,9 @@ def main(argv: Optional[List[str]] = None) -> dict:
         config.read_config(str(ROOT / "bundles" / "medsegdiff" / "configs" / "inference.json"))
         config.update({"dataset_dir": str(data), "bundle_root": str(Path(tmp) / "runs" / "medsegdiff")})
         net = config.get_parsed_content("network_def")
-        net.load_state_dict(torch.load(Path(tmp) / "runs" / "medsegdiff" / "models" / "model.pt", map_location="cpu", weights_only=True))
+        net.load_state_dict(
+            torch.load(Path(tmp) / "runs" / "medsegdiff" / "models" / "model.pt", map_location="cpu", weights_only=True)
+        )
         net = net.to(device).eval()
         preprocessing = config.get_parsed_content("preprocessing")
         cases = json.loads((data / "datalist.json").read_text())["test"][: args.images]
@@ -100,8 +107,14 @@ def main(argv: Optional[List[str]] = None) -> dict:
         patch = config.get_parsed_content("patch_size")
         for name in tqdm(args.settings, desc="samplers"):
             kind, steps = settings()[name]
-            sampler = DiffusionSegmentationInferer(kind(1000, prediction_type=config.get_parsed_content("prediction_type")), steps,
-                                                   ensemble=args.ensemble, seed=0, maps=("probability",), roi_size=patch)
+            sampler = DiffusionSegmentationInferer(
+                kind(1000, prediction_type=config.get_parsed_content("prediction_type")),
+                steps,
+                ensemble=args.ensemble,
+                seed=0,
+                maps=("probability",),
+                roi_size=patch,
+            )
             scores, seconds = [], []
             for image, label in items:
                 start = time.perf_counter()
@@ -111,7 +124,9 @@ def main(argv: Optional[List[str]] = None) -> dict:
                 seconds.append(time.perf_counter() - start)
                 scores.append(score(probability, label))
             results[name] = {
-                "steps": steps, "ensemble": args.ensemble, "seconds_per_image": sum(seconds) / len(seconds),
+                "steps": steps,
+                "ensemble": args.ensemble,
+                "seconds_per_image": sum(seconds) / len(seconds),
                 "dice_0.5": sum(s["dice_0.5"] for s in scores) / len(scores),
                 "dice_official_thresholds": sum(s["dice_official_thresholds"] for s in scores) / len(scores),
             }
@@ -119,7 +134,9 @@ def main(argv: Optional[List[str]] = None) -> dict:
 
         batched = None
         if device.type == "cuda":
-            sampler = DiffusionSegmentationInferer(DDIMScheduler(1000), 50, ensemble=args.ensemble, seed=0, maps=("probability",))
+            sampler = DiffusionSegmentationInferer(
+                DDIMScheduler(1000), 50, ensemble=args.ensemble, seed=0, maps=("probability",)
+            )
             single = DiffusionSegmentationInferer(DDIMScheduler(1000), 50, ensemble=1, seed=0, maps=("probability",))
             image = items[0][0]
             start = time.perf_counter()
@@ -134,19 +151,29 @@ def main(argv: Optional[List[str]] = None) -> dict:
             batched = {"batched_seconds": together, "sequential_seconds": apart, "speedup": apart / together}
 
     reference = results.get("ddpm-1000")
-    print(f"\nMedSegDiff after {args.minutes:g} min of training, {len(items)} test image(s), ensemble {args.ensemble}, {device}")
+    print(
+        f"\nMedSegDiff after {args.minutes:g} min of training, {len(items)} test image(s), ensemble {args.ensemble}, {device}"
+    )
     for name, r in results.items():
         extra = ""
         if reference and name != "ddpm-1000":
             r["dice_points_vs_ddpm"] = 100 * (r["dice_0.5"] - reference["dice_0.5"])
             r["speedup_vs_ddpm"] = reference["seconds_per_image"] / r["seconds_per_image"]
             extra = f"  {r['dice_points_vs_ddpm']:+.1f} Dice points, x{r['speedup_vs_ddpm']:.1f} faster than ddpm-1000"
-        print(f"{name:10s} Dice@0.5 {r['dice_0.5']:.4f}  Dice (official thresholds) {r['dice_official_thresholds']:.4f}  "
-              f"{r['seconds_per_image']:.2f} s/image{extra}")
+        print(
+            f"{name:10s} Dice@0.5 {r['dice_0.5']:.4f}  Dice (official thresholds) {r['dice_official_thresholds']:.4f}  "
+            f"{r['seconds_per_image']:.2f} s/image{extra}"
+        )
     if batched:
         print(f"batched ensemble: x{batched['speedup']:.2f} against members one after another")
-    report = {"minutes": args.minutes, "training": training, "images": len(items), "ensemble": args.ensemble,
-              "samplers": results, "batched_ensemble": batched}
+    report = {
+        "minutes": args.minutes,
+        "training": training,
+        "images": len(items),
+        "ensemble": args.ensemble,
+        "samplers": results,
+        "batched_ensemble": batched,
+    }
     write_report(report, "bench_medsegdiff", device, args.output)
     return report
 
@@ -161,15 +188,41 @@ def summarize(report: dict) -> List[dict]:
     for name, r in samplers.items():
         if name == "ddpm-1000":
             continue
-        for key, label in (("dice_0.5", "Dice at 0.5"), ("dice_official_thresholds", "Dice averaged over the official thresholds")):
-            rows.append(row(f"MedSegDiff {name} x{ensemble} {label}: ratio", r[key], f"DDPM-1000 x{ensemble}",
-                            reference[key] if reference else None, r[key] / reference[key] if reference and reference[key] else None))
-        rows.append(row(f"MedSegDiff {name} x{ensemble} seconds per image: speed-up", r["seconds_per_image"], f"DDPM-1000 x{ensemble}",
-                        reference["seconds_per_image"] if reference else None, r.get("speedup_vs_ddpm"), "s"))
+        for key, label in (
+            ("dice_0.5", "Dice at 0.5"),
+            ("dice_official_thresholds", "Dice averaged over the official thresholds"),
+        ):
+            rows.append(
+                row(
+                    f"MedSegDiff {name} x{ensemble} {label}: ratio",
+                    r[key],
+                    f"DDPM-1000 x{ensemble}",
+                    reference[key] if reference else None,
+                    r[key] / reference[key] if reference and reference[key] else None,
+                )
+            )
+        rows.append(
+            row(
+                f"MedSegDiff {name} x{ensemble} seconds per image: speed-up",
+                r["seconds_per_image"],
+                f"DDPM-1000 x{ensemble}",
+                reference["seconds_per_image"] if reference else None,
+                r.get("speedup_vs_ddpm"),
+                "s",
+            )
+        )
     if report.get("batched_ensemble"):
         b = report["batched_ensemble"]
-        rows.append(row(f"MedSegDiff DDIM-50 ensemble of {ensemble} in one batch: speed-up", b["batched_seconds"],
-                        "members one after another", b["sequential_seconds"], b["speedup"], "s"))
+        rows.append(
+            row(
+                f"MedSegDiff DDIM-50 ensemble of {ensemble} in one batch: speed-up",
+                b["batched_seconds"],
+                "members one after another",
+                b["sequential_seconds"],
+                b["speedup"],
+                "s",
+            )
+        )
     return rows
 
 

@@ -37,12 +37,11 @@ from typing import Callable, Dict, List, Optional
 import nibabel as nib
 import numpy as np
 import torch
+from common import row, write_report
 from monai.bundle import ConfigParser
 from monai.inferers import sliding_window_inference
 from monai.networks.nets import SegResNet, UNet
 from tqdm import tqdm
-
-from common import row, write_report
 
 from monai_ext.apps import segment
 from monai_ext.inferers import StreamingSlidingWindowInferer
@@ -97,16 +96,33 @@ def window_cases(size: List[int], repeats: int, sw_batch: int) -> List[dict]:
             with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=amp is not None):
                 return net(x)
 
-        ours = StreamingSlidingWindowInferer((96, 96, 96), sw_batch, 0.5, "gaussian", sw_device=sw, device=out_device, amp_dtype=amp)
+        ours = StreamingSlidingWindowInferer(
+            (96, 96, 96), sw_batch, 0.5, "gaussian", sw_device=sw, device=out_device, amp_dtype=amp
+        )
         logger.info("%s %s %s %s", name, residency, dtype, size)
         with torch.no_grad():
-            m = _measure({
-                "monai": lambda: sliding_window_inference(volume, (96, 96, 96), sw_batch, predictor, 0.5, "gaussian", sw_device=sw, device=out_device),
-                "ours": lambda: ours(volume, net),
-            }, repeats)
+            m = _measure(
+                {
+                    "monai": lambda: sliding_window_inference(
+                        volume, (96, 96, 96), sw_batch, predictor, 0.5, "gaussian", sw_device=sw, device=out_device
+                    ),
+                    "ours": lambda: ours(volume, net),
+                },
+                repeats,
+            )
         monai_m, ours_m = m["monai"], m["ours"]
-        rows.append({"network": name, "residency": residency, "precision": dtype, "size": size, "sw_batch_size": sw_batch,
-                     "monai": monai_m, "ours": ours_m, "ratio": monai_m["seconds"] / ours_m["seconds"]})
+        rows.append(
+            {
+                "network": name,
+                "residency": residency,
+                "precision": dtype,
+                "size": size,
+                "sw_batch_size": sw_batch,
+                "monai": monai_m,
+                "ours": ours_m,
+                "ratio": monai_m["seconds"] / ours_m["seconds"],
+            }
+        )
     return rows
 
 
@@ -118,22 +134,38 @@ def _make_ct(path: Path, size: List[int], spacing=(0.7, 0.7, 2.5)) -> Path:
     return path
 
 
-def _zoo_way(net: torch.nn.Module, source: Path, out_dir: Path, device: torch.device, sw_batch: int) -> Dict[str, float]:
-    from monai.transforms import (Compose, EnsureChannelFirstd, Invertd, LoadImaged, Orientationd, SaveImaged,
-                                  ScaleIntensityRanged, Spacingd)
+def _zoo_way(
+    net: torch.nn.Module, source: Path, out_dir: Path, device: torch.device, sw_batch: int
+) -> Dict[str, float]:
+    from monai.transforms import (
+        Compose,
+        EnsureChannelFirstd,
+        Invertd,
+        LoadImaged,
+        Orientationd,
+        SaveImaged,
+        ScaleIntensityRanged,
+        Spacingd,
+    )
 
     seconds: Dict[str, float] = {}
-    pre = Compose([
-        LoadImaged(keys="image", image_only=True), EnsureChannelFirstd(keys="image"), Orientationd(keys="image", axcodes="RAS"),
-        Spacingd(keys="image", pixdim=(1.5, 1.5, 1.5), mode="bilinear"),
-        ScaleIntensityRanged(keys="image", a_min=-57, a_max=164, b_min=0.0, b_max=1.0, clip=True),
-    ])
+    pre = Compose(
+        [
+            LoadImaged(keys="image", image_only=True),
+            EnsureChannelFirstd(keys="image"),
+            Orientationd(keys="image", axcodes="RAS"),
+            Spacingd(keys="image", pixdim=(1.5, 1.5, 1.5), mode="bilinear"),
+            ScaleIntensityRanged(keys="image", a_min=-57, a_max=164, b_min=0.0, b_max=1.0, clip=True),
+        ]
+    )
     start = time.perf_counter()
     data = pre({"image": str(source)})
     seconds["read+preprocess"] = time.perf_counter() - start
     start = time.perf_counter()
     with torch.no_grad():
-        data["pred"] = sliding_window_inference(data["image"][None].to(device), (96, 96, 96), sw_batch, net, 0.5, "gaussian")[0].cpu()
+        data["pred"] = sliding_window_inference(
+            data["image"][None].to(device), (96, 96, 96), sw_batch, net, 0.5, "gaussian"
+        )[0].cpu()
     _sync()
     seconds["predict"] = time.perf_counter() - start
     start = time.perf_counter()
@@ -142,7 +174,14 @@ def _zoo_way(net: torch.nn.Module, source: Path, out_dir: Path, device: torch.de
     data["pred"] = data["pred"].argmax(0, keepdim=True)
     seconds["invert"] = time.perf_counter() - start
     start = time.perf_counter()
-    SaveImaged(keys="pred", output_dir=str(out_dir), output_postfix="seg", separate_folder=False, output_dtype=np.uint8, resample=False)(data)
+    SaveImaged(
+        keys="pred",
+        output_dir=str(out_dir),
+        output_postfix="seg",
+        separate_folder=False,
+        output_dtype=np.uint8,
+        resample=False,
+    )(data)
     seconds["write"] = time.perf_counter() - start
     return seconds
 
@@ -155,7 +194,9 @@ def end_to_end(size: List[int], repeats: int, sw_batch: int) -> dict:
         bundle = tmp / "unet"
         shutil.copytree(ROOT / "bundles" / "unet", bundle, ignore=shutil.ignore_patterns("models", "eval"))
         overrides = {
-            "spatial_dims": 3, "patch_size": [96, 96, 96], "pixdim": [1.5, 1.5, 1.5],
+            "spatial_dims": 3,
+            "patch_size": [96, 96, 96],
+            "pixdim": [1.5, 1.5, 1.5],
             "intensity": {"scheme": "window", "a_min": -57, "a_max": 164},  # ScaleIntensityRanged to [0, 1], clipped
         }
         parser = ConfigParser()
@@ -174,8 +215,14 @@ def end_to_end(size: List[int], repeats: int, sw_batch: int) -> dict:
     median = lambda runs: {k: statistics.median(r[k] for r in runs[1:]) for k in runs[0]}  # noqa: E731
     zoo_m, ours_m = median(zoo), median(ours)
     total_zoo, total_ours = sum(zoo_m.values()), sum(ours_m.values())
-    return {"size": size, "zoo_seconds": zoo_m, "ours_seconds": ours_m, "zoo_total": total_zoo, "ours_total": total_ours,
-            "ratio": total_zoo / total_ours}
+    return {
+        "size": size,
+        "zoo_seconds": zoo_m,
+        "ours_seconds": ours_m,
+        "zoo_total": total_zoo,
+        "ours_total": total_ours,
+        "ratio": total_zoo / total_ours,
+    }
 
 
 def main(argv: Optional[List[str]] = None) -> dict:
@@ -193,15 +240,25 @@ def main(argv: Optional[List[str]] = None) -> dict:
     rows = window_cases(args.size, args.repeats, args.sw_batch_size)
     print("\nsliding window: seconds (peak GPU MiB), ratio = MONAI / ours")
     for r in rows:
-        print(f"{r['network']:9s} {r['residency']:12s} {r['precision']}: MONAI {r['monai']['seconds']:.3f} s ({r['monai']['peak_gpu_mib']})"
-              f"  ours {r['ours']['seconds']:.3f} s ({r['ours']['peak_gpu_mib']})  x{r['ratio']:.2f}")
+        print(
+            f"{r['network']:9s} {r['residency']:12s} {r['precision']}: MONAI {r['monai']['seconds']:.3f} s ({r['monai']['peak_gpu_mib']})"
+            f"  ours {r['ours']['seconds']:.3f} s ({r['ours']['peak_gpu_mib']})  x{r['ratio']:.2f}"
+        )
     report = {"windows": rows}
     if not args.skip_e2e:
         e2e = end_to_end(args.e2e_size, args.repeats, args.sw_batch_size)
         report["end_to_end"] = e2e
-        print(f"\nend to end {e2e['size']}: zoo way {e2e['zoo_total']:.2f} s {json.dumps({k: round(v, 3) for k, v in e2e['zoo_seconds'].items()})}")
-        print(f"            segment {e2e['ours_total']:.2f} s {json.dumps({k: round(v, 3) for k, v in e2e['ours_seconds'].items()})}  x{e2e['ratio']:.2f}")
-    write_report(report, "bench_sliding_window", torch.device("cuda" if torch.cuda.is_available() else "cpu"), args.output)
+        print(
+            f"\nend to end {e2e['size']}: zoo way {e2e['zoo_total']:.2f} s "
+            f"{json.dumps({k: round(v, 3) for k, v in e2e['zoo_seconds'].items()})}"
+        )
+        print(
+            f"            segment {e2e['ours_total']:.2f} s "
+            f"{json.dumps({k: round(v, 3) for k, v in e2e['ours_seconds'].items()})}  x{e2e['ratio']:.2f}"
+        )
+    write_report(
+        report, "bench_sliding_window", torch.device("cuda" if torch.cuda.is_available() else "cpu"), args.output
+    )
     return report
 
 
@@ -210,13 +267,27 @@ SMOKE = ["--size", "40", "40", "40", "--e2e-size", "48", "48", "24", "--repeats"
 
 def summarize(report: dict) -> List[dict]:
     rows = [
-        row(f"sliding window {w['network']} {w['residency']}-resident {w['precision']} {'x'.join(map(str, w['size']))}: speed-up",
-            w["ours"]["seconds"], "MONAI sliding_window_inference", w["monai"]["seconds"], w["ratio"], "s")
+        row(
+            f"sliding window {w['network']} {w['residency']}-resident {w['precision']} {'x'.join(map(str, w['size']))}: speed-up",
+            w["ours"]["seconds"],
+            "MONAI sliding_window_inference",
+            w["monai"]["seconds"],
+            w["ratio"],
+            "s",
+        )
         for w in report["windows"]
     ]
     e2e = report["end_to_end"]
-    rows.append(row(f"segment end to end {'x'.join(map(str, e2e['size']))} (read, predict, invert, write): speed-up", e2e["ours_total"],
-                    "MONAI zoo chain (LoadImage, SlidingWindowInferer, Invertd, SaveImage)", e2e["zoo_total"], e2e["ratio"], "s"))
+    rows.append(
+        row(
+            f"segment end to end {'x'.join(map(str, e2e['size']))} (read, predict, invert, write): speed-up",
+            e2e["ours_total"],
+            "MONAI zoo chain (LoadImage, SlidingWindowInferer, Invertd, SaveImage)",
+            e2e["zoo_total"],
+            e2e["ratio"],
+            "s",
+        )
+    )
     return rows
 
 

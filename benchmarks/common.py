@@ -35,7 +35,11 @@ def time_step(step: Callable[[], None], repeats: int, device: str) -> Tuple[floa
     if device == "cuda":
         torch.cuda.synchronize()
     seconds = (time.perf_counter() - start) / repeats
-    peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = (
+        torch.cuda.max_memory_allocated() / 2**20
+        if device == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    )
     return seconds, round(peak, 1)
 
 
@@ -47,8 +51,13 @@ def in_fresh_process(fn: Callable, *args):
 
 def write_report(report: dict, benchmark: str, device: torch.device, output: Optional[Path] = None) -> Path:
     """Write ``report`` (plus the benchmark's name, the device and the torch version) as JSON; returns the path."""
-    report = {"benchmark": benchmark, "device": device_name(device), "torch": torch.__version__,
-              "date": datetime.date.today().isoformat(), **report}
+    report = {
+        "benchmark": benchmark,
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "date": datetime.date.today().isoformat(),
+        **report,
+    }
     output = output or RESULTS / f"{benchmark}_{device.type}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, indent=4) + "\n")
@@ -56,10 +65,22 @@ def write_report(report: dict, benchmark: str, device: torch.device, output: Opt
     return output
 
 
-def row(measurement: str, ours: float, reference: str, reference_value: Optional[float], ratio: Optional[float], unit: str = "") -> dict:
+def row(
+    measurement: str,
+    ours: float,
+    reference: str,
+    reference_value: Optional[float],
+    ratio: Optional[float],
+    unit: str = "",
+) -> dict:
     """One line of the benchmark report (``python -m benchmarks``): what was measured, our value, the
     reference it is compared with and its value, and the ratio (> 1: ours is better, as each benchmark
     states it)."""
-    return {"measurement": measurement, "ours": ours, "reference": reference, "reference_value": reference_value, "ratio": ratio,
-            "unit": unit}
-
+    return {
+        "measurement": measurement,
+        "ours": ours,
+        "reference": reference,
+        "reference_value": reference_value,
+        "ratio": ratio,
+        "unit": unit,
+    }

@@ -29,9 +29,8 @@ from pathlib import Path
 from typing import List, Optional
 
 import torch
-from tqdm import tqdm
-
 from common import RESULTS, row, write_report
+from tqdm import tqdm
 from train_synthetic import train_bundle
 
 from monai_ext.data import make_synthetic_dataset
@@ -41,7 +40,21 @@ BUNDLES = ["unet", "unetplusplus", "resunet", "resunetplusplus", "madgnet", "hig
 TARGETS = {2: 0.90, 3: 0.85}
 SETTINGS = {"medsegdiff": {"validate_steps": 25}}  # the issue's sampler for the targets: DDIM, 25 steps
 STABILITY = 0.03
-SMOKE = ["--steps", "2", "--eval-every", "1", "--bundles", "unet", "--dims", "2", "--size2d", "32", "--cases", "6", "--no-plot"]
+SMOKE = [
+    "--steps",
+    "2",
+    "--eval-every",
+    "1",
+    "--bundles",
+    "unet",
+    "--dims",
+    "2",
+    "--size2d",
+    "32",
+    "--cases",
+    "6",
+    "--no-plot",
+]
 logger = logging.getLogger("learning_curves")
 
 
@@ -80,10 +93,21 @@ def plot(report: dict, path: Path) -> Path:
         for result in task["results"]:
             curve = result["curve"]
             for ax, key in zip(row_axes, ("steps", "images", "seconds")):
-                ax.plot([c[key] for c in curve], [c["dice"] for c in curve], marker=".", label=result["bundle"],
-                        color=f"C{BUNDLES.index(result['bundle'])}")  # one colour per bundle in every row
-        for ax, label in zip(row_axes, ("optimiser steps", "training images seen", "training seconds (2 CPU threads)" if not torch.cuda.is_available()
-                                        else "training seconds")):
+                ax.plot(
+                    [c[key] for c in curve],
+                    [c["dice"] for c in curve],
+                    marker=".",
+                    label=result["bundle"],
+                    color=f"C{BUNDLES.index(result['bundle'])}",
+                )  # one colour per bundle in every row
+        for ax, label in zip(
+            row_axes,
+            (
+                "optimiser steps",
+                "training images seen",
+                "training seconds (2 CPU threads)" if not torch.cuda.is_available() else "training seconds",
+            ),
+        ):
             ax.axhline(TARGETS[task["spatial_dims"]], color="grey", linestyle="--", linewidth=1)
             ax.set_xlabel(label)
             ax.grid(alpha=0.3)
@@ -100,7 +124,9 @@ def plot(report: dict, path: Path) -> Path:
 def main(argv: Optional[List[str]] = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundles", nargs="+", default=BUNDLES, choices=BUNDLES)
-    parser.add_argument("--bundles3d", nargs="*", default=BUNDLES, choices=BUNDLES, help="bundles trained on the 3D task")
+    parser.add_argument(
+        "--bundles3d", nargs="*", default=BUNDLES, choices=BUNDLES, help="bundles trained on the 3D task"
+    )
     parser.add_argument("--dims", nargs="+", type=int, default=[2, 3], choices=[2, 3])
     parser.add_argument("--steps", type=int, default=1000, help="optimiser steps per bundle")
     parser.add_argument("--eval-every", type=int, default=50, help="validate every this many steps")
@@ -110,8 +136,11 @@ def main(argv: Optional[List[str]] = None) -> dict:
     parser.add_argument("--output", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=HERE / "results" / "learning_curves.png")
     parser.add_argument("--no-plot", action="store_true")
-    parser.add_argument("--append", action="store_true",
-                        help="keep the other bundles' results of the output file (a full run takes hours on a CPU: run bundles in turns)")
+    parser.add_argument(
+        "--append",
+        action="store_true",
+        help="keep the other bundles' results of the output file (a full run takes hours on a CPU: run bundles in turns)",
+    )
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     output = args.output or RESULTS / f"learning_curves_{device.type}.json"
@@ -121,7 +150,9 @@ def main(argv: Optional[List[str]] = None) -> dict:
     def size_of(dims: int) -> List[int]:
         return [args.size2d if dims == 2 else args.size3d] * dims
 
-    if args.append and output.is_file():  # before hours of training: the results must be comparable with those they join
+    if (
+        args.append and output.is_file()
+    ):  # before hours of training: the results must be comparable with those they join
         planned = [{"spatial_dims": d, "size": size_of(d), "cases": args.cases, "results": []} for d in args.dims]
         try:
             merge(json.loads(output.read_text())["tasks"], planned)
@@ -132,25 +163,47 @@ def main(argv: Optional[List[str]] = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="learning_curves_") as tmp:
         for dims in args.dims:
             size = size_of(dims)
-            data = make_synthetic_dataset(Path(tmp) / f"synthetic{dims}d", num_cases=args.cases, spatial_dims=dims, size=size, seed=0).parent
+            data = make_synthetic_dataset(
+                Path(tmp) / f"synthetic{dims}d", num_cases=args.cases, spatial_dims=dims, size=size, seed=0
+            ).parent
             names = [b for b in args.bundles if dims == 2 or b in args.bundles3d]
-            logger.info("synthetic %dD task, %s: %d cases; %s", dims, "x".join(map(str, size)), args.cases, ", ".join(names))
+            logger.info(
+                "synthetic %dD task, %s: %d cases; %s", dims, "x".join(map(str, size)), args.cases, ", ".join(names)
+            )
             results = []
             for name in tqdm(names, desc=f"learning curves {dims}D"):
-                result = train_bundle(name, data, Path(tmp) / f"runs{dims}d", None, 1, {"spatial_dims": dims, "patch_size": size, **SETTINGS.get(name, {})},
-                                      max_steps=args.steps, eval_every=args.eval_every)
+                result = train_bundle(
+                    name,
+                    data,
+                    Path(tmp) / f"runs{dims}d",
+                    None,
+                    1,
+                    {"spatial_dims": dims, "patch_size": size, **SETTINGS.get(name, {})},
+                    max_steps=args.steps,
+                    eval_every=args.eval_every,
+                )
                 result["summary"] = _summary(result, dims)
                 results.append(result)
                 s = result["summary"]
-                logger.info("%dD %s: Dice best %.4f, final %.4f; %s to %.2f; %.3f s per step", dims, name, s["best"], s["final"],
-                            f"{s['steps_to_target']} steps" if s["steps_to_target"] else "not", s["target"], s["seconds_per_step"])
+                logger.info(
+                    "%dD %s: Dice best %.4f, final %.4f; %s to %.2f; %.3f s per step",
+                    dims,
+                    name,
+                    s["best"],
+                    s["final"],
+                    f"{s['steps_to_target']} steps" if s["steps_to_target"] else "not",
+                    s["target"],
+                    s["seconds_per_step"],
+                )
             tasks.append({"spatial_dims": dims, "size": size, "cases": args.cases, "results": results})
     kept = {}
     if args.append and output.is_file():  # read again: runs appended while this one trained stay
         old = json.loads(output.read_text())
         try:
             tasks = merge(old["tasks"], tasks)
-            kept = {k: old[k] for k in ("variants", "note") if k in old}  # runs recorded beside the tasks stay with them
+            kept = {
+                k: old[k] for k in ("variants", "note") if k in old
+            }  # runs recorded beside the tasks stay with them
         except ValueError as e:  # the file changed under this run: keep the run beside it, not lost, not mixed in
             unmerged = [p.with_name(f"{p.stem}_unmerged{p.suffix}") for p in (output, args.plot)]
             logger.warning("%s: %s; this run goes to %s", output, e, unmerged[0])
@@ -163,12 +216,20 @@ def main(argv: Optional[List[str]] = None) -> dict:
     for task in tasks:
         for r in task["results"]:
             s = r["summary"]
-            print(f"{task['spatial_dims']}D {r['bundle']:16s} {r['steps']:>5} steps  best {s['best']:.4f} final {s['final']:.4f}  "
-                  f"{s['target']:.2f} at {s['steps_to_target'] or '-':>5} steps  {s['seconds_per_step']:.3f} s/step  "
-                  f"{'stable' if s['stable'] else 'UNSTABLE'}")
-    report = {"tasks": tasks, "targets": {"dice_2d": TARGETS[2], "dice_3d": TARGETS[3], "within_steps": 1000, "stability": STABILITY}, **kept}
+            print(
+                f"{task['spatial_dims']}D {r['bundle']:16s} {r['steps']:>5} steps  best {s['best']:.4f} final {s['final']:.4f}  "
+                f"{s['target']:.2f} at {s['steps_to_target'] or '-':>5} steps  {s['seconds_per_step']:.3f} s/step  "
+                f"{'stable' if s['stable'] else 'UNSTABLE'}"
+            )
+    report = {
+        "tasks": tasks,
+        "targets": {"dice_2d": TARGETS[2], "dice_3d": TARGETS[3], "within_steps": 1000, "stability": STABILITY},
+        **kept,
+    }
     if not args.no_plot:
-        report["plot"] = str(plot(report, args.plot).relative_to(HERE) if args.plot.resolve().is_relative_to(HERE) else args.plot)
+        report["plot"] = str(
+            plot(report, args.plot).relative_to(HERE) if args.plot.resolve().is_relative_to(HERE) else args.plot
+        )
         logger.info("plot: %s", args.plot)
     write_report(report, "learning_curves", device, output)
     return report
@@ -184,8 +245,10 @@ def merge(old: List[dict], new: List[dict]) -> List[dict]:
             tasks.append(task)
             continue
         if same.get("cases") != task["cases"]:
-            raise ValueError(f"the {task['spatial_dims']}D {'x'.join(map(str, task['size']))} task there has {same.get('cases')} cases, "
-                             f"not {task['cases']}: pass --cases {same.get('cases')} or another --output")
+            raise ValueError(
+                f"the {task['spatial_dims']}D {'x'.join(map(str, task['size']))} task there has {same.get('cases')} cases, "
+                f"not {task['cases']}: pass --cases {same.get('cases')} or another --output"
+            )
         names = {r["bundle"] for r in task["results"]}
         same["results"] = [r for r in same["results"] if r["bundle"] not in names] + task["results"]
         same["results"].sort(key=lambda r: BUNDLES.index(r["bundle"]))
@@ -197,12 +260,22 @@ def summarize(report: dict) -> List[dict]:
     for task in report["tasks"]:
         for r in task["results"]:
             s = r["summary"]
-            steps = f"{s['steps_to_target']} steps to {s['target']:.2f}" if s["steps_to_target"] else f"{s['target']:.2f} not reached"
+            steps = (
+                f"{s['steps_to_target']} steps to {s['target']:.2f}"
+                if s["steps_to_target"]
+                else f"{s['target']:.2f} not reached"
+            )
             reference = s.get("unet_best_in_same_steps") if r["bundle"] != "unet" else None
-            rows.append(row(f"{r['bundle']} {task['spatial_dims']}D {'x'.join(map(str, task['size']))}: best validation Dice in {r['steps']} steps "
-                            f"({steps}; final {s['final']:.4f}{'' if s['stable'] else ', unstable'}; {s['seconds_per_step']:.3f} s/step)",
-                            s["best"], "U-Net's best in as many steps" if reference else "target", reference or s["target"],
-                            s["best"] / (reference or s["target"])))
+            rows.append(
+                row(
+                    f"{r['bundle']} {task['spatial_dims']}D {'x'.join(map(str, task['size']))}: best validation Dice in {r['steps']} steps "
+                    f"({steps}; final {s['final']:.4f}{'' if s['stable'] else ', unstable'}; {s['seconds_per_step']:.3f} s/step)",
+                    s["best"],
+                    "U-Net's best in as many steps" if reference else "target",
+                    reference or s["target"],
+                    s["best"] / (reference or s["target"]),
+                )
+            )
     return rows
 
 

@@ -26,11 +26,10 @@ from pathlib import Path
 from typing import List, Optional
 
 import torch
+from common import row, write_report
 from ignite.engine import Events
 from monai.bundle import ConfigParser
 from tqdm import tqdm
-
-from common import row, write_report
 
 from monai_ext.data import make_synthetic_dataset
 
@@ -40,8 +39,15 @@ logger = logging.getLogger("train_synthetic")
 
 
 def train_bundle(
-    name: str, dataset_dir: Path, work_dir: Path, minutes: Optional[float], val_interval: int, overrides: Optional[dict] = None,
-    run_name: Optional[str] = None, max_steps: Optional[int] = None, eval_every: Optional[int] = None,
+    name: str,
+    dataset_dir: Path,
+    work_dir: Path,
+    minutes: Optional[float],
+    val_interval: int,
+    overrides: Optional[dict] = None,
+    run_name: Optional[str] = None,
+    max_steps: Optional[int] = None,
+    eval_every: Optional[int] = None,
 ) -> dict:
     """Train bundle ``name`` through its own ``train.json`` for ``minutes`` of training or ``max_steps`` optimiser
     steps, whichever ends first. Validation: the bundle's own, every ``val_interval`` epochs, or (``eval_every``)
@@ -98,17 +104,31 @@ def train_bundle(
     def _record(engine):
         dice = float(engine.state.metrics.get("val_mean_dice", 0.0))
         state["best"] = max(state["best"], dice)
-        state["curve"].append({"steps": trainer.state.iteration, "images": state["images"], "seconds": round(seconds(), 1), "dice": round(dice, 4)})
+        state["curve"].append(
+            {
+                "steps": trainer.state.iteration,
+                "images": state["images"],
+                "seconds": round(seconds(), 1),
+                "dice": round(dice, 4),
+            }
+        )
 
     if eval_every:
+
         @trainer.on(Events.ITERATION_COMPLETED(every=eval_every))
         def _validate(engine):
             begin = time.perf_counter()
             evaluator.run(global_epoch=engine.state.epoch)
             state["validating"] += time.perf_counter() - begin
 
-    logger.info("%s: %d parameters, training for %s", name, sum(p.numel() for p in net.parameters()),
-                " or ".join(([f"{minutes:g} min"] if minutes is not None else []) + ([f"{max_steps} steps"] if max_steps else [])))
+    logger.info(
+        "%s: %d parameters, training for %s",
+        name,
+        sum(p.numel() for p in net.parameters()),
+        " or ".join(
+            ([f"{minutes:g} min"] if minutes is not None else []) + ([f"{max_steps} steps"] if max_steps else [])
+        ),
+    )
     trainer.run()
     train_seconds = seconds()
     if not state["curve"] or state["curve"][-1]["steps"] != trainer.state.iteration:
@@ -150,13 +170,21 @@ def main(argv: Optional[List[str]] = None) -> dict:
         for name in tqdm(args.bundles, desc="train_synthetic"):
             results.append(train_bundle(name, dataset, Path(tmp) / "runs", args.minutes, args.val_interval))
             r = results[-1]
-            logger.info("%s: val Dice %.4f (best %.4f), %.1f patches/s", name, r["val_dice_final"], r["val_dice_best"], r["patches_per_second"])
+            logger.info(
+                "%s: val Dice %.4f (best %.4f), %.1f patches/s",
+                name,
+                r["val_dice_final"],
+                r["val_dice_best"],
+                r["patches_per_second"],
+            )
 
     print(f"\nsynthetic 2D task, {args.minutes:g} min per bundle, target Dice >= 0.90")
     for r in results:
-        print(f"{r['bundle']:16s} {r['parameters']:>10,d} params  Dice {r['val_dice_final']:.4f} (best {r['val_dice_best']:.4f})  "
-              f"{r['patches_per_second']:.1f} patches/s  {r['epochs']} epochs  0.90 at {r['seconds_to_0.90']} s  "
-              f"{'MET' if r['target_met'] else 'not met'}")
+        print(
+            f"{r['bundle']:16s} {r['parameters']:>10,d} params  Dice {r['val_dice_final']:.4f} (best {r['val_dice_best']:.4f})  "
+            f"{r['patches_per_second']:.1f} patches/s  {r['epochs']} epochs  0.90 at {r['seconds_to_0.90']} s  "
+            f"{'MET' if r['target_met'] else 'not met'}"
+        )
     report = {"minutes_per_bundle": args.minutes, "cases": args.cases, "results": results}
     write_report(report, "train_synthetic", torch.device("cuda" if torch.cuda.is_available() else "cpu"), args.output)
     return report
@@ -168,8 +196,13 @@ SMOKE = ["--bundles", "unet", "--minutes", "0.05", "--cases", "6", "--val-interv
 def summarize(report: dict) -> List[dict]:
     minutes = report.get("minutes_per_bundle", 5.0)
     return [
-        row(f"{r['bundle']}: validation Dice on the synthetic task after {minutes:g} min (target 0.90)", r["val_dice_final"], "target",
-            0.90, r["val_dice_final"] / 0.90)
+        row(
+            f"{r['bundle']}: validation Dice on the synthetic task after {minutes:g} min (target 0.90)",
+            r["val_dice_final"],
+            "target",
+            0.90,
+            r["val_dice_final"] / 0.90,
+        )
         for r in report["results"]
     ]
 

@@ -60,8 +60,17 @@ def _prepare(args: argparse.Namespace) -> int:
             limit_threads()  # the probe measures with the threads training will have
             planner = partial(plan_training, bundle, device=None if args.device == "auto" else args.device, **step)
         try:
-            path = prepare_folder(args.images, args.labels, args.paths[0], args.seed, split or (0.7, 0.15, 0.15), names or None,
-                                  args.intensity, args.tolerance, planner=planner)
+            path = prepare_folder(
+                args.images,
+                args.labels,
+                args.paths[0],
+                args.seed,
+                split or (0.7, 0.15, 0.15),
+                names or None,
+                args.intensity,
+                args.tolerance,
+                planner=planner,
+            )
         except DatasetCheckError as e:
             for line in e.problems:
                 print(f"error: {one_line(line)}", file=sys.stderr)
@@ -70,10 +79,14 @@ def _prepare(args: argparse.Namespace) -> int:
         datalist = json.loads(path.read_text())
         plan = json.loads((path.parent / "overlay.json").read_text()).get("plan")
         if plan:
-            print(f"plan for {plan['bundle']} on {plan['machine']['device']}: patch {plan['patch_size']}, batch {plan['batch_size']} x "
-                  f"{plan['num_samples']} patches per volume, {plan['num_workers']} data-loader worker(s), spacing {plan['target_spacing']}")
-        print(f"datalist written to {path} ({len(datalist['training'])} training, {len(datalist['validation'])} validation, "
-              f"{len(datalist['test'])} test), overlay {path.parent / 'overlay.json'}")
+            print(
+                f"plan for {plan['bundle']} on {plan['machine']['device']}: patch {plan['patch_size']}, batch {plan['batch_size']} x "
+                f"{plan['num_samples']} patches per volume, {plan['num_workers']} data-loader worker(s), spacing {plan['target_spacing']}"
+            )
+        print(
+            f"datalist written to {path} ({len(datalist['training'])} training, {len(datalist['validation'])} validation, "
+            f"{len(datalist['test'])} test), overlay {path.parent / 'overlay.json'}"
+        )
         return 0
     from monai_ext.data.public import prepare_dataset
 
@@ -118,15 +131,34 @@ def _segment(args: argparse.Namespace) -> int:
     device = None if args.device == "auto" else args.device
     overrides = _key_values(args.set)
     results = segment(
-        args.bundle, args.input, args.output, device, args.amp, args.tta, args.format, args.overwrite, args.checkpoint,
-        args.config or [], overrides, sw_batch_size=args.sw_batch_size, overlap=args.overlap, series=args.series,
-        each_series=args.each_series, allow_gaps=args.allow_gaps, slice_tolerance=args.slice_tolerance, store=args.store,
-        skip_existing=args.skip_existing, backend=args.backend, precision=args.precision,
+        args.bundle,
+        args.input,
+        args.output,
+        device,
+        args.amp,
+        args.tta,
+        args.format,
+        args.overwrite,
+        args.checkpoint,
+        args.config or [],
+        overrides,
+        sw_batch_size=args.sw_batch_size,
+        overlap=args.overlap,
+        series=args.series,
+        each_series=args.each_series,
+        allow_gaps=args.allow_gaps,
+        slice_tolerance=args.slice_tolerance,
+        store=args.store,
+        skip_existing=args.skip_existing,
+        backend=args.backend,
+        precision=args.precision,
     )
     failed = [r for r in results if r.error]
     skipped = [r for r in results if r.skipped]
     written = len(results) - len(failed) - len(skipped)
-    print(f"segment: {written} written, {len(skipped)} skipped, {len(failed)} failed of {len(results)} case(s), in {args.output}")
+    print(
+        f"segment: {written} written, {len(skipped)} skipped, {len(failed)} failed of {len(results)} case(s), in {args.output}"
+    )
     for r in failed:
         print(f"error: {one_line(r.error)}", file=sys.stderr)
     if not failed:
@@ -162,8 +194,15 @@ def _export(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     out = export_bundle(
-        args.bundle, args.output, checkpoint=args.checkpoint, configs=args.config or [], overrides=_key_values(args.set),
-        version=args.version, changelog=args.changelog, large_files_url=args.large_files_url, overwrite=args.overwrite,
+        args.bundle,
+        args.output,
+        checkpoint=args.checkpoint,
+        configs=args.config or [],
+        overrides=_key_values(args.set),
+        version=args.version,
+        changelog=args.changelog,
+        large_files_url=args.large_files_url,
+        overwrite=args.overwrite,
     )
     print(f"bundle exported to {out}")
     return 0
@@ -172,29 +211,50 @@ def _export(args: argparse.Namespace) -> int:
 def main(argv: Optional[List[str]] = None) -> int:
     from monai_ext.data.public import DATASETS
 
-    parser = argparse.ArgumentParser(prog="python -m monai_ext", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m monai_ext", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("prepare", help="check and split your own data (folder), or build a public data set's datalist")
     p.add_argument("name", choices=["folder"] + sorted(DATASETS))
-    p.add_argument("paths", nargs="+", metavar="PATH",
-                   help="folder: OUTPUT; a public data set: SOURCE (its release folder) OUTPUT")
+    p.add_argument(
+        "paths", nargs="+", metavar="PATH", help="folder: OUTPUT; a public data set: SOURCE (its release folder) OUTPUT"
+    )
     p.add_argument("--images", help="folder: the images (NIfTI, NRRD, MetaImage; PNG/JPEG/TIFF for 2D)")
     p.add_argument("--labels", help="folder: the label maps, named as the images")
-    p.add_argument("--label-name", action="append", metavar="VALUE=NAME", help="folder: a foreground label's name, e.g. 1=tumour")
+    p.add_argument(
+        "--label-name", action="append", metavar="VALUE=NAME", help="folder: a foreground label's name, e.g. 1=tumour"
+    )
     p.add_argument("--intensity", default="zscore", choices=("zscore", "ct"), help="folder: intensity normalisation")
     p.add_argument("--tolerance", type=float, default=1e-3, help="folder: image/label affine tolerance (mm)")
-    p.add_argument("--bundle", default="unet",
-                   help="folder: the bundle to plan patch, batch and workers for (a shipped bundle's name or a bundle folder; "
-                        "'none': the data's part of the plan only)")
-    p.add_argument("--device", default="auto", help="folder: the device to plan for (auto: CUDA when present; cpu, cuda, cuda:N)")
-    p.add_argument("--step-seconds", type=float, default=None, metavar="S",
-                   help="folder, on a CPU: the seconds a training step may take (default 2); the patch is shortened until "
-                        "a step holds two, so a longer run can afford a larger patch")
+    p.add_argument(
+        "--bundle",
+        default="unet",
+        help="folder: the bundle to plan patch, batch and workers for (a shipped bundle's name or a bundle folder; "
+        "'none': the data's part of the plan only)",
+    )
+    p.add_argument(
+        "--device", default="auto", help="folder: the device to plan for (auto: CUDA when present; cpu, cuda, cuda:N)"
+    )
+    p.add_argument(
+        "--step-seconds",
+        type=float,
+        default=None,
+        metavar="S",
+        help="folder, on a CPU: the seconds a training step may take (default 2); the patch is shortened until "
+        "a step holds two, so a longer run can afford a larger patch",
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--split", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"), help="fractions (default per data set)")
-    p.add_argument("--option", action="append", metavar="KEY=VALUE",
-                   help="a builder option, JSON-parsed: include_normal=false (busi), slices=true (promise12, physionet_ich)")
+    p.add_argument(
+        "--split", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"), help="fractions (default per data set)"
+    )
+    p.add_argument(
+        "--option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a builder option, JSON-parsed: include_normal=false (busi), slices=true (promise12, physionet_ich)",
+    )
     p.set_defaults(func=_prepare)
 
     s = sub.add_parser("synthetic", help="write the synthetic blobs-and-tubes data set")
@@ -206,41 +266,92 @@ def main(argv: Optional[List[str]] = None) -> int:
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_synthetic)
 
-    g = sub.add_parser("segment", help="segment volumes (NIfTI, NRRD, MetaImage, DICOM series) with a bundle",
-                       epilog="exit status: 0 every case written (or skipped with --skip-existing); 1 some cases failed, the others "
-                              "were done; 2 nothing could be done (a bad option, bundle, checkpoint or input, or every case failed)")
+    g = sub.add_parser(
+        "segment",
+        help="segment volumes (NIfTI, NRRD, MetaImage, DICOM series) with a bundle",
+        epilog="exit status: 0 every case written (or skipped with --skip-existing); 1 some cases failed, the others "
+        "were done; 2 nothing could be done (a bad option, bundle, checkpoint or input, or every case failed)",
+    )
     g.add_argument("--bundle", required=True, help="bundle folder, e.g. bundles/unet")
-    g.add_argument("--input", required=True,
-                   help="a volume file; a DICOM folder, DICOMDIR or file; a DICOMweb study or series URL "
-                        "(http://HOST:PORT/dicom-web/studies/UID[/series/UID]); or a folder of cases")
+    g.add_argument(
+        "--input",
+        required=True,
+        help="a volume file; a DICOM folder, DICOMDIR or file; a DICOMweb study or series URL "
+        "(http://HOST:PORT/dicom-web/studies/UID[/series/UID]); or a folder of cases",
+    )
     g.add_argument("--output", required=True, help="folder for <case>_seg.nii.gz / <case>_seg.dcm")
     g.add_argument("--device", default="auto", help="auto: the bundle's device (CUDA when present); cpu, cuda, cuda:N")
-    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                   help="mixed precision (default: the bundle's amp value)")
-    g.add_argument("--backend", default=None, choices=("torch", "openvino", "onnxruntime"),
-                   help="what runs the network (default: the bundle's, torch); openvino and onnxruntime run on the CPU, compiled once "
-                        "and cached beside the weights (models/compiled/)")
-    g.add_argument("--precision", default=None, choices=("fp32", "bf16", "int8"),
-                   help="fp32 (default); bf16 with --backend torch on CPUs with bfloat16 instructions; int8 with --backend openvino "
-                        "(NNCF quantisation calibrated on the bundle's validation cases)")
+    g.add_argument(
+        "--amp",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="mixed precision (default: the bundle's amp value)",
+    )
+    g.add_argument(
+        "--backend",
+        default=None,
+        choices=("torch", "openvino", "onnxruntime"),
+        help="what runs the network (default: the bundle's, torch); openvino and onnxruntime run on the CPU, compiled once "
+        "and cached beside the weights (models/compiled/)",
+    )
+    g.add_argument(
+        "--precision",
+        default=None,
+        choices=("fp32", "bf16", "int8"),
+        help="fp32 (default); bf16 with --backend torch on CPUs with bfloat16 instructions; int8 with --backend openvino "
+        "(NNCF quantisation calibrated on the bundle's validation cases)",
+    )
     g.add_argument("--tta", action="store_true", help="mirror test-time augmentation along every axis of the window")
     g.add_argument("--sw-batch-size", type=int, default=None, help="windows per network call (default: the bundle's)")
     g.add_argument("--overlap", type=float, default=None, help="window overlap (default: the bundle's)")
-    g.add_argument("--format", default="nifti", choices=("nifti", "dicom-seg", "rtstruct"),
-                   help="NIfTI mask (default), DICOM SEG or RT Structure Set (DICOM inputs) referencing the source series")
-    g.add_argument("--series", default=None, metavar="UID", help="the DICOM series to segment (SeriesInstanceUID), where the input holds several")
+    g.add_argument(
+        "--format",
+        default="nifti",
+        choices=("nifti", "dicom-seg", "rtstruct"),
+        help="NIfTI mask (default), DICOM SEG or RT Structure Set (DICOM inputs) referencing the source series",
+    )
+    g.add_argument(
+        "--series",
+        default=None,
+        metavar="UID",
+        help="the DICOM series to segment (SeriesInstanceUID), where the input holds several",
+    )
     g.add_argument("--each-series", action="store_true", help="segment every series of a DICOM input, one output each")
-    g.add_argument("--allow-gaps", action="store_true",
-                   help="interpolate missing DICOM slices along the slice normal (with a warning) instead of refusing the series")
-    g.add_argument("--slice-tolerance", type=float, default=None, metavar="MM",
-                   help="how far a DICOM slice may lie off the fitted slice grid (default: 0.1 mm or 2%% of the pitch)")
-    g.add_argument("--store", action="store_true", help="store the DICOM output back on the DICOMweb server of the --input URL (STOW-RS)")
+    g.add_argument(
+        "--allow-gaps",
+        action="store_true",
+        help="interpolate missing DICOM slices along the slice normal (with a warning) instead of refusing the series",
+    )
+    g.add_argument(
+        "--slice-tolerance",
+        type=float,
+        default=None,
+        metavar="MM",
+        help="how far a DICOM slice may lie off the fitted slice grid (default: 0.1 mm or 2%% of the pitch)",
+    )
+    g.add_argument(
+        "--store",
+        action="store_true",
+        help="store the DICOM output back on the DICOMweb server of the --input URL (STOW-RS)",
+    )
     g.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    g.add_argument("--skip-existing", action="store_true",
-                   help="skip the cases whose outputs all exist (finish a folder run that was stopped); without it or --overwrite an existing output fails its case")
-    g.add_argument("--checkpoint", default=None, help="weights (default <bundle>/models/model.pt); they carry their trained settings")
-    g.add_argument("--config", action="append", help="config file merged on inference.json (e.g. datasets/promise12.json)")
-    g.add_argument("--set", action="append", metavar="KEY=VALUE", help="config value, JSON-parsed (e.g. inferer#overlap=0.25)")
+    g.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="skip the cases whose outputs all exist (finish a folder run that was stopped); "
+        "without it or --overwrite an existing output fails its case",
+    )
+    g.add_argument(
+        "--checkpoint",
+        default=None,
+        help="weights (default <bundle>/models/model.pt); they carry their trained settings",
+    )
+    g.add_argument(
+        "--config", action="append", help="config file merged on inference.json (e.g. datasets/promise12.json)"
+    )
+    g.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="config value, JSON-parsed (e.g. inferer#overlap=0.25)"
+    )
     g.set_defaults(func=_segment)
 
     x = sub.add_parser("export", help="write a self-contained bundle with the trained weights and settings baked in")
@@ -249,15 +360,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     x.add_argument("--checkpoint", default=None, help="weights (default <bundle>/models/model.pt)")
     x.add_argument("--config", action="append", help="config file merged on the bundle's configs")
     x.add_argument("--set", action="append", metavar="KEY=VALUE", help="config value, JSON-parsed")
-    x.add_argument("--version", default=None, help="the exported bundle's version (default: the bundle's, with a build suffix)")
+    x.add_argument(
+        "--version", default=None, help="the exported bundle's version (default: the bundle's, with a build suffix)"
+    )
     x.add_argument("--changelog", default=None, help="the changelog entry of that version")
-    x.add_argument("--large-files-url", default=None,
-                   help="base URL the files over 25 MB will be published under (written to large_files.yml)")
+    x.add_argument(
+        "--large-files-url",
+        default=None,
+        help="base URL the files over 25 MB will be published under (written to large_files.yml)",
+    )
     x.add_argument("--overwrite", action="store_true", help="replace an existing export")
     x.set_defaults(func=_export)
 
     ls = sub.add_parser("list", help="the bundles: task, parameters, dimensions, trained or not")
-    ls.add_argument("--folder", default=None, help="a folder of bundles (default: the bundles shipped with the package)")
+    ls.add_argument(
+        "--folder", default=None, help="a folder of bundles (default: the bundles shipped with the package)"
+    )
     ls.add_argument("--json", action="store_true", help="print JSON")
     ls.set_defaults(func=_list)
 
@@ -265,9 +383,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     d.add_argument("--output", default="demo", help="folder for the data, the run and the results")
     d.add_argument("--bundle", default=None, help="bundle folder (default bundles/unet)")
     d.add_argument("--epochs", type=int, default=30, help="at most this many epochs")
-    d.add_argument("--cases", type=int, default=40, help="synthetic volumes (70%% train, 15%% validation, 15%% held out)")
+    d.add_argument(
+        "--cases", type=int, default=40, help="synthetic volumes (70%% train, 15%% validation, 15%% held out)"
+    )
     d.add_argument("--target", type=float, default=0.85, help="stop once both classes reach this validation Dice")
-    d.add_argument("--minutes", type=float, default=10.0, help="training time cap, a safety net only: the run is fixed in epochs (0: none)")
+    d.add_argument(
+        "--minutes",
+        type=float,
+        default=10.0,
+        help="training time cap, a safety net only: the run is fixed in epochs (0: none)",
+    )
     d.set_defaults(func=_demo)
 
     args = parser.parse_args(argv)

@@ -14,7 +14,15 @@ import re
 from pathlib import Path
 from typing import Any, Callable, List, Union
 
-__all__ = ["write_atomically", "write_text", "write_json", "temporary_name", "stale_temporaries", "TEMPORARY_PREFIX", "TEMPORARY_MARK"]
+__all__ = [
+    "write_atomically",
+    "write_text",
+    "write_json",
+    "temporary_name",
+    "stale_temporaries",
+    "TEMPORARY_PREFIX",
+    "TEMPORARY_MARK",
+]
 
 TEMPORARY_PREFIX = "."
 TEMPORARY_MARK = ".tmp"

@@ -23,8 +23,16 @@ import re
 import sys
 from typing import Optional
 
-__all__ = ["ReportedError", "InputError", "CheckpointError", "MissingPackageError", "reported_cause", "install_excepthook",
-           "one_line", "first_line"]
+__all__ = [
+    "ReportedError",
+    "InputError",
+    "CheckpointError",
+    "MissingPackageError",
+    "reported_cause",
+    "install_excepthook",
+    "one_line",
+    "first_line",
+]
 
 # control characters (C0, DEL, C1) and the Unicode line and paragraph separators: shown escaped in error lines
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")

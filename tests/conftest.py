@@ -32,12 +32,18 @@ def _pristine_bundles() -> Path:
     target = Path(tempfile.mkdtemp(prefix="pristine_bundles_"))
     atexit.register(shutil.rmtree, target, True)
     try:
-        listed = subprocess.run(["git", "ls-files", "-z", "bundles"], cwd=root, capture_output=True, check=True, timeout=60).stdout
+        listed = subprocess.run(
+            ["git", "ls-files", "-z", "bundles"], cwd=root, capture_output=True, check=True, timeout=60
+        ).stdout
         files = [f for f in listed.decode().split("\0") if f and (root / f).is_file()]
     except (OSError, subprocess.SubprocessError):
         files = []
     if not files:
-        shutil.copytree(root / "bundles", target / "bundles", ignore=shutil.ignore_patterns("models", "eval", "runs", "logs", "*.pt"))
+        shutil.copytree(
+            root / "bundles",
+            target / "bundles",
+            ignore=shutil.ignore_patterns("models", "eval", "runs", "logs", "*.pt"),
+        )
     for f in files:
         (target / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(root / f, target / f)
@@ -100,7 +106,9 @@ def unet_3d_with_settings(tmp_path_factory):
     parser.read_config(str(root / "configs" / "inference.json"))
     parser.update(SMALL_3D)
     (root / "models").mkdir()
-    torch.save(with_record(parser.get_parsed_content("network_def").state_dict(), SMALL_3D), root / "models" / "model.pt")
+    torch.save(
+        with_record(parser.get_parsed_content("network_def").state_dict(), SMALL_3D), root / "models" / "model.pt"
+    )
     return root
 
 
@@ -136,8 +144,12 @@ def python_without_monai_ext(tmp_path_factory):
     env = tmp_path_factory.mktemp("env_without_monai_ext")
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
     python = env / "bin" / "python"
-    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                             capture_output=True, text=True, check=True).stdout.strip()
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     (__import__("pathlib").Path(purelib) / "dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     assert subprocess.run([str(python), "-c", "import monai_ext"], cwd=env, capture_output=True).returncode != 0
     return python
@@ -153,8 +165,13 @@ def _checkout_files(root):
     import subprocess
 
     try:
-        out = subprocess.run(["git", "status", "--porcelain", "--ignored", "--untracked-files=all"], cwd=root,
-                             capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "--ignored", "--untracked-files=all"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     if out.returncode != 0:

@@ -27,14 +27,33 @@ from typing import Mapping, Optional, Sequence
 _lock = threading.Lock()
 _server: Optional[subprocess.Popen] = None
 # what a bundle run imports; nothing here may start a thread or open a file that a fork would share
-PRELOAD = ("torch", "monai", "monai.bundle", "monai.bundle.scripts", "ignite.engine", "fire", "nibabel", "monai_ext",
-           "monai_ext.bundle", "monai_ext.handlers", "monai_ext.transforms", "monai_ext.networks", "monai_ext.engines",
-           "monai_ext.apps")
+PRELOAD = (
+    "torch",
+    "monai",
+    "monai.bundle",
+    "monai.bundle.scripts",
+    "ignite.engine",
+    "fire",
+    "nibabel",
+    "monai_ext",
+    "monai_ext.bundle",
+    "monai_ext.handlers",
+    "monai_ext.transforms",
+    "monai_ext.networks",
+    "monai_ext.engines",
+    "monai_ext.apps",
+)
 
 
 def _start() -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, __file__, "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
-                            cwd=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--serve"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        bufsize=1,
+        cwd=str(Path(__file__).resolve().parents[1]),
+    )
     atexit.register(proc.kill)
     ready = proc.stdout.readline()
     if ready.strip() != "ready":
@@ -42,18 +61,29 @@ def _start() -> subprocess.Popen:
     return proc
 
 
-def run(argv: Sequence[str], cwd=None, env: Optional[Mapping[str, str]] = None, timeout: float = 600) -> subprocess.CompletedProcess:
+def run(
+    argv: Sequence[str], cwd=None, env: Optional[Mapping[str, str]] = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
     """Run ``argv`` (``[sys.executable, "-m", module, *args]``) as ``subprocess.run(argv, capture_output=True,
     text=True, ...)`` would; raises ``subprocess.TimeoutExpired`` past ``timeout`` (the command is killed)."""
     global _server
     argv = [str(a) for a in argv]
     if len(argv) < 3 or argv[0] != sys.executable or argv[1] != "-m":
-        return subprocess.run(argv, cwd=cwd, env=None if env is None else dict(env), capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            argv, cwd=cwd, env=None if env is None else dict(env), capture_output=True, text=True, timeout=timeout
+        )
     with _lock, tempfile.TemporaryDirectory(prefix="forkserver_") as tmp:
         if _server is None or _server.poll() is not None:
             _server = _start()
-        request = {"module": argv[2], "args": argv[3:], "cwd": str(Path(cwd or os.getcwd()).resolve()),
-                   "env": dict(os.environ if env is None else env), "out": f"{tmp}/out", "err": f"{tmp}/err", "timeout": timeout}
+        request = {
+            "module": argv[2],
+            "args": argv[3:],
+            "cwd": str(Path(cwd or os.getcwd()).resolve()),
+            "env": dict(os.environ if env is None else env),
+            "out": f"{tmp}/out",
+            "err": f"{tmp}/err",
+            "timeout": timeout,
+        }
         _server.stdin.write(json.dumps(request) + "\n")
         _server.stdin.flush()
         reply = json.loads(_server.stdout.readline())
@@ -74,8 +104,11 @@ def _child(request: dict) -> None:
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
-        for fd, path, mode in ((0, os.devnull, os.O_RDONLY), (1, request["out"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
-                               (2, request["err"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)):
+        for fd, path, mode in (
+            (0, os.devnull, os.O_RDONLY),
+            (1, request["out"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
+            (2, request["err"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
+        ):
             opened = os.open(path, mode, 0o644)
             os.dup2(opened, fd)
             os.close(opened)

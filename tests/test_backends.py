@@ -5,18 +5,21 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import BUNDLES_DIR
 from monai.bundle import ConfigParser
 
 from monai_ext.errors import InputError
 from monai_ext.inferers import CompiledNetwork, cpu_has_native_bf16
-from conftest import BUNDLES_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLES = ["unet", "unetplusplus", "resunet", "resunetplusplus", "madgnet", "medsegdiff", "higmisnet"]
 PATCH = {2: [32, 32], 3: [16, 16, 16]}
 PATCH_32 = {2: [32, 32], 3: [32, 32, 32]}  # MADGNet down-samples 5 times
 # the same blocks, fewer of them: conversion covers every operation at a fraction of the time
-LIGHT = {"madgnet": {"network_def#backbone_layers": [1, 1, 1, 1]}, "higmisnet": {"network_def#filters": 8, "network_def#levels": 3}}
+LIGHT = {
+    "madgnet": {"network_def#backbone_layers": [1, 1, 1, 1]},
+    "higmisnet": {"network_def#filters": 8, "network_def#levels": 3},
+}
 
 
 def _network(name: str, dims: int):
@@ -33,7 +36,13 @@ def _network(name: str, dims: int):
 
 # every bundle in 2D and 3D on OpenVINO and in 2D on ONNX Runtime; ONNX Runtime in 3D for the U-Net, and
 # MADGNet's refusal (the ONNX export is the same code for every network and dimension: it keeps CI short)
-CASES = [(n, d, b) for n in BUNDLES for d in (2, 3) for b in ("openvino", "onnxruntime") if b == "openvino" or d == 2 or n in ("unet", "madgnet")]
+CASES = [
+    (n, d, b)
+    for n in BUNDLES
+    for d in (2, 3)
+    for b in ("openvino", "onnxruntime")
+    if b == "openvino" or d == 2 or n in ("unet", "madgnet")
+]
 
 
 @pytest.mark.parametrize("name,dims,backend", CASES)
@@ -41,7 +50,9 @@ def test_every_bundle_runs_on_the_cpu_backends_with_eager_logits(name, dims, bac
     torch.set_num_threads(1)
     net, inputs = _network(name, dims)
     if (name, dims, backend) == ("madgnet", 3, "onnxruntime"):  # 3D adaptive pooling: neither ONNX exporter has it
-        with pytest.raises(InputError, match=r"backend onnxruntime: MADGNet does not export to ONNX .*; use the openvino backend"):
+        with pytest.raises(
+            InputError, match=r"backend onnxruntime: MADGNet does not export to ONNX .*; use the openvino backend"
+        ):
             CompiledNetwork(net, backend, cache_dir=tmp_path)(*inputs)
         return
     with torch.no_grad():
@@ -92,14 +103,18 @@ def test_the_wrapper_carries_the_networks_weights_under_their_own_names(tmp_path
     assert len(made) == 1 and not Path(made[0]).exists()  # without a cache folder the export is temporary and removed
     med, _ = _network("medsegdiff", 2)
     wrapped = CompiledNetwork(med, "openvino")
-    assert wrapped.mask_channels == med.mask_channels and not hasattr(wrapped, "encode_image")  # the sampler calls the backend
+    assert wrapped.mask_channels == med.mask_channels and not hasattr(
+        wrapped, "encode_image"
+    )  # the sampler calls the backend
 
 
 def test_options_that_cannot_work_are_one_line():
     net, inputs = _network("unet", 2)
     with pytest.raises(InputError, match=r"backend 'tensorrt': one of torch, openvino, onnxruntime"):
         CompiledNetwork(net, "tensorrt")
-    with pytest.raises(InputError, match=r"channels_last: a torch backend option; the openvino backend chooses its own"):
+    with pytest.raises(
+        InputError, match=r"channels_last: a torch backend option; the openvino backend chooses its own"
+    ):
         CompiledNetwork(net, "openvino", channels_last=True)
     with pytest.raises(InputError, match=r"precision 'int8': the onnxruntime backend runs fp32"):
         CompiledNetwork(net, "onnxruntime", "int8")
@@ -119,9 +134,13 @@ def test_a_backend_that_is_not_installed_names_the_package(monkeypatch):
     from monai_ext.errors import MissingPackageError, ReportedError
 
     find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("openvino", "nncf") else find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name in ("openvino", "nncf") else find_spec(name, *a)
+    )
     net, _ = _network("unet", 2)
-    with pytest.raises(MissingPackageError, match=r"backend openvino: openvino, nncf not installed \(pip install -r requirements.txt\)") as e:
+    with pytest.raises(
+        MissingPackageError, match=r"backend openvino: openvino, nncf not installed \(pip install -r requirements.txt\)"
+    ) as e:
         CompiledNetwork(net, "openvino", "int8")
     assert isinstance(e.value, ImportError) and isinstance(e.value, ReportedError)  # caught as either
 
@@ -136,12 +155,16 @@ def test_int8_is_calibrated_on_the_bundles_cases_and_cached(tmp_path):
     import json
 
     cases = [{"image": str(data.parent / c["image"])} for c in json.loads(data.read_text())["validation"]]
-    windows = calibration_windows(cases, Compose([LoadImaged("image"), EnsureChannelFirstd("image")]), [32, 32], windows_per_case=4)
+    windows = calibration_windows(
+        cases, Compose([LoadImaged("image"), EnsureChannelFirstd("image")]), [32, 32], windows_per_case=4
+    )
     assert len(windows) == 4 * min(4, len(cases)) and windows[0].shape == (1, 1, 32, 32)
     net, _ = _network("unet", 2)
     x = torch.cat(windows[-2:])  # windows of the data it was calibrated for
     with torch.no_grad():
-        quantised = CompiledNetwork(net, "openvino", "int8", cache_dir=tmp_path / "cache", calibration=lambda: windows, min_agreement=0.9)
+        quantised = CompiledNetwork(
+            net, "openvino", "int8", cache_dir=tmp_path / "cache", calibration=lambda: windows, min_agreement=0.9
+        )
         y, expected = quantised(x), net(x)
     assert y.shape == expected.shape
     assert torch.corrcoef(torch.stack([y.flatten(), expected.flatten()]))[0, 1] > 0.98  # close to fp32, not equal
@@ -151,8 +174,13 @@ def test_int8_is_calibrated_on_the_bundles_cases_and_cached(tmp_path):
 def test_int8_is_refused_where_the_quantised_network_labels_otherwise(tmp_path):
     net, _ = _network("unet", 2)
     windows = [torch.randn(1, 1, 32, 32) for _ in range(4)]
-    strict = CompiledNetwork(net, "openvino", "int8", cache_dir=tmp_path, calibration=lambda: windows, min_agreement=1.01)  # unreachable
-    with pytest.raises(InputError, match=r"precision int8: UNet does not quantise: the int8 network gives the fp32 labels on [0-9.]+% of the "
-                                         r"calibration windows' voxels \(at least 101% needed\); use fp32"):
+    strict = CompiledNetwork(
+        net, "openvino", "int8", cache_dir=tmp_path, calibration=lambda: windows, min_agreement=1.01
+    )  # unreachable
+    with pytest.raises(
+        InputError,
+        match=r"precision int8: UNet does not quantise: the int8 network gives the fp32 labels on [0-9.]+% of the "
+        r"calibration windows' voxels \(at least 101% needed\); use fp32",
+    ):
         strict(torch.cat(windows[:2]))
     assert not list(tmp_path.glob("openvino-int8-*"))  # a refused model is not cached

@@ -67,7 +67,9 @@ def _png(path: Path) -> Path:
 
 def _with_header(path: Path, edit: Callable) -> Path:
     """A valid NIfTI whose header fields are then set raw by ``edit(header)``."""
-    image = nib.Nifti1Image(np.random.default_rng(0).normal(size=(20, 18, 12)).astype(np.float32), np.diag([0.8, 0.8, 2.0, 1.0]))
+    image = nib.Nifti1Image(
+        np.random.default_rng(0).normal(size=(20, 18, 12)).astype(np.float32), np.diag([0.8, 0.8, 2.0, 1.0])
+    )
     image.header["vox_offset"] = 352
     edit(image.header)
     raw = image.header.binaryblock + b"\0" * 4 + np.asarray(image.dataobj).tobytes()
@@ -138,7 +140,9 @@ def _files():
         return Bad("not a MetaImage file", "notes.mha", input=t / "notes.mha")
 
     def mhd_without_raw(t):
-        (t / "lost.mhd").write_text("ObjectType = Image\nNDims = 3\nDimSize = 8 8 8\nElementType = MET_FLOAT\nElementDataFile = lost.raw\n")
+        (t / "lost.mhd").write_text(
+            "ObjectType = Image\nNDims = 3\nDimSize = 8 8 8\nElementType = MET_FLOAT\nElementDataFile = lost.raw\n"
+        )
         return Bad("unreadable", "lost.mhd", input=t / "lost.mhd")
 
     def nrrd_bad_header(t):
@@ -159,12 +163,18 @@ def _files():
 
     return {
         "missing file": lambda t: Bad("no such file or folder", "absent.nii.gz", input=t / "absent.nii.gz"),
-        "empty file": lambda t: Bad("not a NIfTI file (it is empty)", "empty.nii.gz", input=_bytes(t / "empty.nii.gz", b"")),
+        "empty file": lambda t: Bad(
+            "not a NIfTI file (it is empty)", "empty.nii.gz", input=_bytes(t / "empty.nii.gz", b"")
+        ),
         "random bytes": lambda t: Bad("not a NIfTI file", "noise.nii", input=_bytes(t / "noise.nii", os.urandom(4096))),
         "truncated gzip": truncated_gz,
         "truncated data": truncated_nii,
-        "png renamed .nii": lambda t: Bad("not a NIfTI file (it is a PNG image)", "slice.nii", input=_png(t / "slice.nii")),
-        "png renamed .nii.gz": lambda t: Bad("not a NIfTI file (it is a PNG image)", "slice.nii.gz", input=_png(t / "slice.nii.gz")),
+        "png renamed .nii": lambda t: Bad(
+            "not a NIfTI file (it is a PNG image)", "slice.nii", input=_png(t / "slice.nii")
+        ),
+        "png renamed .nii.gz": lambda t: Bad(
+            "not a NIfTI file (it is a PNG image)", "slice.nii.gz", input=_png(t / "slice.nii.gz")
+        ),
         "gzip of text": gz_text,
         "a MINC file renamed .nii (real file)": minc_as_nii,
         "jpeg renamed .nrrd": jpeg_as_nrrd,
@@ -189,25 +199,53 @@ def _values():
         return Bad("contains NaN or infinite values", "onenan.nii.gz", input=_volume(t / "onenan.nii.gz", data))
 
     return {
-        "all NaN": lambda t: Bad("contains NaN or infinite values", "nan.nii.gz", input=_volume(t / "nan.nii.gz", np.full((20, 18, 12), np.nan, np.float32))),
+        "all NaN": lambda t: Bad(
+            "contains NaN or infinite values",
+            "nan.nii.gz",
+            input=_volume(t / "nan.nii.gz", np.full((20, 18, 12), np.nan, np.float32)),
+        ),
         "one NaN": one_nan,
         "one infinite voxel": one_inf,
-        "all zero": lambda t: Bad("empty volume (every voxel is 0)", "zero.nii.gz", input=_volume(t / "zero.nii.gz", np.zeros((20, 18, 12), np.float32))),
-        "constant": lambda t: Bad("empty volume (every voxel is 5)", "five.nii.gz", input=_volume(t / "five.nii.gz", np.full((20, 18, 12), 5, np.int16))),
-        "a zero-length axis": lambda t: Bad("empty", "flat.nii.gz", input=_volume(t / "flat.nii.gz", np.zeros((20, 0, 12), np.float32))),
+        "all zero": lambda t: Bad(
+            "empty volume (every voxel is 0)",
+            "zero.nii.gz",
+            input=_volume(t / "zero.nii.gz", np.zeros((20, 18, 12), np.float32)),
+        ),
+        "constant": lambda t: Bad(
+            "empty volume (every voxel is 5)",
+            "five.nii.gz",
+            input=_volume(t / "five.nii.gz", np.full((20, 18, 12), 5, np.int16)),
+        ),
+        "a zero-length axis": lambda t: Bad(
+            "empty", "flat.nii.gz", input=_volume(t / "flat.nii.gz", np.zeros((20, 0, 12), np.float32))
+        ),
     }
 
 
 def _dimensions():
     return {
-        "2D image to a 3D bundle": lambda t: Bad("not a volume", "slice.nii.gz", input=_volume(t / "slice.nii.gz", np.random.rand(20, 18).astype(np.float32))),
-        "1D": lambda t: Bad("not a volume", "line.nii.gz", input=_volume(t / "line.nii.gz", np.random.rand(40).astype(np.float32))),
-        "two channels (real 4D file)": lambda t: Bad("wrong channel count: 2 channel(s), the network takes 1", "example4d.nii.gz",
-                                                     input=_copy(NIB_DATA / "example4d.nii.gz", t)),
-        "a time series (real 4D file)": lambda t: Bad("wrong channel count", "functional.nii", input=_copy(NIB_DATA / "functional.nii", t)),
-        "5D": lambda t: Bad("not a volume", "five.nii.gz", input=_volume(t / "five.nii.gz", np.random.rand(8, 8, 8, 1, 2).astype(np.float32))),
-        "CIFTI matrix (real file)": lambda t: Bad("row_major.dconn.nii", "row_major.dconn.nii",
-                                                  input=_copy(NIB_DATA / "row_major.dconn.nii", t)),
+        "2D image to a 3D bundle": lambda t: Bad(
+            "not a volume", "slice.nii.gz", input=_volume(t / "slice.nii.gz", np.random.rand(20, 18).astype(np.float32))
+        ),
+        "1D": lambda t: Bad(
+            "not a volume", "line.nii.gz", input=_volume(t / "line.nii.gz", np.random.rand(40).astype(np.float32))
+        ),
+        "two channels (real 4D file)": lambda t: Bad(
+            "wrong channel count: 2 channel(s), the network takes 1",
+            "example4d.nii.gz",
+            input=_copy(NIB_DATA / "example4d.nii.gz", t),
+        ),
+        "a time series (real 4D file)": lambda t: Bad(
+            "wrong channel count", "functional.nii", input=_copy(NIB_DATA / "functional.nii", t)
+        ),
+        "5D": lambda t: Bad(
+            "not a volume",
+            "five.nii.gz",
+            input=_volume(t / "five.nii.gz", np.random.rand(8, 8, 8, 1, 2).astype(np.float32)),
+        ),
+        "CIFTI matrix (real file)": lambda t: Bad(
+            "row_major.dconn.nii", "row_major.dconn.nii", input=_copy(NIB_DATA / "row_major.dconn.nii", t)
+        ),
     }
 
 
@@ -230,10 +268,18 @@ def _headers():
         h["dim"][1:4] = [400, 400, 400]
 
     return {
-        "zero voxel spacing": lambda t: Bad("degenerate affine", "spacing0.nii", input=_with_header(t / "spacing0.nii", zero_spacing)),
-        "NaN in the sform": lambda t: Bad("degenerate affine", "nansform.nii", input=_with_header(t / "nansform.nii", nan_sform)),
-        "collinear axes": lambda t: Bad("degenerate affine", "collinear.nii", input=_with_header(t / "collinear.nii", singular_sform)),
-        "dimensions beyond the data": lambda t: Bad("unreadable", "huge.nii", input=_with_header(t / "huge.nii", dims_beyond_data)),
+        "zero voxel spacing": lambda t: Bad(
+            "degenerate affine", "spacing0.nii", input=_with_header(t / "spacing0.nii", zero_spacing)
+        ),
+        "NaN in the sform": lambda t: Bad(
+            "degenerate affine", "nansform.nii", input=_with_header(t / "nansform.nii", nan_sform)
+        ),
+        "collinear axes": lambda t: Bad(
+            "degenerate affine", "collinear.nii", input=_with_header(t / "collinear.nii", singular_sform)
+        ),
+        "dimensions beyond the data": lambda t: Bad(
+            "unreadable", "huge.nii", input=_with_header(t / "huge.nii", dims_beyond_data)
+        ),
     }
 
 
@@ -273,7 +319,9 @@ def _dicom():
     def two_series(t):
         folder = t / "mixed"
         folder.mkdir()
-        for f in list(CT5N.iterdir())[:2] + list((PYDICOM_FILES / "dicomdirtests" / "98892003" / "MR700").iterdir())[:2]:
+        for f in (
+            list(CT5N.iterdir())[:2] + list((PYDICOM_FILES / "dicomdirtests" / "98892003" / "MR700").iterdir())[:2]
+        ):
             shutil.copy(f, folder / f"{f.parent.name}_{f.name}")
         return Bad("2 DICOM series; choose one with --series", "mixed", input=folder)
 
@@ -284,10 +332,14 @@ def _dicom():
         "a slice off the grid": stray,
         "a corrupted header": garbage,
         "several series": two_series,
-        "a SEG object (real file)": lambda t: Bad("not an image: Segmentation Storage (SEG)", "liver_1frame.dcm",
-                                                  input=_copy(PYDICOM_FILES / "liver_1frame.dcm", t)),
-        "a truncated MR (real file)": lambda t: Bad("MR_truncated.dcm", "MR_truncated.dcm",
-                                                    input=_copy(PYDICOM_FILES / "MR_truncated.dcm", t)),
+        "a SEG object (real file)": lambda t: Bad(
+            "not an image: Segmentation Storage (SEG)",
+            "liver_1frame.dcm",
+            input=_copy(PYDICOM_FILES / "liver_1frame.dcm", t),
+        ),
+        "a truncated MR (real file)": lambda t: Bad(
+            "MR_truncated.dcm", "MR_truncated.dcm", input=_copy(PYDICOM_FILES / "MR_truncated.dcm", t)
+        ),
     }
 
 
@@ -296,7 +348,10 @@ def _checkpoints():
         def build(t):
             path = t / name
             write(path)
-            return Bad(message, name, args=["--checkpoint", str(path)], input=_volume(t / "in" / "v.nii.gz"), inputs=[path])
+            return Bad(
+                message, name, args=["--checkpoint", str(path)], input=_volume(t / "in" / "v.nii.gz"), inputs=[path]
+            )
+
         return build
 
     def truncated(path):
@@ -305,16 +360,32 @@ def _checkpoints():
         path.write_bytes(buffer.getvalue()[:300])
 
     return {
-        "missing checkpoint": lambda t: Bad("missing checkpoint", "gone.pt", args=["--checkpoint", str(t / "gone.pt")], input=_volume(t / "in" / "v.nii.gz")),
+        "missing checkpoint": lambda t: Bad(
+            "missing checkpoint",
+            "gone.pt",
+            args=["--checkpoint", str(t / "gone.pt")],
+            input=_volume(t / "in" / "v.nii.gz"),
+        ),
         "truncated checkpoint": ckpt("cut.pt", truncated, "a damaged or truncated checkpoint"),
         "empty checkpoint": ckpt("empty.pt", lambda p: p.write_bytes(b""), "an empty file, not a checkpoint"),
         "not a checkpoint": ckpt("noise.pt", lambda p: p.write_bytes(b"weights? no" * 30), "not a PyTorch checkpoint"),
-        "a pickled network (unsafe)": ckpt("whole.pt", lambda p: torch.save(torch.nn.Conv3d(1, 3, 3), p),
-                                           "holds pickled Python objects (torch.nn.modules.conv.Conv3d) besides weights, which are not loaded"),
-        "a foreign network": ckpt("other.pt", lambda p: torch.save(torch.nn.Conv3d(1, 3, 3).state_dict(), p), "weights do not fit the configured network"),
+        "a pickled network (unsafe)": ckpt(
+            "whole.pt",
+            lambda p: torch.save(torch.nn.Conv3d(1, 3, 3), p),
+            "holds pickled Python objects (torch.nn.modules.conv.Conv3d) besides weights, which are not loaded",
+        ),
+        "a foreign network": ckpt(
+            "other.pt",
+            lambda p: torch.save(torch.nn.Conv3d(1, 3, 3).state_dict(), p),
+            "weights do not fit the configured network",
+        ),
         "no weights inside": ckpt("meta.pt", lambda p: torch.save({"epoch": 3}, p), "holds no weights"),
-        "weights of another dimension": lambda t: Bad("weights do not fit the configured network (spatial_dims: trained 3, configured 2;", "model.pt",
-                                                      args=["--set", "spatial_dims=2", "--set", "patch_size=[16,16]"], input=_volume(t / "in" / "v.nii.gz")),
+        "weights of another dimension": lambda t: Bad(
+            "weights do not fit the configured network (spatial_dims: trained 3, configured 2;",
+            "model.pt",
+            args=["--set", "spatial_dims=2", "--set", "patch_size=[16,16]"],
+            input=_volume(t / "in" / "v.nii.gz"),
+        ),
     }
 
 
@@ -327,37 +398,73 @@ def _options():
             if torch.cuda.is_available():
                 pytest.skip("this machine has CUDA")
             return opt(*args, message=message, names=f"--device {args[-1]}")(t)
+
         return build
 
     def config_broken(t):
         (t / "broken.json").write_text("{ not json")
-        return Bad("not a JSON config", "broken.json", args=["--config", str(t / "broken.json")], input=_volume(t / "in" / "v.nii.gz"), inputs=[t / "broken.json"])
+        return Bad(
+            "not a JSON config",
+            "broken.json",
+            args=["--config", str(t / "broken.json")],
+            input=_volume(t / "in" / "v.nii.gz"),
+            inputs=[t / "broken.json"],
+        )
 
     return {
         "--device cuda without CUDA": no_cuda("--device", "cuda", message="CUDA is not available"),
         "--device cuda:3 without CUDA": no_cuda("--device", "cuda:3", message="CUDA is not available"),
         "--device banana": opt("--device", "banana", message="not a device", names="--device banana"),
         "--device xla (not supported)": opt("--device", "xla", message="not supported", names="--device xla"),
-        "--set an unknown key": opt("--set", "nope=3", message="the bundle's config has no 'nope'", names="--set nope=3"),
-        "--set a key inside the network": opt("--set", "network_def#nope=3", message="has no 'network_def#nope'", names="--set network_def#nope=3"),
-        "--set a near miss": opt("--set", "patch_sizes=[16,16,16]", message="did you mean 'patch_size'?", names="patch_sizes"),
-        "--set spatial_dims=7": opt("--set", "spatial_dims=7", message="the bundles are 2D or 3D", names="--set spatial_dims=7"),
-        "--set patch_size=abc": opt("--set", "patch_size=abc", message="expected a list", names="--set patch_size=\"abc\""),
-        "--set patch_size of the wrong length": opt("--set", "patch_size=[16,16]", message="patch_size [16, 16] has 2 value(s) for spatial_dims 3", names="patch_size"),
+        "--set an unknown key": opt(
+            "--set", "nope=3", message="the bundle's config has no 'nope'", names="--set nope=3"
+        ),
+        "--set a key inside the network": opt(
+            "--set", "network_def#nope=3", message="has no 'network_def#nope'", names="--set network_def#nope=3"
+        ),
+        "--set a near miss": opt(
+            "--set", "patch_sizes=[16,16,16]", message="did you mean 'patch_size'?", names="patch_sizes"
+        ),
+        "--set spatial_dims=7": opt(
+            "--set", "spatial_dims=7", message="the bundles are 2D or 3D", names="--set spatial_dims=7"
+        ),
+        "--set patch_size=abc": opt(
+            "--set", "patch_size=abc", message="expected a list", names='--set patch_size="abc"'
+        ),
+        "--set patch_size of the wrong length": opt(
+            "--set",
+            "patch_size=[16,16]",
+            message="patch_size [16, 16] has 2 value(s) for spatial_dims 3",
+            names="patch_size",
+        ),
         "--set out_channels=0": opt("--set", "out_channels=0", message="at least 1", names="--set out_channels=0"),
-        "--set amp=yes": opt("--set", "amp=yes", message="expected true or false", names="--set amp=\"yes\""),
+        "--set amp=yes": opt("--set", "amp=yes", message="expected true or false", names='--set amp="yes"'),
         "--set without a value": opt("--set", "spatial_dims", message="expected KEY=VALUE", names="spatial_dims"),
-        "--format dicom-seg for a NIfTI input": opt("--format", "dicom-seg", message="needs a DICOM series as input", names="v.nii.gz"),
-        "--series for a NIfTI input": opt("--series", "1.2.3", message="--series selects a DICOM series", names="v.nii.gz"),
+        "--format dicom-seg for a NIfTI input": opt(
+            "--format", "dicom-seg", message="needs a DICOM series as input", names="v.nii.gz"
+        ),
+        "--series for a NIfTI input": opt(
+            "--series", "1.2.3", message="--series selects a DICOM series", names="v.nii.gz"
+        ),
         "--store without DICOMweb": opt("--store", message="--store sends a DICOM output", names="--store"),
-        "--overwrite with --skip-existing": opt("--overwrite", "--skip-existing", message="exclude each other", names="--skip-existing"),
+        "--overwrite with --skip-existing": opt(
+            "--overwrite", "--skip-existing", message="exclude each other", names="--skip-existing"
+        ),
         "--overlap 1.5": opt("--overlap", "1.5", message="must be at least 0 and below 1", names="--overlap 1.5"),
         "--sw-batch-size 0": opt("--sw-batch-size", "0", message="at least 1 window", names="--sw-batch-size 0"),
-        "a missing --config": opt("--config", "/no/such/overlay.json", message="missing config file", names="/no/such/overlay.json"),
+        "a missing --config": opt(
+            "--config", "/no/such/overlay.json", message="missing config file", names="/no/such/overlay.json"
+        ),
         "a broken --config": config_broken,
-        "a DICOMweb URL with a password, no server": lambda t: Bad("bob:***@127.0.0.1:9", "/studies/1.2.3", input="http://bob:s3cret@127.0.0.1:9/dicom-web/studies/1.2.3",
-                                                                    secret="s3cret"),
-        "not a bundle": lambda t: Bad("missing config file", "configs", args=["--bundle", str(t)], input=_volume(t / "in" / "v.nii.gz")),
+        "a DICOMweb URL with a password, no server": lambda t: Bad(
+            "bob:***@127.0.0.1:9",
+            "/studies/1.2.3",
+            input="http://bob:s3cret@127.0.0.1:9/dicom-web/studies/1.2.3",
+            secret="s3cret",
+        ),
+        "not a bundle": lambda t: Bad(
+            "missing config file", "configs", args=["--bundle", str(t)], input=_volume(t / "in" / "v.nii.gz")
+        ),
     }
 
 
@@ -366,7 +473,9 @@ def _outputs():
         source = _volume(t / "in" / "v.nii.gz")
         (t / "out").mkdir()
         (t / "out" / "v_seg.nii.gz").write_bytes(b"an earlier result")
-        return Bad("v_seg.nii.gz: exists (pass --overwrite", "v_seg.nii.gz", input=source, inputs=[t / "out" / "v_seg.nii.gz"])
+        return Bad(
+            "v_seg.nii.gz: exists (pass --overwrite", "v_seg.nii.gz", input=source, inputs=[t / "out" / "v_seg.nii.gz"]
+        )
 
     def output_is_a_file(t):
         (t / "out").write_text("a file where the folder should be")
@@ -382,10 +491,18 @@ def _outputs():
         return Bad("is the input folder", "--output", args=["--output", str(t / "in")], input=t / "in")
 
     def full_disk(t):
-        return Bad("v_seg.nii.gz: could not be written (No space left on device)", "v_seg.nii.gz", input=_volume(t / "in" / "v.nii.gz"))
+        return Bad(
+            "v_seg.nii.gz: could not be written (No space left on device)",
+            "v_seg.nii.gz",
+            input=_volume(t / "in" / "v.nii.gz"),
+        )
 
     def read_only(t):
-        return Bad("v_seg.nii.gz: could not be written (Permission denied)", "v_seg.nii.gz", input=_volume(t / "in" / "v.nii.gz"))
+        return Bad(
+            "v_seg.nii.gz: could not be written (Permission denied)",
+            "v_seg.nii.gz",
+            input=_volume(t / "in" / "v.nii.gz"),
+        )
 
     return {
         "an existing output": exists,
@@ -422,13 +539,19 @@ def _second_corpus():
     def outlier(t):
         data = np.random.default_rng(0).normal(size=(20, 18, 12))
         data[1, 2, 3] = 1e9  # float64: finite statistics, but every other voxel would normalise to the same value
-        return Bad("an intensity of 1e+09 where 99% of the voxels lie in", "spike.nii.gz", input=_volume(t / "spike.nii.gz", data))
+        return Bad(
+            "an intensity of 1e+09 where 99% of the voxels lie in",
+            "spike.nii.gz",
+            input=_volume(t / "spike.nii.gz", data),
+        )
 
     def claims_2gib(t):
         image = nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4))
         image.header["dim"][1:4] = [1024, 1024, 512]  # float32: 2 GiB of voxels
         raw = gzip.compress(image.header.binaryblock + b"\0" * 4 + b"\1" * 256)
-        return Bad("need 2,147,484,000 bytes; the file holds at most", "claims.nii.gz", input=_bytes(t / "claims.nii.gz", raw))
+        return Bad(
+            "need 2,147,484,000 bytes; the file holds at most", "claims.nii.gz", input=_bytes(t / "claims.nii.gz", raw)
+        )
 
     def rescale_slope_zero(t):
         folder = _series(t / "slope0")
@@ -463,10 +586,21 @@ def _second_corpus():
     }
 
 
-CASES = {f"{group}: {name}": build for group, cases in (("file", _files()), ("values", _values()), ("dimensions", _dimensions()),
-                                                          ("header", _headers()), ("dicom", _dicom()), ("checkpoint", _checkpoints()),
-                                                          ("option", _options()), ("output", _outputs()), ("corpus 2", _second_corpus()))
-         for name, build in cases.items()}
+CASES = {
+    f"{group}: {name}": build
+    for group, cases in (
+        ("file", _files()),
+        ("values", _values()),
+        ("dimensions", _dimensions()),
+        ("header", _headers()),
+        ("dicom", _dicom()),
+        ("checkpoint", _checkpoints()),
+        ("option", _options()),
+        ("output", _outputs()),
+        ("corpus 2", _second_corpus()),
+    )
+    for name, build in cases.items()
+}
 
 
 def test_there_are_at_least_fifty_hostile_cases():
@@ -476,7 +610,9 @@ def test_there_are_at_least_fifty_hostile_cases():
 def _digest(paths) -> str:
     h = hashlib.sha256()
     for path in paths:
-        for p in ([path] if path.is_file() else sorted(q for q in path.rglob("*") if q.is_file()) if path.exists() else []):
+        for p in (
+            [path] if path.is_file() else sorted(q for q in path.rglob("*") if q.is_file()) if path.exists() else []
+        ):
             h.update(str(p).encode() + p.read_bytes() + oct(p.stat().st_mode).encode())
     return h.hexdigest()
 
@@ -486,7 +622,10 @@ def _inject(name: str, monkeypatch) -> None:
     modes do not stop): the writer fails half-way, as the kernel would make it."""
     import nibabel
 
-    failure = {"output: a full disk": (errno.ENOSPC, "No space left on device"), "output: a read-only output folder": (errno.EACCES, "Permission denied")}
+    failure = {
+        "output: a full disk": (errno.ENOSPC, "No space left on device"),
+        "output: a read-only output folder": (errno.EACCES, "Permission denied"),
+    }
     if name not in failure:
         return
     code, text = failure[name]

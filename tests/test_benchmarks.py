@@ -58,7 +58,9 @@ def test_learning_curves_record_dice_against_steps_images_and_seconds_and_plot_t
     out = tmp_path / "curves.json"
     variants = [{"variant": "a run recorded by hand", "steps": 3, "best": 0.5}]
     out.write_text(json.dumps({"tasks": [], "variants": variants, "note": "kept"}))
-    learning_curves.main(learning_curves.SMOKE + ["--steps", "3", "--eval-every", "2", "--output", str(out), "--append"])
+    learning_curves.main(
+        learning_curves.SMOKE + ["--steps", "3", "--eval-every", "2", "--output", str(out), "--append"]
+    )
     report = json.loads(out.read_text())
     assert report["variants"] == variants and report["note"] == "kept"  # --append keeps what else the report holds
     (task,) = report["tasks"]
@@ -74,7 +76,9 @@ def test_learning_curves_record_dice_against_steps_images_and_seconds_and_plot_t
     other = dict(result, bundle="resunet", curve=[{"steps": 3, "images": 48, "seconds": 9.0, "dice": 0.5}], steps=3)
     merged = learning_curves.merge(report["tasks"], [dict(task, results=[other])])
     assert [r["bundle"] for r in merged[0]["results"]] == ["unet", "resunet"]
-    again = learning_curves.merge(merged, [dict(task, results=[dict(other, curve=[dict(other["curve"][0], dice=0.6)])])])
+    again = learning_curves.merge(
+        merged, [dict(task, results=[dict(other, curve=[dict(other["curve"][0], dice=0.6)])])]
+    )
     assert [r["curve"][0]["dice"] for r in again[0]["results"]] == [result["curve"][0]["dice"], 0.6]
     assert learning_curves._reference_best(again[0], 2) == result["curve"][0]["dice"]  # the U-Net within 2 steps
     # a run on another number of cases does not join the task: refused before it trains, naming the file
@@ -119,7 +123,9 @@ def test_bench_madgnet_compares_with_the_unet_bundle(tmp_path):
     report = json.loads(out.read_text())
     assert set(report["throughput"]) == {"unet/train", "unet/infer", "madgnet/train", "madgnet/infer"}
     assert report["throughput"]["madgnet/infer"]["parameters"] > report["throughput"]["unet/infer"]["parameters"]
-    assert set(report["dice_after_budget"]) == {"unet", "madgnet"} and all(v > 0 for v in report["throughput_ratio"].values())
+    assert set(report["dice_after_budget"]) == {"unet", "madgnet"} and all(
+        v > 0 for v in report["throughput_ratio"].values()
+    )
     assert len(_rows(bench_madgnet, report)) == 5
 
 
@@ -132,7 +138,10 @@ def test_bench_medsegdiff_compares_samplers_after_a_training_budget(tmp_path):
     assert set(report["samplers"]) == {"ddim-10", "ddim-25"}
     for r in report["samplers"].values():
         assert 0 <= r["dice_0.5"] <= 1 and 0 <= r["dice_official_thresholds"] <= 1 and r["seconds_per_image"] > 0
-    assert bench_medsegdiff.score(torch.ones(1, 4, 4), torch.ones(1, 4, 4).long()) == {"dice_0.5": 1.0, "dice_official_thresholds": 1.0}
+    assert bench_medsegdiff.score(torch.ones(1, 4, 4), torch.ones(1, 4, 4).long()) == {
+        "dice_0.5": 1.0,
+        "dice_official_thresholds": 1.0,
+    }
     assert len(_rows(bench_medsegdiff, report)) == 3 * 2  # two Dice lines and a time line per DDIM setting
 
 
@@ -151,8 +160,22 @@ def test_bench_higmisnet_compares_with_the_unet_bundle_with_and_without_adversar
 
 def test_one_command_runs_the_benchmarks_and_writes_the_report(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--smoke", "--only", "bench_layers", "--results", str(tmp_path), "--output", str(tmp_path / "R.md")],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--smoke",
+            "--only",
+            "bench_layers",
+            "--results",
+            str(tmp_path),
+            "--output",
+            str(tmp_path / "R.md"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "bench_layers_cpu.json").is_file()
@@ -164,8 +187,13 @@ def test_the_committed_report_is_built_from_the_committed_results(tmp_path):
     """Every JSON in benchmarks/results/ is summarised (one benchmark, at least one line), and REPORT.md is
     what `python -m benchmarks --table-only` writes from them."""
     output = tmp_path / "REPORT.md"
-    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--table-only", "--output", str(output)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--table-only", "--output", str(output)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = output.read_text()
     for path in (BENCHMARKS / "results").glob("*.json"):
@@ -191,7 +219,9 @@ def test_bench_cpu_inference_compares_each_backend_with_eager(tmp_path):
     out = tmp_path / "cpu.json"
     bench_cpu_inference.main(bench_cpu_inference.SMOKE + ["--output", str(out)])
     report = json.loads(out.read_text())
-    assert [m["bundle"] for m in report["models"]] == ["unet"]  # the smoke run; the benchmark adds ResUNet++ and MADGNet
+    assert [m["bundle"] for m in report["models"]] == [
+        "unet"
+    ]  # the smoke run; the benchmark adds ResUNet++ and MADGNet
     for m in report["models"]:
         fp32 = {k: v for k, v in m["results"].items() if k.endswith("fp32") and "seconds" in v}
         assert {"torch-fp32", "openvino-fp32"} <= set(fp32) and all(v["max_abs_diff"] < 1e-3 for v in fp32.values())

@@ -6,30 +6,42 @@ import subprocess
 import sys
 from pathlib import Path
 
+import forkserver
 import nibabel as nib
 import numpy as np
-import pytest
 import onnxruntime
+import pytest
 import torch
+from conftest import BUNDLES_DIR
 from monai.bundle import ConfigParser, onnx_export, verify_metadata, verify_net_in_out
 
 from monai_ext.data import make_synthetic_dataset
-import forkserver
-from conftest import BUNDLES_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "schemas" / "meta_schema_20240725.json"
 CLASSIC = ["unet", "unetplusplus", "resunet", "resunetplusplus"]
 BUNDLES = CLASSIC + ["madgnet", "medsegdiff", "higmisnet"]
 # sampling settings that keep the diffusion bundle's evaluation and inference to seconds
-FAST = {"medsegdiff": {"num_inference_steps": 3, "ensemble": 2, "validate_steps": 3, "validate_ensemble": 2, "val_interval": 1},
-        # the same blocks, fewer of them (the default architectures are checked in test_madgnet / test_higmisnet)
-        "madgnet": {"network_def#backbone_layers": [1, 1, 1, 1]},
-        "higmisnet": {"network_def#filters": 8, "network_def#levels": 3}}
+FAST = {
+    "medsegdiff": {
+        "num_inference_steps": 3,
+        "ensemble": 2,
+        "validate_steps": 3,
+        "validate_ensemble": 2,
+        "val_interval": 1,
+    },
+    # the same blocks, fewer of them (the default architectures are checked in test_madgnet / test_higmisnet)
+    "madgnet": {"network_def#backbone_layers": [1, 1, 1, 1]},
+    "higmisnet": {"network_def#filters": 8, "network_def#levels": 3},
+}
 # small patches keep the run to seconds; the networks are the bundles' own
 PATCH = {2: "[32,32]", 3: "[16,16,16]"}
 PATCH_32 = {2: "[32,32]", 3: "[32,32,32]"}  # MADGNet down-samples 5 times
-ONNX_KWARGS = {"input_names": ["image"], "output_names": ["pred"], "dynamic_axes": {"image": {0: "batch"}, "pred": {0: "batch"}}}
+ONNX_KWARGS = {
+    "input_names": ["image"],
+    "output_names": ["pred"],
+    "dynamic_axes": {"image": {0: "batch"}, "pred": {0: "batch"}},
+}
 
 
 def _patch(name, dims):
@@ -37,8 +49,20 @@ def _patch(name, dims):
 
 
 def _bundle_run(bundle: Path, configs, **overrides) -> subprocess.CompletedProcess:
-    args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str([str(bundle / "configs" / c) for c in configs])]
-    args += ["--meta_file", str(bundle / "configs" / "metadata.json"), "--logging_file", str(bundle / "configs" / "logging.conf")]
+    args = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        str([str(bundle / "configs" / c) for c in configs]),
+    ]
+    args += [
+        "--meta_file",
+        str(bundle / "configs" / "metadata.json"),
+        "--logging_file",
+        str(bundle / "configs" / "logging.conf"),
+    ]
     for key, value in overrides.items():
         args += [f"--{key}", str(value)]
     proc = forkserver.run(args, cwd=bundle, timeout=600)
@@ -105,7 +129,13 @@ def test_inference_and_train_configs_have_the_bundle_properties(name, data, tmp_
 def test_train_evaluate_infer_export_2d(name, data, tmp_path):
     bundle = BUNDLES_DIR / name
     run_root = tmp_path / "run"
-    common = {"bundle_root": run_root, "dataset_dir": data[2], "num_workers": 0, "patch_size": _patch(name, 2), **FAST.get(name, {})}
+    common = {
+        "bundle_root": run_root,
+        "dataset_dir": data[2],
+        "num_workers": 0,
+        "patch_size": _patch(name, 2),
+        **FAST.get(name, {}),
+    }
     _bundle_run(bundle, ["train.json"], **common, **{"train#trainer#max_epochs": 1, "batch_size": 2})
     checkpoint = run_root / "models" / "model.pt"
     assert checkpoint.is_file()
@@ -114,7 +144,9 @@ def test_train_evaluate_infer_export_2d(name, data, tmp_path):
     # every bundle resumes with one option: the training state of epoch 1, then epoch 2 only
     last = run_root / "models" / "last.pt"
     epoch_length = torch.load(last, weights_only=True)["trainer"]["iteration"]
-    proc = _bundle_run(bundle, ["train.json"], **common, **{"train#trainer#max_epochs": 2, "batch_size": 2, "resume_from": last})
+    proc = _bundle_run(
+        bundle, ["train.json"], **common, **{"train#trainer#max_epochs": 2, "batch_size": 2, "resume_from": last}
+    )
     assert "at epoch 1 of 2" in proc.stdout + proc.stderr
     assert torch.load(last, weights_only=True)["trainer"]["iteration"] == 2 * epoch_length
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)  # the best of the two epochs
@@ -136,12 +168,30 @@ def test_train_evaluate_infer_export_2d(name, data, tmp_path):
         assert set(np.unique(np.asarray(mask.dataobj))) <= {0, 1, 2}
 
     ts = tmp_path / "model.ts"
-    shape = {k: v for k, v in FAST.get(name, {}).items() if k.startswith("network_def#")}  # the light networks' overrides
+    shape = {
+        k: v for k, v in FAST.get(name, {}).items() if k.startswith("network_def#")
+    }  # the light networks' overrides
     proc = forkserver.run(
-        [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file", str(checkpoint),
-         "--meta_file", str(bundle / "configs" / "metadata.json"), "--config_file", str(bundle / "configs" / "inference.json"),
-         "--patch_size", _patch(name, 2), *[a for k, v in shape.items() for a in (f"--{k}", json.dumps(v))]],  # as trained (MedSegDiff's FF-Parsers)
-        cwd=bundle, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "ckpt_export",
+            "network_def",
+            "--filepath",
+            str(ts),
+            "--ckpt_file",
+            str(checkpoint),
+            "--meta_file",
+            str(bundle / "configs" / "metadata.json"),
+            "--config_file",
+            str(bundle / "configs" / "inference.json"),
+            "--patch_size",
+            _patch(name, 2),
+            *[a for k, v in shape.items() for a in (f"--{k}", json.dumps(v))],
+        ],  # as trained (MedSegDiff's FF-Parsers)
+        cwd=bundle,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     scripted = torch.jit.load(str(ts))
@@ -152,7 +202,9 @@ def test_train_evaluate_infer_export_2d(name, data, tmp_path):
     net = parser.get_parsed_content("network_def")
     net.load_state_dict(state)
     net.eval()
-    channels = json.loads((bundle / "configs" / "metadata.json").read_text())["network_data_format"]["inputs"]["image"]["num_channels"]
+    channels = json.loads((bundle / "configs" / "metadata.json").read_text())["network_data_format"]["inputs"]["image"][
+        "num_channels"
+    ]
     x = torch.randn(1, channels, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(scripted(x), net(x), atol=1e-4, rtol=1e-4)
@@ -161,9 +213,15 @@ def test_train_evaluate_infer_export_2d(name, data, tmp_path):
     # converter arguments each bundle's README gives: named input/output and a dynamic batch axis
     onnx_file = tmp_path / "model.onnx"
     onnx_export(
-        "network_def", filepath=str(onnx_file), ckpt_file=str(checkpoint), meta_file=str(bundle / "configs" / "metadata.json"),
-        config_file=str(bundle / "configs" / "inference.json"), input_shape=[1, channels, 32, 32], patch_size=json.loads(_patch(name, 2)),
-        converter_kwargs=ONNX_KWARGS, **shape,
+        "network_def",
+        filepath=str(onnx_file),
+        ckpt_file=str(checkpoint),
+        meta_file=str(bundle / "configs" / "metadata.json"),
+        config_file=str(bundle / "configs" / "inference.json"),
+        input_shape=[1, channels, 32, 32],
+        patch_size=json.loads(_patch(name, 2)),
+        converter_kwargs=ONNX_KWARGS,
+        **shape,
     )
     session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["image"] and [o.name for o in session.get_outputs()] == ["pred"]
@@ -176,8 +234,14 @@ def test_train_evaluate_infer_export_2d(name, data, tmp_path):
 def test_one_value_switches_to_3d(name, data, tmp_path):
     bundle = BUNDLES_DIR / name
     run_root = tmp_path / "run3d"
-    common = {"bundle_root": run_root, "dataset_dir": data[3], "num_workers": 0, "patch_size": _patch(name, 3), "spatial_dims": 3,
-              **FAST.get(name, {})}
+    common = {
+        "bundle_root": run_root,
+        "dataset_dir": data[3],
+        "num_workers": 0,
+        "patch_size": _patch(name, 3),
+        "spatial_dims": 3,
+        **FAST.get(name, {}),
+    }
     _bundle_run(bundle, ["train.json"], **common, **{"train#trainer#max_epochs": 1, "batch_size": 1})
     _bundle_run(bundle, ["inference.json"], **common)
     datalist = json.loads((data[3] / "datalist.json").read_text())

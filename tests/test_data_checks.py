@@ -3,16 +3,16 @@ with one line naming the file; every bundle's properties check passes with no da
 
 from pathlib import Path
 
+import forkserver
 import numpy as np
 import pytest
 import torch
+from conftest import BUNDLES_DIR
 from monai.data import MetaTensor
 
 from monai_ext.data import LazyDatalist, require_cases
 from monai_ext.errors import InputError
 from monai_ext.transforms import CheckSameGeometryd, IntensityNormalizationd
-from conftest import BUNDLES_DIR
-import forkserver
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLES = ["unet", "unetplusplus", "resunet", "resunetplusplus", "madgnet", "medsegdiff", "higmisnet"]
@@ -21,15 +21,21 @@ BUNDLES = ["unet", "unetplusplus", "resunet", "resunetplusplus", "madgnet", "med
 def test_intensity_schemes_equal_numpy():
     x = np.random.default_rng(0).normal(50, 20, (3, 8, 9)).astype(np.float32)
     x[:, :2] = 0
-    out = IntensityNormalizationd("image", scheme="zscore", channel_wise=True)({"image": torch.from_numpy(x)})["image"].numpy()
+    out = IntensityNormalizationd("image", scheme="zscore", channel_wise=True)({"image": torch.from_numpy(x)})[
+        "image"
+    ].numpy()
     ref = (x - x.mean(axis=(1, 2), keepdims=True)) / x.std(axis=(1, 2), keepdims=True)
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
-    out = IntensityNormalizationd("image", scheme="zscore", nonzero=True, channel_wise=True)({"image": torch.from_numpy(x)})["image"].numpy()
+    out = IntensityNormalizationd("image", scheme="zscore", nonzero=True, channel_wise=True)(
+        {"image": torch.from_numpy(x)}
+    )["image"].numpy()
     for c in range(3):
         nz = x[c] != 0
         np.testing.assert_allclose(out[c][nz], (x[c][nz] - x[c][nz].mean()) / x[c][nz].std(), rtol=1e-4, atol=1e-4)
         assert (out[c][~nz] == 0).all()
-    out = IntensityNormalizationd("image", scheme="window", a_min=0, a_max=80)({"image": torch.from_numpy(x)})["image"].numpy()
+    out = IntensityNormalizationd("image", scheme="window", a_min=0, a_max=80)({"image": torch.from_numpy(x)})[
+        "image"
+    ].numpy()
     np.testing.assert_allclose(out, np.clip(x / 80.0, 0, 1), rtol=1e-6, atol=1e-6)
     out = IntensityNormalizationd("image", scheme="none", channels=1)({"image": torch.from_numpy(x)})["image"].numpy()
     np.testing.assert_array_equal(out, x[:1])
@@ -40,11 +46,21 @@ def test_intensity_schemes_equal_numpy():
 
 
 def test_image_and_label_on_other_grids_is_one_line_naming_the_file():
-    image = MetaTensor(torch.zeros(1, 8, 8, 4), affine=torch.diag(torch.tensor([1.0, 1.0, 2.0, 1.0])), meta={"filename_or_obj": "img.nii"})
+    image = MetaTensor(
+        torch.zeros(1, 8, 8, 4),
+        affine=torch.diag(torch.tensor([1.0, 1.0, 2.0, 1.0])),
+        meta={"filename_or_obj": "img.nii"},
+    )
     label = MetaTensor(torch.zeros(1, 8, 8, 3), affine=image.affine, meta={"filename_or_obj": "lab.nii"})
-    with pytest.raises(ValueError, match=r"^lab.nii: label shape \[8, 8, 3\] differs from image shape \[8, 8, 4\] \(img.nii\)$"):
+    with pytest.raises(
+        ValueError, match=r"^lab.nii: label shape \[8, 8, 3\] differs from image shape \[8, 8, 4\] \(img.nii\)$"
+    ):
         CheckSameGeometryd(["image", "label"])({"image": image, "label": label})
-    flipped = MetaTensor(torch.zeros(1, 8, 8, 4), affine=torch.diag(torch.tensor([-1.0, -1.0, 2.0, 1.0])), meta={"filename_or_obj": "lab.nii"})
+    flipped = MetaTensor(
+        torch.zeros(1, 8, 8, 4),
+        affine=torch.diag(torch.tensor([-1.0, -1.0, 2.0, 1.0])),
+        meta={"filename_or_obj": "lab.nii"},
+    )
     with pytest.raises(ValueError, match="lab.nii: label affine differs"):
         CheckSameGeometryd(["image", "label"])({"image": image, "label": flipped})
     # readers give a 2D image a 3x3 or a 4x4 affine: the same grid either way
@@ -77,8 +93,12 @@ def test_inference_properties_check_passes_with_no_data_present(name, tmp_path):
 
     bundle = BUNDLES_DIR / name
     workflow = ConfigWorkflow(
-        config_file=str(bundle / "configs" / "inference.json"), meta_file=str(bundle / "configs" / "metadata.json"),
-        logging_file=False, workflow_type="infer", bundle_root=str(tmp_path), dataset_dir=str(tmp_path / "no_data_here"),
+        config_file=str(bundle / "configs" / "inference.json"),
+        meta_file=str(bundle / "configs" / "metadata.json"),
+        logging_file=False,
+        workflow_type="infer",
+        bundle_root=str(tmp_path),
+        dataset_dir=str(tmp_path / "no_data_here"),
     )
     workflow.initialize()
     assert not workflow.check_properties()
@@ -125,10 +145,28 @@ def test_a_bundle_run_with_bad_data_stops_with_one_line_naming_the_file(tmp_path
     bundle = BUNDLES_DIR / "unet"
     for folder, message in cases.items():
         proc = forkserver.run(
-            [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(bundle / "configs" / "train.json"),
-             "--meta_file", str(bundle / "configs" / "metadata.json"), "--bundle_root", str(tmp_path / "run"),
-             "--dataset_dir", str(folder), "--num_workers", "0", "--patch_size", "[32,32]", "--train#trainer#max_epochs", "1"],
-            cwd=bundle, timeout=300,
+            [
+                sys.executable,
+                "-m",
+                "monai.bundle",
+                "run",
+                "--config_file",
+                str(bundle / "configs" / "train.json"),
+                "--meta_file",
+                str(bundle / "configs" / "metadata.json"),
+                "--bundle_root",
+                str(tmp_path / "run"),
+                "--dataset_dir",
+                str(folder),
+                "--num_workers",
+                "0",
+                "--patch_size",
+                "[32,32]",
+                "--train#trainer#max_epochs",
+                "1",
+            ],
+            cwd=bundle,
+            timeout=300,
         )
         errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
         assert proc.returncode != 0 and len(errors) == 1 and message in errors[0], (folder, proc.stderr[-2000:])
@@ -142,9 +180,11 @@ def test_importing_the_package_leaves_the_process_excepthook_alone():
     import subprocess
     import sys
 
-    code = ("import sys; hook = sys.excepthook; import monai_ext, monai_ext.apps.segment, monai_ext.bundle, monai_ext.handlers; "
-            "assert sys.excepthook is hook; from monai_ext.errors import install_excepthook, InputError; install_excepthook(); "
-            "raise InputError('case.nii.gz: the problem')")
+    code = (
+        "import sys; hook = sys.excepthook; import monai_ext, monai_ext.apps.segment, monai_ext.bundle, monai_ext.handlers; "
+        "assert sys.excepthook is hook; from monai_ext.errors import install_excepthook, InputError; install_excepthook(); "
+        "raise InputError('case.nii.gz: the problem')"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1 and proc.stderr == "error: case.nii.gz: the problem\n", proc.stderr[-2000:]
 
@@ -159,8 +199,18 @@ def test_every_error_the_package_raises_for_a_user_has_one_root():
     from monai_ext.errors import CheckpointError, MissingPackageError, ReportedError, first_line
     from monai_ext.handlers import TrainingError
 
-    for kind in (InputError, CheckpointError, MissingPackageError, SettingError, ExportError, RenderError, SettingsMismatch,
-                 DatasetCheckError, DatasetLayoutError, TrainingError):
+    for kind in (
+        InputError,
+        CheckpointError,
+        MissingPackageError,
+        SettingError,
+        ExportError,
+        RenderError,
+        SettingsMismatch,
+        DatasetCheckError,
+        DatasetLayoutError,
+        TrainingError,
+    ):
         assert issubclass(kind, ReportedError), kind
     assert first_line(ValueError("first\nsecond")) == "first" and first_line(KeyError()) == "KeyError"
     assert first_line(OSError("a\x1b[2Jb")) == "a\\x1b[2Jb"  # a control character cannot hide what follows it

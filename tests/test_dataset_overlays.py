@@ -9,13 +9,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from conftest import BUNDLES_DIR
 from monai.bundle import ConfigParser
 from monai.transforms import LoadImage
 from PIL import Image
 from test_public_datasets import REPLICAS
 
 from monai_ext.data.public import prepare_dataset
-from conftest import BUNDLES_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 OVERLAYS = ROOT / "datasets"
@@ -89,8 +89,17 @@ def test_overlay_trains_and_infers_on_the_data_sets_own_files(name, tmp_path):
 
 def test_higmisnet_protocols_merge_after_the_shared_overlays():
     folder = BUNDLES_DIR / "higmisnet" / "configs" / "protocols"
-    expected = {"isic2018": [128, 128], "busi": [256, 256], "cvc_clinicdb": [384, 288], "monuseg": [512, 512], "glas": [512, 512],
-                "drive": [512, 512], "montgomery": [256, 256], "promise12": [256, 256], "physionet_ich": [256, 256]}
+    expected = {
+        "isic2018": [128, 128],
+        "busi": [256, 256],
+        "cvc_clinicdb": [384, 288],
+        "monuseg": [512, 512],
+        "glas": [512, 512],
+        "drive": [512, 512],
+        "montgomery": [256, 256],
+        "promise12": [256, 256],
+        "physionet_ich": [256, 256],
+    }
     configs = BUNDLES_DIR / "higmisnet" / "configs"
     for name, size in expected.items():
         parser = ConfigParser()
@@ -98,6 +107,12 @@ def test_higmisnet_protocols_merge_after_the_shared_overlays():
         assert parser.get_parsed_content("patch_size") == size and parser.get_parsed_content("spatial_dims") == 2, name
         assert all(p % 16 == 0 for p in size)  # four down-samplings
         protocol = json.loads((folder / f"{name}.json").read_text())
-        assert set(protocol) <= {"_desc_", "patch_size", "resize", "pixdim", "spatial_dims"}  # only what the paper changes
+        assert set(protocol) <= {
+            "_desc_",
+            "patch_size",
+            "resize",
+            "pixdim",
+            "spatial_dims",
+        }  # only what the paper changes
     assert "slices=true" in json.loads((folder / "physionet_ich.json").read_text())["_desc_"]
     assert "include_normal=false" in json.loads((folder / "busi.json").read_text())["_desc_"]

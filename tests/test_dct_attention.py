@@ -26,7 +26,10 @@ def _scipy_basis_image(size, freq):
     return scipy.fft.idctn(coeffs, norm="ortho")
 
 
-@pytest.mark.parametrize("size,freqs", [((7, 7), MADGNET_TOP16), ((5, 9), [(0, 0), (4, 8), (2, 3)]), ((4, 6, 5), [(0, 0, 0), (3, 5, 4), (1, 2, 0)])])
+@pytest.mark.parametrize(
+    "size,freqs",
+    [((7, 7), MADGNET_TOP16), ((5, 9), [(0, 0), (4, 8), (2, 3)]), ((4, 6, 5), [(0, 0, 0), (3, 5, 4), (1, 2, 0)])],
+)
 def test_basis_equals_scipy_inverse_dct_of_one_hot(size, freqs):
     basis = dct_basis(size, freqs).double().numpy()
     for image, freq in zip(basis, freqs):

@@ -38,7 +38,13 @@ print(json.dumps({"idle": demo(root / "idle", 1, False), "busy": demo(root / "bu
 
 @pytest.mark.slow
 def test_two_demo_runs_with_the_same_seed_print_the_same_numbers_whatever_the_machine_is_doing(tmp_path):
-    proc = subprocess.run([sys.executable, "-c", DRIVER, str(tmp_path)], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=1200)
+    proc = subprocess.run(
+        [sys.executable, "-c", DRIVER, str(tmp_path)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = json.loads(proc.stdout.strip().splitlines()[-1])
     idle, busy = runs["idle"]["report"], runs["busy"]["report"]

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from monai_ext.data.dicom_export import TRANSFER_SYNTAXES, write_dicom_series
-from monai_ext.errors import InputError
 from monai_ext.data.volume_io import find_cases, read_volume
+from monai_ext.errors import InputError
 
 FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 DICOMDIR_TESTS = FILES / "dicomdirtests"
@@ -42,7 +42,9 @@ def _ge_like_series(folder, jitter=0.05, slices=20, **kwargs):
     affine = _oblique_affine()
     lps = LPS_TO_RAS @ affine
     normal = lps[:3, 2] / np.linalg.norm(lps[:3, 2])
-    positions = [np.round(lps[:3, 3] + k * lps[:3, 2] + rng.uniform(-jitter, jitter) * normal, 2) for k in range(slices)]
+    positions = [
+        np.round(lps[:3, 3] + k * lps[:3, 2] + rng.uniform(-jitter, jitter) * normal, 2) for k in range(slices)
+    ]
     write_dicom_series(image, affine, folder, modality="MR", positions=positions, **kwargs)
     return image, affine
 
@@ -87,7 +89,10 @@ def test_a_missing_slice_is_refused_or_interpolated_when_asked(tmp_path, caplog)
     image = np.random.default_rng(0).integers(0, 500, size=(16, 16, 8)).astype(np.int16)
     write_dicom_series(image, np.diag([-0.5, -0.5, 2.5, 1.0]), tmp_path)
     (tmp_path / "IM0004.dcm").unlink()
-    with pytest.raises(InputError, match=r"1 missing slice\(s\): a 5\.000 mm gap between IM0003\.dcm and IM0005\.dcm where the pitch is 2\.500 mm"):
+    with pytest.raises(
+        InputError,
+        match=r"1 missing slice\(s\): a 5\.000 mm gap between IM0003\.dcm and IM0005\.dcm where the pitch is 2\.500 mm",
+    ):
         read_volume(tmp_path)
     with caplog.at_level(logging.WARNING):
         volume = read_volume(tmp_path, allow_gaps=True)
@@ -120,20 +125,28 @@ def test_a_slice_without_pixel_data_or_truncated_is_refused_naming_the_file(tmp_
     (tmp_path / "b" / "IM0005.dcm").write_bytes(raw[:-100])
     with pytest.raises(InputError, match=r"IM0005\.dcm: .*412.*512"):  # 412 bytes where 16x16 pixels need 512
         read_volume(tmp_path / "b")
-    big = np.random.default_rng(0).integers(0, 500, size=(64, 64, 4)).astype(np.int16)  # pixel data read from its offset
+    big = (
+        np.random.default_rng(0).integers(0, 500, size=(64, 64, 4)).astype(np.int16)
+    )  # pixel data read from its offset
     write_dicom_series(big, np.diag([-0.5, -0.5, 2.5, 1.0]), tmp_path / "c")
     raw = (tmp_path / "c" / "IM0002.dcm").read_bytes()
     (tmp_path / "c" / "IM0002.dcm").write_bytes(raw[:-1000])
-    with pytest.raises(InputError, match=r"IM0002\.dcm: truncated: 7192 bytes of pixel data where 64x64x1 pixels need 8192"):
+    with pytest.raises(
+        InputError, match=r"IM0002\.dcm: truncated: 7192 bytes of pixel data where 64x64x1 pixels need 8192"
+    ):
         read_volume(tmp_path / "c")
-    with pytest.raises(InputError, match=r"MR_truncated\.dcm: .*(decode|truncated|unreadable)"):  # pydicom's real broken file
+    with pytest.raises(
+        InputError, match=r"MR_truncated\.dcm: .*(decode|truncated|unreadable)"
+    ):  # pydicom's real broken file
         read_volume(FILES / "MR_truncated.dcm")
 
 
 @pytest.mark.parametrize("syntax", [s for s in TRANSFER_SYNTAXES if s != "explicit"])
 def test_compressed_series_read_equal_to_uncompressed(tmp_path, syntax):
     rng = np.random.default_rng(0)
-    x, y, z = np.meshgrid(np.arange(64), np.arange(48), np.arange(4), indexing="ij")  # JPEG 2000 needs 32+ pixels a side
+    x, y, z = np.meshgrid(
+        np.arange(64), np.arange(48), np.arange(4), indexing="ij"
+    )  # JPEG 2000 needs 32+ pixels a side
     top = 255 if syntax == "jpeg-baseline" else 2500  # baseline JPEG holds 8 bits
     image = (-1024 + (x + y + 10 * z) * top / 150 + rng.integers(0, top // 50, size=x.shape)).astype(np.int16)
     affine = np.diag([-0.7, -0.7, 2.0, 1.0])
@@ -178,7 +191,15 @@ def _with_geometry(name, folder, order=(3, 1, 0, 2, 4, 5, 9, 6, 8, 7)):
     return path
 
 
-@pytest.mark.parametrize("name", ["emri_small_jpeg_2k_lossless.dcm", "emri_small_RLE.dcm", "emri_small_jpeg_ls_lossless.dcm", "emri_small_big_endian.dcm"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "emri_small_jpeg_2k_lossless.dcm",
+        "emri_small_RLE.dcm",
+        "emri_small_jpeg_ls_lossless.dcm",
+        "emri_small_big_endian.dcm",
+    ],
+)
 def test_a_real_enhanced_mr_reads_equal_in_every_syntax(tmp_path, name):
     plain = read_volume(_with_geometry("emri_small.dcm", tmp_path))
     other = read_volume(_with_geometry(name, tmp_path))
@@ -209,20 +230,26 @@ def test_an_enhanced_ct_made_by_highdicom_reads_as_its_single_frames(tmp_path):
     for ds in sources:  # highdicom's legacy converter takes CT
         ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
         ds.Modality = "CT"
-    enhanced = hd.legacy.LegacyConvertedEnhancedCTImage(sources, series_instance_uid=hd.UID(), series_number=2,
-                                                        sop_instance_uid=hd.UID(), instance_number=1)
+    enhanced = hd.legacy.LegacyConvertedEnhancedCTImage(
+        sources, series_instance_uid=hd.UID(), series_number=2, sop_instance_uid=hd.UID(), instance_number=1
+    )
     enhanced.save_as(tmp_path / "enhanced.dcm")
     multi = read_volume(tmp_path / "enhanced.dcm")
     np.testing.assert_array_equal(multi.image[0].numpy(), image)
-    np.testing.assert_allclose(multi.image.affine.numpy(), read_volume(tmp_path / "single").image.affine.numpy(), atol=1e-6)
+    np.testing.assert_allclose(
+        multi.image.affine.numpy(), read_volume(tmp_path / "single").image.affine.numpy(), atol=1e-6
+    )
 
 
 def test_several_series_are_listed_chosen_or_each_segmented(tmp_path):
     study = tmp_path / "study"  # one folder, two series, as a PACS export or a CD often holds them
     shutil.copytree(CT5N, study)
     _ge_like_series(study, series_description="T2 AX", series_number=7, file_name=lambda k: f"MR{k:03d}")
-    with pytest.raises(InputError, match=r"study: 2 DICOM series; choose one with --series UID or segment each with --each-series: "
-                                         r".*\(#5 CT 'SmartScore - Gated 0.5 sec', 5 image\(s\)\); .*\(#7 MR 'T2 AX', 20 image\(s\)\)"):
+    with pytest.raises(
+        InputError,
+        match=r"study: 2 DICOM series; choose one with --series UID or segment each with --each-series: "
+        r".*\(#5 CT 'SmartScore - Gated 0.5 sec', 5 image\(s\)\); .*\(#7 MR 'T2 AX', 20 image\(s\)\)",
+    ):
         find_cases(study)
     mr_uid = pydicom.dcmread(study / "MR000").SeriesInstanceUID
     (case,) = find_cases(study, series=mr_uid)
@@ -246,12 +273,21 @@ def test_a_dicomdir_finds_its_series():
         find_cases(DICOMDIR_TESTS)
 
 
-@pytest.mark.parametrize("name, kind", [("liver.dcm", "Segmentation Storage (SEG)"), ("rtstruct.dcm", "RT Structure Set Storage"),
-                                        ("test-SR.dcm", "Comprehensive SR Storage (SR)"), ("rtplan.dcm", "RT Plan Storage (RTPLAN)"),
-                                        ("waveform_ecg.dcm", "12-lead ECG Waveform Storage (ECG)")])
+@pytest.mark.parametrize(
+    "name, kind",
+    [
+        ("liver.dcm", "Segmentation Storage (SEG)"),
+        ("rtstruct.dcm", "RT Structure Set Storage"),
+        ("test-SR.dcm", "Comprehensive SR Storage (SR)"),
+        ("rtplan.dcm", "RT Plan Storage (RTPLAN)"),
+        ("waveform_ecg.dcm", "12-lead ECG Waveform Storage (ECG)"),
+    ],
+)
 def test_non_image_objects_are_refused_naming_what_they_are(tmp_path, name, kind):
     path = pydicom.data.get_testdata_file(name)
-    with pytest.raises(InputError, match=rf"{re.escape(name)}: not an image: {re.escape(kind)}.*give the image series instead"):
+    with pytest.raises(
+        InputError, match=rf"{re.escape(name)}: not an image: {re.escape(kind)}.*give the image series instead"
+    ):
         read_volume(path)
     folder = tmp_path / "folder"  # in a folder beside a series, left out with a log line
     shutil.copytree(CT5N, folder)
@@ -268,7 +304,9 @@ def test_a_presentation_state_is_refused(tmp_path):
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = pydicom.uid.generate_uid()
     ds.Modality, ds.SeriesInstanceUID = "PR", pydicom.uid.generate_uid()
     ds.save_as(tmp_path / "pr.dcm", enforce_file_format=True)
-    with pytest.raises(InputError, match=r"pr\.dcm: not an image: Grayscale Softcopy Presentation State Storage \(PR\)"):
+    with pytest.raises(
+        InputError, match=r"pr\.dcm: not an image: Grayscale Softcopy Presentation State Storage \(PR\)"
+    ):
         read_volume(tmp_path / "pr.dcm")
 
 
@@ -286,12 +324,20 @@ def test_a_projection_image_reads_as_a_2d_image_with_its_pixel_spacing(name):
     pixels are colour (YBR and palette colour converted), as pydicom decodes it."""
     from pydicom.pixels import apply_color_lut
 
-    path = next((DICOMDIR_TESTS / "77654033" / "CR1").iterdir()) if name == "CR" else Path(pydicom.data.get_testdata_file(name))
+    path = (
+        next((DICOMDIR_TESTS / "77654033" / "CR1").iterdir())
+        if name == "CR"
+        else Path(pydicom.data.get_testdata_file(name))
+    )
     volume = read_volume(path, min_dims=2)
     ds = pydicom.dcmread(path)
     pixels = apply_color_lut(ds.pixel_array, ds) if ds.PhotometricInterpretation == "PALETTE COLOR" else ds.pixel_array
     expected = np.moveaxis(pixels, -1, 0).transpose(0, 2, 1) if pixels.ndim == 3 else pixels.T[None]
-    np.testing.assert_allclose(volume.image.numpy(), expected * float(ds.get("RescaleSlope", 1)) + float(ds.get("RescaleIntercept", 0)), rtol=1e-6)
+    np.testing.assert_allclose(
+        volume.image.numpy(),
+        expected * float(ds.get("RescaleSlope", 1)) + float(ds.get("RescaleIntercept", 0)),
+        rtol=1e-6,
+    )
     assert volume.geometry.planar and volume.image.affine.shape == (3, 3)
     with pytest.raises(InputError, match="not a volume"):
         read_volume(path)  # a 3D bundle needs a volume

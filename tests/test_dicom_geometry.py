@@ -21,13 +21,12 @@ import numpy as np
 import pydicom
 import pydicom.data
 import pytest
+from test_dicom import DICOMDIR_TESTS, FILES, LPS_TO_RAS, _with_geometry
 
 from monai_ext.data import dicom
 from monai_ext.data.dicom_export import write_dicom_series
-from monai_ext.errors import InputError
 from monai_ext.data.volume_io import read_volume
-
-from test_dicom import DICOMDIR_TESTS, FILES, LPS_TO_RAS, _with_geometry
+from monai_ext.errors import InputError
 
 GE_PITCH = 6.972  # a real oblique GE MR series that the median-gap fit refused (issue 28)
 
@@ -57,7 +56,9 @@ def _rounded_series(folder, slices, decimals, pitch=GE_PITCH, size=(8, 6)):
 
 def _grid(volume, slices):
     """Where the volume puts the centre of voxel (0, 0, k) for every k, in LPS."""
-    ras = volume.image.affine.numpy() @ np.stack([np.zeros(slices), np.zeros(slices), np.arange(slices), np.ones(slices)])
+    ras = volume.image.affine.numpy() @ np.stack(
+        [np.zeros(slices), np.zeros(slices), np.arange(slices), np.ones(slices)]
+    )
     return (LPS_TO_RAS @ ras)[:3].T
 
 
@@ -102,7 +103,9 @@ def test_a_stray_slice_in_a_long_rounded_series_is_refused_naming_it(tmp_path, w
 def test_a_missing_slice_in_a_long_rounded_series_is_a_gap_not_a_drift(tmp_path):
     _rounded_series(tmp_path, 300, 1)
     (tmp_path / "IM0281.dcm").unlink()
-    with pytest.raises(InputError, match=r"1 missing slice\(s\): a 13\.9\d\d mm gap between IM0280\.dcm and IM0282\.dcm"):
+    with pytest.raises(
+        InputError, match=r"1 missing slice\(s\): a 13\.9\d\d mm gap between IM0280\.dcm and IM0282\.dcm"
+    ):
         read_volume(tmp_path)
     assert read_volume(tmp_path, allow_gaps=True).geometry.index[-1] == 299
 
@@ -111,15 +114,21 @@ def test_a_missing_slice_in_a_long_rounded_series_is_a_gap_not_a_drift(tmp_path)
 # dcm2niix, the independent reference
 
 DCM2NIIX = shutil.which("dcm2niix")
-needs_dcm2niix = pytest.mark.skipif(DCM2NIIX is None, reason="dcm2niix is not installed (.ci/run installs Debian's dcm2niix)")
+needs_dcm2niix = pytest.mark.skipif(
+    DCM2NIIX is None, reason="dcm2niix is not installed (.ci/run installs Debian's dcm2niix)"
+)
 PYDICOM_DATA = Path(pydicom.data.get_testdata_file("emri_small.dcm")).parent
 
 
 def _dcm2niix(folder: Path, out: Path):
     """dcm2niix on ``folder``: its NIfTI files (name -> image) and what it printed."""
     out.mkdir(parents=True)
-    proc = subprocess.run([DCM2NIIX, "-z", "n", "-b", "n", "-f", "out", "-o", str(out), str(folder)], capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [DCM2NIIX, "-z", "n", "-b", "n", "-f", "out", "-o", str(out), str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return {p.name: nib.load(str(p)) for p in sorted(out.glob("*.nii"))}, proc.stdout + proc.stderr
 
@@ -232,14 +241,18 @@ def test_with_rounded_positions_dcm2niix_differs_only_by_taking_the_first_gap_as
     written, printed = _dcm2niix(tmp_path / "in", tmp_path / "d2n")
     assert len(written) == 1, printed
     (theirs,) = written.values()
-    first, second = (np.array(pydicom.dcmread(tmp_path / "in" / f"IM{k:04d}.dcm").ImagePositionPatient, dtype=float) for k in (1, 2))
+    first, second = (
+        np.array(pydicom.dcmread(tmp_path / "in" / f"IM{k:04d}.dcm").ImagePositionPatient, dtype=float) for k in (1, 2)
+    )
     gap = float(np.linalg.norm(second - first))
     shape = tuple(volume.image.shape[1:])
     assert sorted(shape) == sorted(theirs.shape)
     predicted = volume.image.affine.numpy().copy()
     predicted[:3, 2] *= gap / volume.geometry.pitch
     assert _corner_distance(_corners(predicted, shape), _corners(theirs.affine, theirs.shape)) < 0.1
-    last = np.linalg.norm((LPS_TO_RAS @ np.append(truth[-1], 1))[:3] - predicted[:3, :3] @ [0, 0, slices - 1] - predicted[:3, 3])
+    last = np.linalg.norm(
+        (LPS_TO_RAS @ np.append(truth[-1], 1))[:3] - predicted[:3, :3] @ [0, 0, slices - 1] - predicted[:3, 3]
+    )
     assert last == pytest.approx((slices - 1) * abs(GE_PITCH - gap), abs=0.1)
 
 

@@ -10,14 +10,13 @@ import numpy as np
 import pydicom
 import pytest
 import torch
+from conftest import SMALL_3D
+from test_dicom import CT5N, _ge_like_series
 
 from monai_ext.apps import segment
 from monai_ext.data.dicom_export import write_dicom_series
 from monai_ext.data.dicom_seg import coded_concepts, write_dicom_seg, write_rtstruct
 from monai_ext.data.volume_io import read_volume
-
-from conftest import SMALL_3D
-from test_dicom import CT5N, _ge_like_series
 
 NAMES = {0: "background", 1: "liver", 2: "lesion"}
 
@@ -34,7 +33,9 @@ def _seg_frames(path, volume):
     """The SEG read back by highdicom, as a label map on the volume's grid (slice k = grid slice k)."""
     seg = hd.seg.segread(path)
     uids = [h.SOPInstanceUID for h in volume.series.headers]
-    frames = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, combine_segments=True, skip_overlap_checks=True)
+    frames = seg.get_pixels_by_source_instance(
+        source_sop_instance_uids=uids, combine_segments=True, skip_overlap_checks=True
+    )
     by_path = {str(s.path): k for s, k in zip(volume.geometry.slices, volume.geometry.index)}
     labels = np.zeros(volume.geometry.shape, dtype=np.int32)
     for frame, header in zip(frames, volume.series.headers):
@@ -63,7 +64,9 @@ def test_a_seg_of_a_real_ct_validates_and_reads_back_onto_the_source_slices(tmp_
 
 def test_the_seg_geometry_is_the_fitted_series_not_a_stale_header(tmp_path, dciodvfy):
     _ge_like_series(tmp_path / "ge")
-    for p in (tmp_path / "ge").iterdir():  # a header field that disagrees with the slice positions, as seen on a real GE series
+    for p in (
+        tmp_path / "ge"
+    ).iterdir():  # a header field that disagrees with the slice positions, as seen on a real GE series
         ds = pydicom.dcmread(p)
         ds.SpacingBetweenSlices = 2.0
         ds.save_as(p)
@@ -95,16 +98,20 @@ def test_a_seg_of_a_multi_frame_source_validates(tmp_path, dciodvfy):
     for ds in sources:
         ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
         ds.Modality = "CT"
-    hd.legacy.LegacyConvertedEnhancedCTImage(sources, series_instance_uid=hd.UID(), series_number=2, sop_instance_uid=hd.UID(),
-                                             instance_number=1).save_as(tmp_path / "enhanced.dcm")
+    hd.legacy.LegacyConvertedEnhancedCTImage(
+        sources, series_instance_uid=hd.UID(), series_number=2, sop_instance_uid=hd.UID(), instance_number=1
+    ).save_as(tmp_path / "enhanced.dcm")
     volume = read_volume(tmp_path / "enhanced.dcm")
     labels = _labels(volume)
     path = write_dicom_seg(labels, volume, NAMES, tmp_path / "seg.dcm")
     dciodvfy(path)
     seg = hd.seg.segread(path)
-    frames = seg.get_pixels_by_source_frame(source_sop_instance_uid=volume.series.headers[0].SOPInstanceUID,
-                                            source_frame_numbers=[s.frame + 1 for s in volume.geometry.slices],
-                                            combine_segments=True, skip_overlap_checks=True)
+    frames = seg.get_pixels_by_source_frame(
+        source_sop_instance_uid=volume.series.headers[0].SOPInstanceUID,
+        source_frame_numbers=[s.frame + 1 for s in volume.geometry.slices],
+        combine_segments=True,
+        skip_overlap_checks=True,
+    )
     expected = np.stack([labels.numpy()[:, :, k].T for k in volume.geometry.index])
     np.testing.assert_array_equal(frames, expected)
 
@@ -123,7 +130,9 @@ def _fill_contours(ds, volume, name):
         header = by_uid[contour.ContourImageSequence[0].ReferencedSOPInstanceUID]
         orientation = np.array(header.ImageOrientationPatient, dtype=float)
         dy, dx = (float(v) for v in header.PixelSpacing)
-        offsets = np.array(contour.ContourData, dtype=float).reshape(-1, 3) - np.array(header.ImagePositionPatient, dtype=float)
+        offsets = np.array(contour.ContourData, dtype=float).reshape(-1, 3) - np.array(
+            header.ImagePositionPatient, dtype=float
+        )
         pixels = np.stack([offsets @ orientation[:3] / dx, offsets @ orientation[3:] / dy], axis=1)
         plane = np.zeros((header.Rows, header.Columns), dtype=np.uint8)
         cv2.fillPoly(plane, [np.rint(pixels).astype(np.int32)], 1)
@@ -142,20 +151,31 @@ def test_an_rtstruct_validates_and_its_contours_fill_back_to_the_mask(tmp_path, 
     dciodvfy(path)
     ds = pydicom.dcmread(path)
     assert ds.Modality == "RTSTRUCT" and [r.ROIName for r in ds.StructureSetROISequence] == ["liver", "lesion"]
-    assert ds.ReferencedFrameOfReferenceSequence[0].RTReferencedStudySequence[0].RTReferencedSeriesSequence[0].SeriesInstanceUID == volume.series.uid
+    assert (
+        ds.ReferencedFrameOfReferenceSequence[0]
+        .RTReferencedStudySequence[0]
+        .RTReferencedSeriesSequence[0]
+        .SeriesInstanceUID
+        == volume.series.uid
+    )
     for value, name in ((1, "liver"), (2, "lesion")):
         np.testing.assert_array_equal(_fill_contours(ds, volume, name), labels.numpy() == value)
 
 
 @pytest.mark.parametrize("name", ["SC_rgb.dcm", "US1_UNCR.dcm", "CR"])
 def test_a_seg_of_a_projection_image_validates(tmp_path, dciodvfy, name):
-    path = next((CT5N.parents[1] / "77654033" / "CR1").iterdir()) if name == "CR" else pydicom.data.get_testdata_file(name)
+    path = (
+        next((CT5N.parents[1] / "77654033" / "CR1").iterdir()) if name == "CR" else pydicom.data.get_testdata_file(name)
+    )
     volume = read_volume(path, min_dims=2)
     labels = (volume.image[0] > volume.image[0].float().mean()).to(torch.int32)
     seg = write_dicom_seg(labels, volume, NAMES, tmp_path / "seg.dcm")
     dciodvfy(seg)
-    frames = hd.seg.segread(seg).get_pixels_by_source_instance(source_sop_instance_uids=[volume.series.headers[0].SOPInstanceUID],
-                                                               combine_segments=True, skip_overlap_checks=True)
+    frames = hd.seg.segread(seg).get_pixels_by_source_instance(
+        source_sop_instance_uids=[volume.series.headers[0].SOPInstanceUID],
+        combine_segments=True,
+        skip_overlap_checks=True,
+    )
     np.testing.assert_array_equal(frames[0].T, labels.numpy())
 
 
@@ -174,8 +194,15 @@ def test_segment_writes_seg_and_rtstruct_that_validate(random_unet_3d, tmp_path,
     mask = np.asarray(nib.load(str(nifti.output)).dataobj)
     volume = read_volume(series)
     for output_format in ("dicom-seg", "rtstruct"):
-        (result,) = segment(random_unet_3d, series, tmp_path / output_format, device="cpu", output_format=output_format,
-                            overrides=SMALL_3D, progress=False)
+        (result,) = segment(
+            random_unet_3d,
+            series,
+            tmp_path / output_format,
+            device="cpu",
+            output_format=output_format,
+            overrides=SMALL_3D,
+            progress=False,
+        )
         assert result.error is None and result.output.name == "ct_seg.dcm", result.error
         dciodvfy(result.output)
     np.testing.assert_array_equal(_seg_frames(tmp_path / "dicom-seg" / "ct_seg.dcm", volume)[1], mask)

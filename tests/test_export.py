@@ -12,14 +12,19 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import BUNDLES_DIR
 from monai.bundle import ConfigParser
 
 from monai_ext.bundle import with_record
 from monai_ext.bundle.export import ExportError, export_bundle
-from conftest import BUNDLES_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCE = {"name": "PROMISE12", "url": "https://promise12.grand-challenge.org/", "terms": None, "citation": "Litjens G. et al. 2014."}
+SOURCE = {
+    "name": "PROMISE12",
+    "url": "https://promise12.grand-challenge.org/",
+    "terms": None,
+    "citation": "Litjens G. et al. 2014.",
+}
 
 
 def _trained(name: str, root: Path, settings: dict, metric: float = 0.81) -> Path:
@@ -28,12 +33,19 @@ def _trained(name: str, root: Path, settings: dict, metric: float = 0.81) -> Pat
     parser.read_config(str(BUNDLES_DIR / name / "configs" / "inference.json"))
     parser.update(settings)
     net = parser.get_parsed_content("network_def")
-    recorded = {k: settings.get(k, parser.get_parsed_content(k)) for k in ("spatial_dims", "in_channels", "out_channels", "class_names", "patch_size")}
+    recorded = {
+        k: settings.get(k, parser.get_parsed_content(k))
+        for k in ("spatial_dims", "in_channels", "out_channels", "class_names", "patch_size")
+    }
     (root / "models").mkdir(parents=True)
-    state = with_record(net.state_dict(), recorded, metric={"name": "val_mean_dice", "value": metric, "epoch": 7}, data_source=SOURCE)
+    state = with_record(
+        net.state_dict(), recorded, metric={"name": "val_mean_dice", "value": metric, "epoch": 7}, data_source=SOURCE
+    )
     torch.save(state, root / "models" / "model.pt")
     (root / "eval").mkdir()
-    (root / "eval" / "metrics_summary.json").write_text(json.dumps({"cases": 3, "metrics": {"dice_prostate": {"mean": 0.8123, "std": 0.1}}}))
+    (root / "eval" / "metrics_summary.json").write_text(
+        json.dumps({"cases": 3, "metrics": {"dice_prostate": {"mean": 0.8123, "std": 0.1}}})
+    )
     return root / "models" / "model.pt"
 
 
@@ -45,26 +57,58 @@ w = ConfigWorkflow(config_file="configs/inference.json", meta_file="configs/meta
                    workflow_type="infer", bundle_root=".", dataset_dir="/nonexistent")
 w.initialize()
 assert not w.check_properties(), w.check_properties()
-verify_net_in_out(net_id="network_def", meta_file="configs/metadata.json", config_file="configs/inference.json", bundle_root=".", device="cpu")
+verify_net_in_out(
+    net_id="network_def", meta_file="configs/metadata.json", config_file="configs/inference.json", bundle_root=".", device="cpu"
+)
 import monai_ext
 assert monai_ext.__file__.startswith(sys.argv[1]), monai_ext.__file__
 """
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,settings", [
-    ("madgnet", {"spatial_dims": 2, "patch_size": [64, 64], "out_channels": 2, "class_names": {"0": "background", "1": "prostate"}}),
-    ("medsegdiff", {"spatial_dims": 3, "patch_size": [16, 16, 16], "out_channels": 2, "class_names": {"0": "background", "1": "prostate"}}),
-])
-def test_export_bakes_the_training_into_a_bundle_that_runs_without_monai_ext(name, settings, tmp_path, python_without_monai_ext):
+@pytest.mark.parametrize(
+    "name,settings",
+    [
+        (
+            "madgnet",
+            {
+                "spatial_dims": 2,
+                "patch_size": [64, 64],
+                "out_channels": 2,
+                "class_names": {"0": "background", "1": "prostate"},
+            },
+        ),
+        (
+            "medsegdiff",
+            {
+                "spatial_dims": 3,
+                "patch_size": [16, 16, 16],
+                "out_channels": 2,
+                "class_names": {"0": "background", "1": "prostate"},
+            },
+        ),
+    ],
+)
+def test_export_bakes_the_training_into_a_bundle_that_runs_without_monai_ext(
+    name, settings, tmp_path, python_without_monai_ext
+):
     weights = _trained(name, tmp_path / "run", settings)
-    out = export_bundle(BUNDLES_DIR / name, tmp_path / f"{name}_prostate", checkpoint=weights, large_files_url="https://example.org/b")
+    out = export_bundle(
+        BUNDLES_DIR / name, tmp_path / f"{name}_prostate", checkpoint=weights, large_files_url="https://example.org/b"
+    )
     inference = json.loads((out / "configs" / "inference.json").read_text())
-    assert "trained" not in inference and not [k for k, v in inference.items() if isinstance(v, str) and "@trained" in v]
+    assert "trained" not in inference and not [
+        k for k, v in inference.items() if isinstance(v, str) and "@trained" in v
+    ]
     assert inference["spatial_dims"] == settings["spatial_dims"] and inference["class_names"] == settings["class_names"]
-    assert inference["dataset_dir"] == json.loads((BUNDLES_DIR / name / "configs" / "inference.json").read_text())["dataset_dir"]
+    assert (
+        inference["dataset_dir"]
+        == json.loads((BUNDLES_DIR / name / "configs" / "inference.json").read_text())["dataset_dir"]
+    )
     train = json.loads((out / "configs" / "train.json").read_text())
-    assert train["patch_size"] == settings["patch_size"] and train["out_channels"] == 2  # fine-tuning starts from the same settings
+    assert (
+        train["patch_size"] == settings["patch_size"] and train["out_channels"] == 2
+    )  # fine-tuning starts from the same settings
     meta = json.loads((out / "configs" / "metadata.json").read_text())
     assert meta["version"] == "0.2.1" and "val_mean_dice 0.8100" in meta["changelog"]["0.2.1"]
     assert meta["network_data_format"]["outputs"]["pred"]["channel_def"] == settings["class_names"]
@@ -76,12 +120,21 @@ def test_export_bakes_the_training_into_a_bundle_that_runs_without_monai_ext(nam
     if (out / "models" / "model.pt").stat().st_size > 25 * 1024 * 1024:  # MADGNet: 33 M parameters
         (entry,) = yaml.safe_load(large.read_text())["large_files"]
         assert entry["path"] == "models/model.pt" and entry["url"] == "https://example.org/b/models/model.pt"
-        assert entry["hash_type"] == "sha256" and entry["hash_val"] == hashlib.sha256((out / "models" / "model.pt").read_bytes()).hexdigest()
+        assert (
+            entry["hash_type"] == "sha256"
+            and entry["hash_val"] == hashlib.sha256((out / "models" / "model.pt").read_bytes()).hexdigest()
+        )
     else:
         assert not large.exists()
     assert not any(p.stat().st_size > 1024 * 1024 for p in out.rglob("*") if p.is_file() and p.parent.name != "models")
-    proc = subprocess.run([str(python_without_monai_ext), "-c", SELF_CHECK, str(out)], capture_output=True, text=True, cwd=out, timeout=600,
-                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    proc = subprocess.run(
+        [str(python_without_monai_ext), "-c", SELF_CHECK, str(out)],
+        capture_output=True,
+        text=True,
+        cwd=out,
+        timeout=600,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
@@ -104,10 +157,25 @@ ZOO_CI = os.environ.get("MONAI_EXT_ZOO_CI")
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not ZOO_CI, reason="set MONAI_EXT_ZOO_CI to the model zoo's ci/ folder (its code is not part of this repository)")
+@pytest.mark.skipif(
+    not ZOO_CI, reason="set MONAI_EXT_ZOO_CI to the model zoo's ci/ folder (its code is not part of this repository)"
+)
 def test_the_model_zoos_verify_bundle_passes_on_an_export(tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "zoo" / "check_export.py"), "--zoo-ci", ZOO_CI, "--bundles", "unet",
-                           "--work", str(tmp_path)], capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "zoo" / "check_export.py"),
+            "--zoo-ci",
+            ZOO_CI,
+            "--bundles",
+            "unet",
+            "--work",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 

@@ -63,7 +63,9 @@ def test_gradients_reach_the_weight_map_and_the_input_and_an_optimiser_updates_i
     assert torch.autograd.gradcheck(layer, (x,))
     with torch.no_grad():
         layer.weight.normal_()
-    assert torch.autograd.gradcheck(lambda w: torch.func.functional_call(layer, {"weight": w}, (x,)), (layer.weight.detach().requires_grad_(),))
+    assert torch.autograd.gradcheck(
+        lambda w: torch.func.functional_call(layer, {"weight": w}, (x,)), (layer.weight.detach().requires_grad_(),)
+    )
     before = layer.weight.detach().clone()
     opt = torch.optim.Adam(layer.parameters(), lr=0.1)
     layer(x).square().sum().backward()

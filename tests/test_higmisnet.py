@@ -69,12 +69,17 @@ def test_the_fusion_really_uses_the_dwt_subbands():
 
 
 def test_without_image_subbands_the_encoder_fuses_only_its_own_subbands():
-    with_image, without = HiGMISGenerator(2, 1, 2, filters=8), HiGMISGenerator(2, 1, 2, filters=8, use_image_subbands=False)
+    with_image, without = (
+        HiGMISGenerator(2, 1, 2, filters=8),
+        HiGMISGenerator(2, 1, 2, filters=8, use_image_subbands=False),
+    )
     assert sum(p.numel() for p in without.parameters()) < sum(p.numel() for p in with_image.parameters())
     without.image_pyramid = None  # never called
     x = torch.randn(1, 1, 32, 32)
     assert without(x).shape == (1, 2, 32, 32)
-    assert torch.jit.script(HiGMISGenerator(2, 1, 2, filters=4, levels=3, use_image_subbands=False).eval())(x).shape == (1, 2, 32, 32)
+    assert torch.jit.script(HiGMISGenerator(2, 1, 2, filters=4, levels=3, use_image_subbands=False).eval())(
+        x
+    ).shape == (1, 2, 32, 32)
 
 
 def test_multires_block_widths_follow_multiresunet():
@@ -107,8 +112,16 @@ def test_reciprocal_loss_is_zero_on_agreement_symmetric_and_trains_both():
 
 def _trainer(net, disc, data, epochs, handlers=()):
     return ParallelGANTrainer(
-        "cpu", epochs, data, net, disc, torch.optim.Adam(net.parameters(), 1e-3), torch.optim.Adam(disc.parameters(), 1e-3),
-        DiceCELoss(to_onehot_y=True, softmax=True), num_classes=3, train_handlers=list(handlers),
+        "cpu",
+        epochs,
+        data,
+        net,
+        disc,
+        torch.optim.Adam(net.parameters(), 1e-3),
+        torch.optim.Adam(disc.parameters(), 1e-3),
+        DiceCELoss(to_onehot_y=True, softmax=True),
+        num_classes=3,
+        train_handlers=list(handlers),
     )
 
 
@@ -124,8 +137,17 @@ def test_gradient_clipping_acts_before_the_generators_step():
 
     net, disc = _small(), PairedPatchDiscriminator(2, 2, 1, 3, channels=16)
     before = [p.detach().clone() for p in net.parameters()]
-    trainer = ParallelGANTrainer("cpu", 1, _data(1), net, disc, torch.optim.SGD(net.parameters(), 1.0), torch.optim.SGD(disc.parameters(), 1e-3),
-                                 DiceCELoss(to_onehot_y=True, softmax=True), num_classes=3)
+    trainer = ParallelGANTrainer(
+        "cpu",
+        1,
+        _data(1),
+        net,
+        disc,
+        torch.optim.SGD(net.parameters(), 1.0),
+        torch.optim.SGD(disc.parameters(), 1e-3),
+        DiceCELoss(to_onehot_y=True, softmax=True),
+        num_classes=3,
+    )
     GradientClipping(net.parameters(), max_norm=1e-3).attach(trainer)
     trainer.run()
     moved = torch.sqrt(sum(((p.detach() - b) ** 2).sum() for p, b in zip(net.parameters(), before)))
@@ -134,34 +156,60 @@ def test_gradient_clipping_acts_before_the_generators_step():
 
 def test_one_iteration_updates_both_generators_and_both_discriminators():
     net, disc = _small(), PairedPatchDiscriminator(2, 2, 1, 3, channels=16)
-    before = {k: v.clone() for k, v in list(net.state_dict().items()) + [("d." + k, v) for k, v in disc.state_dict().items()]}
+    before = {
+        k: v.clone() for k, v in list(net.state_dict().items()) + [("d." + k, v) for k, v in disc.state_dict().items()]
+    }
     trainer = _trainer(net, disc, _data(1), 1)
     trainer.run()
     for i in range(2):
-        changed = [k for k, v in net.generators[i].named_parameters() if not torch.equal(v, before[f"generators.{i}.{k}"])]
+        changed = [
+            k for k, v in net.generators[i].named_parameters() if not torch.equal(v, before[f"generators.{i}.{k}"])
+        ]
         assert len(changed) > 0.9 * len(list(net.generators[i].parameters()))
-        changed = [k for k, v in disc.discriminators[i].named_parameters() if not torch.equal(v, before[f"d.discriminators.{i}.{k}"])]
+        changed = [
+            k
+            for k, v in disc.discriminators[i].named_parameters()
+            if not torch.equal(v, before[f"d.discriminators.{i}.{k}"])
+        ]
         assert len(changed) == len(list(disc.discriminators[i].parameters()))
-    out = trainer.state.output  # decollated per image, as MONAI's trainers, so that the bundle's handlers work unchanged
+    out = (
+        trainer.state.output
+    )  # decollated per image, as MONAI's trainers, so that the bundle's handlers work unchanged
     assert len(out) == 2 and out[0]["pred"].shape == (3, 32, 32)
-    assert out[0]["g_loss"] == pytest.approx(out[0]["segmentation"] + out[0]["adversarial"] + out[0]["reciprocal"], rel=1e-5)
+    assert out[0]["g_loss"] == pytest.approx(
+        out[0]["segmentation"] + out[0]["adversarial"] + out[0]["reciprocal"], rel=1e-5
+    )
 
 
 def test_a_resumed_training_continues_from_the_saved_iteration(tmp_path):
     data = _data(3)
     net, disc = _small(), PairedPatchDiscriminator(2, 2, 1, 3, channels=16)
     trainer = _trainer(net, disc, data, 2)
-    objects = {"network": net, "discriminator": disc, "g_optimizer": trainer.optimizer, "d_optimizer": trainer.d_optimizer, "trainer": trainer}
+    objects = {
+        "network": net,
+        "discriminator": disc,
+        "g_optimizer": trainer.optimizer,
+        "d_optimizer": trainer.d_optimizer,
+        "trainer": trainer,
+    }
     CheckpointSaver(str(tmp_path), objects, save_final=True, final_filename="last.pt").attach(trainer)
     trainer.run()
     assert trainer.state.iteration == 6
 
     net2, disc2 = _small(), PairedPatchDiscriminator(2, 2, 1, 3, channels=16)
     resumed = _trainer(net2, disc2, data, 3)
-    objects2 = {"network": net2, "discriminator": disc2, "g_optimizer": resumed.optimizer, "d_optimizer": resumed.d_optimizer, "trainer": resumed}
+    objects2 = {
+        "network": net2,
+        "discriminator": disc2,
+        "g_optimizer": resumed.optimizer,
+        "d_optimizer": resumed.d_optimizer,
+        "trainer": resumed,
+    }
     CheckpointLoader(str(tmp_path / "last.pt"), objects2).attach(resumed)
     restored = {}
-    resumed.add_event_handler(Events.STARTED, lambda e: restored.update({k: v.clone() for k, v in net2.state_dict().items()}))
+    resumed.add_event_handler(
+        Events.STARTED, lambda e: restored.update({k: v.clone() for k, v in net2.state_dict().items()})
+    )
     seen = []
     resumed.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.append(e.state.iteration))
     resumed.run()
@@ -173,15 +221,38 @@ def test_a_resumed_training_continues_from_the_saved_iteration(tmp_path):
 def test_d_steps_updates_the_discriminators_that_many_times_per_generator_update():
     net, disc = _small(), PairedPatchDiscriminator(2, 2, 1, 3, channels=16)
     g_opt, d_opt = torch.optim.Adam(net.parameters()), torch.optim.Adam(disc.parameters())
-    ParallelGANTrainer("cpu", 1, _data(1), net, disc, g_opt, d_opt, DiceCELoss(to_onehot_y=True, softmax=True), num_classes=3,
-                       d_steps=3).run()
-    assert {int(s["step"]) for s in d_opt.state.values()} == {3} and {int(s["step"]) for s in g_opt.state.values()} == {1}
+    ParallelGANTrainer(
+        "cpu",
+        1,
+        _data(1),
+        net,
+        disc,
+        g_opt,
+        d_opt,
+        DiceCELoss(to_onehot_y=True, softmax=True),
+        num_classes=3,
+        d_steps=3,
+    ).run()
+    assert {int(s["step"]) for s in d_opt.state.values()} == {3} and {int(s["step"]) for s in g_opt.state.values()} == {
+        1
+    }
 
 
 def test_adversarial_and_reciprocal_terms_can_be_switched_off():
     net, disc = _small(), PairedPatchDiscriminator(2, 2, 1, 3, channels=16)
-    trainer = ParallelGANTrainer("cpu", 1, _data(1), net, disc, torch.optim.Adam(net.parameters()), torch.optim.Adam(disc.parameters()),
-                                 DiceCELoss(to_onehot_y=True, softmax=True), num_classes=3, adversarial_weight=0.0, reciprocal_weight=0.0)
+    trainer = ParallelGANTrainer(
+        "cpu",
+        1,
+        _data(1),
+        net,
+        disc,
+        torch.optim.Adam(net.parameters()),
+        torch.optim.Adam(disc.parameters()),
+        DiceCELoss(to_onehot_y=True, softmax=True),
+        num_classes=3,
+        adversarial_weight=0.0,
+        reciprocal_weight=0.0,
+    )
     trainer.run()
     out = trainer.state.output[0]
     assert out["g_loss"] == pytest.approx(out["segmentation"], rel=1e-5)
@@ -209,7 +280,9 @@ def test_bad_configuration():
     with pytest.raises(ValueError, match="one discriminator per generator"):
         _trainer(_small(), PairedPatchDiscriminator(3, 2, 1, 3, channels=16), _data(1), 1)
     with pytest.raises(ValueError, match=r"too small for num_layers_d=3 \(each side needs >= 32\)"):
-        PairedPatchDiscriminator(2, 2, 1, 3, channels=8, num_layers_d=3)(torch.zeros(1, 1, 16, 16), torch.zeros(1, 2, 3, 16, 16))
+        PairedPatchDiscriminator(2, 2, 1, 3, channels=8, num_layers_d=3)(
+            torch.zeros(1, 1, 16, 16), torch.zeros(1, 2, 3, 16, 16)
+        )
 
 
 def test_monai_early_stopping_stops_the_adversarial_training():

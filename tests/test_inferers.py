@@ -39,7 +39,9 @@ def _assert_argmax_equal(labels, logits, margin=1e-4):
 
 
 @pytest.mark.parametrize("shape,roi", CASES)
-@pytest.mark.parametrize("overlap,mode,batch", list(itertools.product([0.0, 0.25, 0.6], ["constant", "gaussian"], [1, 4])))
+@pytest.mark.parametrize(
+    "overlap,mode,batch", list(itertools.product([0.0, 0.25, 0.6], ["constant", "gaussian"], [1, 4]))
+)
 def test_equals_monai(shape, roi, overlap, mode, batch):
     x = torch.randn(shape)
     net = _net(shape)
@@ -50,7 +52,9 @@ def test_equals_monai(shape, roi, overlap, mode, batch):
         labels = StreamingSlidingWindowInferer(roi, batch, overlap, mode, output="labels", buffer_dim=axis)(x, net)
         assert labels.dtype == torch.uint8 and labels.shape == (shape[0], 1) + shape[2:]
         _assert_argmax_equal(labels, ref)
-        probs = StreamingSlidingWindowInferer(roi, batch, overlap, mode, output="probabilities", buffer_dim=axis)(x, net)
+        probs = StreamingSlidingWindowInferer(roi, batch, overlap, mode, output="probabilities", buffer_dim=axis)(
+            x, net
+        )
         assert probs.dtype == torch.float16
         torch.testing.assert_close(probs.float(), ref.softmax(1), atol=2e-3, rtol=0)
 
@@ -58,11 +62,15 @@ def test_equals_monai(shape, roi, overlap, mode, batch):
 def test_sigmoid_outputs_and_padding_modes():
     x = torch.randn(1, 2, 9, 11, 7)
     ref = sliding_window_inference(x, (8, 8, 8), 2, NET3, 0.5, "gaussian", padding_mode="replicate")
-    inf = StreamingSlidingWindowInferer((8, 8, 8), 2, 0.5, "gaussian", padding_mode="replicate", output="labels", activation="sigmoid")
+    inf = StreamingSlidingWindowInferer(
+        (8, 8, 8), 2, 0.5, "gaussian", padding_mode="replicate", output="labels", activation="sigmoid"
+    )
     labels = inf(x, NET3)
     decided = ref.abs() > 1e-4
     assert labels.dtype == torch.uint8 and torch.equal(labels[decided], (ref > 0).to(torch.uint8)[decided])
-    probs = StreamingSlidingWindowInferer((8, 8, 8), 2, 0.5, "gaussian", padding_mode="replicate", output="probabilities", activation="sigmoid")(x, NET3)
+    probs = StreamingSlidingWindowInferer(
+        (8, 8, 8), 2, 0.5, "gaussian", padding_mode="replicate", output="probabilities", activation="sigmoid"
+    )(x, NET3)
     torch.testing.assert_close(probs.float(), ref.sigmoid(), atol=2e-3, rtol=0)
 
 
@@ -130,8 +138,14 @@ def test_scan_interval_is_the_window_stride_of_monais_grid():
 
 def test_a_2d_window_on_a_volume_keeps_metadata_and_reduces_to_labels():
     volume = torch.randn(2, 1, 10, 12, 7)
-    labels = StreamingSlidingWindowInferer((8, 8), 4, output="labels")(MetaTensor(volume, affine=torch.eye(4) * 2), NET2)
-    assert labels.shape == (2, 1, 10, 12, 7) and labels.dtype == torch.uint8 and torch.equal(labels.affine, torch.eye(4, dtype=torch.float64) * 2)
+    labels = StreamingSlidingWindowInferer((8, 8), 4, output="labels")(
+        MetaTensor(volume, affine=torch.eye(4) * 2), NET2
+    )
+    assert (
+        labels.shape == (2, 1, 10, 12, 7)
+        and labels.dtype == torch.uint8
+        and torch.equal(labels.affine, torch.eye(4, dtype=torch.float64) * 2)
+    )
 
 
 def test_bad_arguments_and_inputs():
@@ -159,7 +173,9 @@ def test_cuda_gpu_resident_and_cpu_resident_equal_monai(output):
     ref = sliding_window_inference(x.cuda(), (16, 16, 16), 4, net, 0.5, "gaussian").cpu()
     expected = {"logits": ref, "labels": ref, "probabilities": ref.softmax(1)}[output]
     for inputs, kwargs in ((x.cuda(), {}), (x, {"sw_device": "cuda", "device": "cpu"})):
-        out = StreamingSlidingWindowInferer((16, 16, 16), 4, 0.5, "gaussian", output=output, **kwargs)(inputs, net).cpu()
+        out = StreamingSlidingWindowInferer((16, 16, 16), 4, 0.5, "gaussian", output=output, **kwargs)(
+            inputs, net
+        ).cpu()
         if output == "labels":
             _assert_argmax_equal(out, expected)
         else:

@@ -31,7 +31,13 @@ def test_output_shapes_at_the_paper_size():
     with torch.no_grad():
         assert net(torch.randn(1, 3, 352, 352)).shape == (1, 1, 352, 352)
         features = net.encoder(torch.randn(1, 3, 352, 352))
-    assert [tuple(f.shape[1:]) for f in features] == [(64, 176, 176), (256, 88, 88), (512, 44, 44), (1024, 22, 22), (2048, 11, 11)]
+    assert [tuple(f.shape[1:]) for f in features] == [
+        (64, 176, 176),
+        (256, 88, 88),
+        (512, 44, 44),
+        (1024, 22, 22),
+        (2048, 11, 11),
+    ]
     net.train()
     out = net(torch.randn(2, 1, 64, 96))  # a grey image is repeated to 3 channels, as officially
     assert out.shape == (2, 4, 3, 1, 64, 96)  # stages x (region, distance, boundary)
@@ -127,9 +133,12 @@ def test_loss_is_the_documented_weighted_sum():
     mask = F.one_hot(label[:, 0], 2).movedim(-1, 1).float()
     distance, boundary = madgnet_targets(mask)
     expected = sum(
-        sw * (task_w[0] * structure_loss(pred[:, i, 0], mask)
-              + task_w[1] * F.mse_loss(torch.sigmoid(pred[:, i, 1]), distance)
-              + task_w[2] * F.binary_cross_entropy_with_logits(pred[:, i, 2], boundary))
+        sw
+        * (
+            task_w[0] * structure_loss(pred[:, i, 0], mask)
+            + task_w[1] * F.mse_loss(torch.sigmoid(pred[:, i, 1]), distance)
+            + task_w[2] * F.binary_cross_entropy_with_logits(pred[:, i, 2], boundary)
+        )
         for i, sw in enumerate(stage_w)
     )
     torch.testing.assert_close(loss, expected)
@@ -144,7 +153,7 @@ def test_pretrained_backbone_from_a_local_file_with_official_names(tmp_path):
     for key, value in source.state_dict().items():  # rename ours to the official / timm names
         key = key.replace("stem.7.", "bn1.").replace("stem.", "conv1.")
         if key.startswith("stages."):
-            stage, rest = key[len("stages."):].split(".", 1)
+            stage, rest = key[len("stages.") :].split(".", 1)
             key = f"layer{int(stage) + 1}.{rest}"
         official[key] = value
     official["fc.weight"] = torch.zeros(1000, 2048)
@@ -184,5 +193,8 @@ def test_compute_at_the_paper_size_is_the_official_models():
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
         net(torch.randn(1, 3, 352, 352))
-    macs = sum(v for op, v in counter.get_flop_counts()["Global"].items() if "convolution" in str(op) or "mm" in str(op)) / 2
+    macs = (
+        sum(v for op, v in counter.get_flop_counts()["Global"].items() if "convolution" in str(op) or "mm" in str(op))
+        / 2
+    )
     assert macs / 1e9 == pytest.approx(21.5, abs=0.1)  # architectures.md 1.8: about 21.5 GMACs

@@ -89,8 +89,13 @@ class _Oracle(torch.nn.Module):
 
 def test_uncertainty_is_zero_where_all_samples_agree():
     image = torch.randn(2, 1, 16, 16)
-    sampler = DiffusionSegmentationInferer(DDIMScheduler(1000, prediction_type="sample"), 10, ensemble=4, seed=0,
-                                           maps=("probability", "variance", "entropy", "staple"))
+    sampler = DiffusionSegmentationInferer(
+        DDIMScheduler(1000, prediction_type="sample"),
+        10,
+        ensemble=4,
+        seed=0,
+        maps=("probability", "variance", "entropy", "staple"),
+    )
     out = sampler(image, _Oracle())
     probability, variance, entropy, consensus = out.unbind(1)
     assert torch.equal(probability, (image[:, 0] > 0).float())
@@ -148,7 +153,9 @@ def test_sliding_window_sampling_of_a_larger_image_is_reproducible():
     out = sampler(image, net)
     assert out.shape == (1, 3, 48, 40)  # probability, variance, entropy
     assert torch.equal(out, sampler(image, net))  # the seed covers every window
-    other = DiffusionSegmentationInferer(DDIMScheduler(1000), 3, ensemble=2, seed=2, roi_size=32, overlap=0.5)(image, net)
+    other = DiffusionSegmentationInferer(DDIMScheduler(1000), 3, ensemble=2, seed=2, roi_size=32, overlap=0.5)(
+        image, net
+    )
     assert not torch.equal(out, other)
 
 
@@ -158,7 +165,9 @@ def test_a_2d_sampler_on_a_volume_samples_each_slice_with_its_own_image():
         for p in net.out.parameters():  # the output layer starts at zero: make the prediction depend on the image
             p.normal_(0, 0.1)
     volume = torch.randn(1, 1, 32, 32, 3)
-    sampler = DiffusionSegmentationInferer(DDIMScheduler(1000), 2, ensemble=2, seed=1, roi_size=[32, 32], sw_batch_size=2)
+    sampler = DiffusionSegmentationInferer(
+        DDIMScheduler(1000), 2, ensemble=2, seed=1, roi_size=[32, 32], sw_batch_size=2
+    )
     out = sampler(volume, net)
     assert out.shape == (1, 3, 32, 32, 3)
     assert torch.equal(out, sampler(volume, net))
@@ -189,8 +198,10 @@ def test_a_tiny_model_overfits_one_image_so_that_sampling_returns_its_mask():
     target_kind = json.loads((BUNDLES_DIR / "medsegdiff" / "configs" / "train.json").read_text())["prediction_type"]
     torch.manual_seed(0)
     image, label = synthetic_case((32, 32), np.random.default_rng(2))
-    batch = {"image": torch.from_numpy(image)[None, None].repeat(4, 1, 1, 1),
-             "label": torch.from_numpy((label > 0).astype(np.int64))[None, None].repeat(4, 1, 1, 1)}
+    batch = {
+        "image": torch.from_numpy(image)[None, None].repeat(4, 1, 1, 1),
+        "label": torch.from_numpy((label > 0).astype(np.int64))[None, None].repeat(4, 1, 1, 1),
+    }
     net = _net()
     prepare = SegmentationDiffusionPrepareBatch(1000, 1, target_kind)
     inferer = DiffusionInferer(DDPMScheduler(1000, prediction_type=target_kind))
@@ -213,17 +224,33 @@ def test_the_denoiser_exports_to_onnx_with_the_timestep_as_an_input(tmp_path):
     import onnxruntime
 
     torch.manual_seed(0)
-    net = MedSegDiff(spatial_dims=2, image_channels=1, mask_channels=2, spatial_size=[32, 32], channels=[8, 16], num_res_blocks=1,
-                     norm_num_groups=4).eval()
+    net = MedSegDiff(
+        spatial_dims=2,
+        image_channels=1,
+        mask_channels=2,
+        spatial_size=[32, 32],
+        channels=[8, 16],
+        num_res_blocks=1,
+        norm_num_groups=4,
+    ).eval()
     with torch.no_grad():
         for p in net.parameters():  # move the zero-initialised output layers off zero
             p.add_(0.01 * torch.randn_like(p))
     x, t = torch.randn(2, 3, 32, 32), torch.tensor([500, 20])
-    torch.onnx.export(net, (x, t), str(tmp_path / "denoiser.onnx"), input_names=["x", "timesteps"], output_names=["pred"], dynamo=True,
-                      dynamic_axes={"x": {0: "batch"}, "timesteps": {0: "batch"}, "pred": {0: "batch"}})
+    torch.onnx.export(
+        net,
+        (x, t),
+        str(tmp_path / "denoiser.onnx"),
+        input_names=["x", "timesteps"],
+        output_names=["pred"],
+        dynamo=True,
+        dynamic_axes={"x": {0: "batch"}, "timesteps": {0: "batch"}, "pred": {0: "batch"}},
+    )
     session = onnxruntime.InferenceSession(str(tmp_path / "denoiser.onnx"), providers=["CPUExecutionProvider"])
     x, t = torch.randn(3, 3, 32, 32), torch.tensor([999, 0, 321])
     with torch.no_grad():
         expected = net(x, t).numpy()
     assert np.abs(expected).max() > 1e-3
-    np.testing.assert_allclose(session.run(None, {"x": x.numpy(), "timesteps": t.numpy()})[0], expected, atol=1e-5, rtol=1e-4)
+    np.testing.assert_allclose(
+        session.run(None, {"x": x.numpy(), "timesteps": t.numpy()})[0], expected, atol=1e-5, rtol=1e-4
+    )

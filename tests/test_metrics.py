@@ -78,9 +78,18 @@ def test_empty_class_conventions():
 
 
 def test_summary_leaves_out_undefined_values():
-    rows = [{"case": "a", "dice": 0.5, "hd95": 2.0}, {"case": "b", "dice": 1.0, "hd95": float("nan")}, {"case": "c", "dice": 0.9, "hd95": 4.0}]
+    rows = [
+        {"case": "a", "dice": 0.5, "hd95": 2.0},
+        {"case": "b", "dice": 1.0, "hd95": float("nan")},
+        {"case": "c", "dice": 0.9, "hd95": 4.0},
+    ]
     s = summarise(rows)
-    assert s["dice"] == {"mean": pytest.approx(0.8), "std": pytest.approx(np.std([0.5, 1.0, 0.9])), "median": 0.9, "n": 3}
+    assert s["dice"] == {
+        "mean": pytest.approx(0.8),
+        "std": pytest.approx(np.std([0.5, 1.0, 0.9])),
+        "median": 0.9,
+        "n": 3,
+    }
     assert s["hd95"]["mean"] == 3.0 and s["hd95"]["n"] == 2
     json.dumps(s)
 

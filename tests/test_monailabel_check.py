@@ -12,8 +12,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigParser
 from conftest import BUNDLES_DIR
+from monai.bundle import ConfigParser
 
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("monailabel_check", ROOT / "scripts" / "monailabel" / "check.py")
@@ -41,13 +41,26 @@ def test_each_bundle_is_installed_with_small_settings_and_weights_it_can_load(na
     net.load_state_dict(torch.load(target / "models" / "model.pt", weights_only=True))
     meta = json.loads((target / "configs" / "metadata.json").read_text())
     assert "channel_def" in meta["network_data_format"]["outputs"]["pred"]  # MONAI Label's label names
-    assert (BUNDLES_DIR / name / "configs" / "inference.json").read_text() != (target / "configs" / "inference.json").read_text()
+    assert (BUNDLES_DIR / name / "configs" / "inference.json").read_text() != (
+        target / "configs" / "inference.json"
+    ).read_text()
 
 
 def test_the_monailabel_check_passes_where_monailabel_is_installed(tmp_path):
     pytest.importorskip("monailabel")  # only in the environment setup_env.sh builds
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "monailabel" / "check.py"), "--bundles", "unet", "--work", str(tmp_path)],
-                          capture_output=True, text=True, timeout=1200)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "monailabel" / "check.py"),
+            "--bundles",
+            "unet",
+            "--work",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert json.loads((tmp_path / "monailabel_check.json").read_text())["bundles"]["unet"]["ok"]
 
@@ -56,8 +69,22 @@ def test_the_pacs_studies_are_ct_series_with_their_labels_on_the_same_grid(tmp_p
     """What scripts/monailabel/check_dicom.py uploads to Orthanc (scripts/pacs/make_studies.py)."""
     from monai_ext.data.volume_io import read_volume
 
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "pacs" / "make_studies.py"), str(tmp_path), "--cases", "2",
-                           "--size", "32", "32", "12"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "pacs" / "make_studies.py"),
+            str(tmp_path),
+            "--cases",
+            "2",
+            "--size",
+            "32",
+            "32",
+            "12",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     cases = [json.loads(line) for line in proc.stdout.splitlines()]
     assert len({c["study"] for c in cases}) == 2
@@ -78,4 +105,6 @@ def test_each_bundle_is_installed_for_3d_for_the_dicom_check(name, tmp_path):
     parser = ConfigParser()
     parser.read_config(str(target / "configs" / "inference.json"))
     assert parser["spatial_dims"] == 3 and parser["patch_size"] == [32, 32, 32]
-    parser.get_parsed_content("network_def").load_state_dict(torch.load(target / "models" / "model.pt", weights_only=True))
+    parser.get_parsed_content("network_def").load_state_dict(
+        torch.load(target / "models" / "model.pt", weights_only=True)
+    )

@@ -39,7 +39,9 @@ def test_an_input_is_read_where_nibabel_and_itk_both_put_it_or_refused(tmp_path,
     if np.allclose(itk_origin, nibabel_origin, atol=1e-3):  # both readers take the sform: so do we
         check_file_kind(path)
     else:
-        with pytest.raises(InputError, match=r"qs\.nii\.gz: its qform and sform place the image up to 1\d\.\d mm apart"):
+        with pytest.raises(
+            InputError, match=r"qs\.nii\.gz: its qform and sform place the image up to 1\d\.\d mm apart"
+        ):
             check_file_kind(path)
 
 
@@ -50,26 +52,39 @@ def test_a_mask_has_the_geometry_it_was_made_on_as_both_qform_and_sform(tmp_path
     assert result.error is None, result.error
     mask = nib.load(str(result.output))
     np.testing.assert_allclose(mask.get_sform(), _moved(), atol=1e-4)
-    np.testing.assert_allclose(mask.get_qform(), _moved(), atol=1e-4)  # where ITK, reading the sform too, shows the input
+    np.testing.assert_allclose(
+        mask.get_qform(), _moved(), atol=1e-4
+    )  # where ITK, reading the sform too, shows the input
     assert mask.shape == (20, 18, 12)
 
 
 def test_a_2d_image_whose_unused_third_axis_is_zero_is_written_with_its_own_axes(tmp_path):
-    affine = np.array([[0.0, -0.7, 0.0, 12.0], [0.9, 0.0, 0.0, -4.0], [0.0, 0.0, 0.0, 30.0], [0.0, 0.0, 0.0, 1.0]])  # third column 0
+    affine = np.array(
+        [[0.0, -0.7, 0.0, 12.0], [0.9, 0.0, 0.0, -4.0], [0.0, 0.0, 0.0, 30.0], [0.0, 0.0, 0.0, 1.0]]
+    )  # third column 0
     labels = np.zeros((24, 16), np.uint8)
     labels[3:9, 4:7] = 1
-    for written in (write_nifti(labels, affine, tmp_path / "a.nii.gz"), _with_monai_writer(labels, affine, tmp_path / "b.nii.gz")):
+    for written in (
+        write_nifti(labels, affine, tmp_path / "a.nii.gz"),
+        _with_monai_writer(labels, affine, tmp_path / "b.nii.gz"),
+    ):
         mask = nib.load(str(written))
         np.testing.assert_array_equal(np.squeeze(np.asarray(mask.dataobj)), labels)
         for transform in (mask.get_sform(), mask.get_qform()):
-            np.testing.assert_allclose(transform[:3, [0, 1, 3]], affine[:3, [0, 1, 3]], atol=1e-5)  # its own axes and origin
-            np.testing.assert_allclose(np.abs(transform[:3, 2]), [0, 0, 1], atol=1e-5)  # the unused one: the plane's normal
+            np.testing.assert_allclose(
+                transform[:3, [0, 1, 3]], affine[:3, [0, 1, 3]], atol=1e-5
+            )  # its own axes and origin
+            np.testing.assert_allclose(
+                np.abs(transform[:3, 2]), [0, 0, 1], atol=1e-5
+            )  # the unused one: the plane's normal
 
 
 def _with_monai_writer(labels, affine, path):
     writer = NiftiWriter()
     writer.set_data_array(torch.as_tensor(labels)[None], channel_dim=0)
-    writer.set_metadata({"affine": torch.as_tensor(affine), "original_affine": torch.as_tensor(affine), "spatial_shape": labels.shape},
-                        resample=True)  # onto the same grid: a no-op
+    writer.set_metadata(
+        {"affine": torch.as_tensor(affine), "original_affine": torch.as_tensor(affine), "spatial_shape": labels.shape},
+        resample=True,
+    )  # onto the same grid: a no-op
     writer.write(str(path))
     return path

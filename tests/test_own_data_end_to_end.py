@@ -7,17 +7,17 @@ import json
 import sys
 from pathlib import Path
 
+import forkserver
 import highdicom as hd
 import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+from conftest import BUNDLES_DIR
 
 import monai_ext.data.volume_io as vio
 from monai_ext.apps import segment
 from monai_ext.bundle import read_record
-from conftest import BUNDLES_DIR
-import forkserver
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = BUNDLES_DIR / "unet"
@@ -48,8 +48,23 @@ def test_own_data_prepare_train_segment_export(tmp_path, python_without_monai_ex
     _own_cases(own)
     prepared = tmp_path / "prepared"
     cli = [sys.executable, "-m", "monai_ext"]
-    proc = forkserver.run(cli + ["prepare", "folder", "--images", str(own / "images"), "--labels", str(own / "labels"),
-                                 "--label-name", "1=lesion", "--step-seconds", "3", str(prepared)], timeout=300)
+    proc = forkserver.run(
+        cli
+        + [
+            "prepare",
+            "folder",
+            "--images",
+            str(own / "images"),
+            "--labels",
+            str(own / "labels"),
+            "--label-name",
+            "1=lesion",
+            "--step-seconds",
+            "3",
+            str(prepared),
+        ],
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     datalist = json.loads((prepared / "datalist.json").read_text())
     assert [len(datalist[k]) for k in ("training", "validation", "test")] == [1, 1, 1]
@@ -60,9 +75,22 @@ def test_own_data_prepare_train_segment_export(tmp_path, python_without_monai_ex
     # train as the README says: the bundle's train.json, the data's overlay, a time budget instead of epochs
     run = tmp_path / "run"
     proc = forkserver.run(
-        [sys.executable, "-m", "monai.bundle", "run", "--config_file", f"['configs/train.json','{prepared / 'overlay.json'}']",
-         "--bundle_root", str(run), "--time_budget", "0.25", "--num_workers", "0"],
-        cwd=BUNDLE, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "run",
+            "--config_file",
+            f"['configs/train.json','{prepared / 'overlay.json'}']",
+            "--bundle_root",
+            str(run),
+            "--time_budget",
+            "0.25",
+            "--num_workers",
+            "0",
+        ],
+        cwd=BUNDLE,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "time budget" in proc.stdout + proc.stderr
@@ -74,42 +102,104 @@ def test_own_data_prepare_train_segment_export(tmp_path, python_without_monai_ex
 
     # segment with nothing repeated: the checkpoint brings its settings
     case = Path(datalist["test"][0]["image"])
-    (nifti,) = segment(BUNDLE, case, tmp_path / "seg", checkpoint=run / "models" / "model.pt", device="cpu", progress=False)
+    (nifti,) = segment(
+        BUNDLE, case, tmp_path / "seg", checkpoint=run / "models" / "model.pt", device="cpu", progress=False
+    )
     assert nifti.error is None, nifti.error
     source, mask = nib.load(str(case)), nib.load(str(nifti.output))
     assert mask.shape == source.shape and np.allclose(mask.affine, source.affine, atol=1e-5)
     assert set(np.unique(np.asarray(mask.dataobj))) <= {0, 1}
-    (seg,) = segment(BUNDLE, CT5N, tmp_path / "seg", checkpoint=run / "models" / "model.pt", device="cpu",
-                     output_format="dicom-seg", progress=False)
+    (seg,) = segment(
+        BUNDLE,
+        CT5N,
+        tmp_path / "seg",
+        checkpoint=run / "models" / "model.pt",
+        device="cpu",
+        output_format="dicom-seg",
+        progress=False,
+    )
     assert seg.error is None, seg.error
     dataset = hd.seg.segread(seg.output)
     assert [s.SegmentLabel for s in dataset.SegmentSequence] == ["lesion"]
     series = vio.read_volume(CT5N)
-    frames = dataset.get_pixels_by_source_instance(source_sop_instance_uids=[d.SOPInstanceUID for d in series.series.headers],
-                                                   combine_segments=True, skip_overlap_checks=True)
+    frames = dataset.get_pixels_by_source_instance(
+        source_sop_instance_uids=[d.SOPInstanceUID for d in series.series.headers],
+        combine_segments=True,
+        skip_overlap_checks=True,
+    )
     assert np.transpose(frames, (2, 1, 0)).shape == tuple(series.image.shape[1:])
 
     # a setting changed against the weights is one line naming it
-    proc = forkserver.run(cli + ["segment", "--bundle", str(BUNDLE), "--checkpoint", str(run / "models" / "model.pt"),
-                                 "--input", str(case), "--output", str(tmp_path / "bad"), "--set", "spatial_dims=2"],
-                          timeout=300)
+    proc = forkserver.run(
+        cli
+        + [
+            "segment",
+            "--bundle",
+            str(BUNDLE),
+            "--checkpoint",
+            str(run / "models" / "model.pt"),
+            "--input",
+            str(case),
+            "--output",
+            str(tmp_path / "bad"),
+            "--set",
+            "spatial_dims=2",
+        ],
+        timeout=300,
+    )
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert proc.returncode == 2 and len(errors) == 1 and "spatial_dims: trained 3, configured 2" in errors[0], proc.stderr[-2000:]
+    assert proc.returncode == 2 and len(errors) == 1 and "spatial_dims: trained 3, configured 2" in errors[0], (
+        proc.stderr[-2000:]
+    )
 
     # export, then run the exported bundle where monai_ext is not installed
     exported = tmp_path / "unet_lesion"
-    proc = forkserver.run(cli + ["export", "--bundle", str(BUNDLE), "--checkpoint", str(run / "models" / "model.pt"), "--output", str(exported)],
-                          timeout=600)
+    proc = forkserver.run(
+        cli
+        + [
+            "export",
+            "--bundle",
+            str(BUNDLE),
+            "--checkpoint",
+            str(run / "models" / "model.pt"),
+            "--output",
+            str(exported),
+        ],
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     meta = json.loads((exported / "configs" / "metadata.json").read_text())
-    assert meta["network_data_format"]["outputs"]["pred"]["channel_def"] == {"0": "background", "1": "lesion"}  # MONAI Label's /info
-    assert "monai-ext" not in meta["required_packages_version"] and (exported / "monai_ext" / "inferers" / "streaming.py").is_file()
+    assert meta["network_data_format"]["outputs"]["pred"]["channel_def"] == {
+        "0": "background",
+        "1": "lesion",
+    }  # MONAI Label's /info
+    assert (
+        "monai-ext" not in meta["required_packages_version"]
+        and (exported / "monai_ext" / "inferers" / "streaming.py").is_file()
+    )
     python = python_without_monai_ext
     (tmp_path / "test_case").mkdir()
     (tmp_path / "test_case" / "datalist.json").write_text(json.dumps({"test": [{"image": str(case)}]}))
-    proc = forkserver.run([str(python), "-m", "monai.bundle", "run", "--config_file", "configs/inference.json", "--dataset_dir",
-                           str(tmp_path / "test_case"), "--output_dir", str(tmp_path / "exported_run"), "--dataloader#num_workers", "0",
-                           "--device", "cpu"], cwd=exported, timeout=600)
+    proc = forkserver.run(
+        [
+            str(python),
+            "-m",
+            "monai.bundle",
+            "run",
+            "--config_file",
+            "configs/inference.json",
+            "--dataset_dir",
+            str(tmp_path / "test_case"),
+            "--output_dir",
+            str(tmp_path / "exported_run"),
+            "--dataloader#num_workers",
+            "0",
+            "--device",
+            "cpu",
+        ],
+        cwd=exported,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     theirs = nib.load(str(tmp_path / "exported_run" / nifti.output.name))
     np.testing.assert_array_equal(np.asarray(theirs.dataobj), np.asarray(mask.dataobj))

@@ -7,15 +7,15 @@ import shutil
 import sys
 from pathlib import Path
 
+import forkserver
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from conftest import BUNDLES_DIR
 from monai.bundle import ConfigParser
 
 from monai_ext.apps import segment
-from conftest import BUNDLES_DIR
-import forkserver
 
 ROOT = Path(__file__).resolve().parents[1]
 VOLUME = Path(nib.__file__).parent / "tests" / "data" / "anatomical.nii"  # T1 crop, int16, LAS
@@ -55,16 +55,37 @@ def test_segment_and_monai_bundle_run_write_the_same_files(name, dims, tmp_path)
     data.mkdir()
     (data / "datalist.json").write_text(json.dumps({"test": [{"image": str(VOLUME)}]}))
 
-    args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json",
-            "--bundle_root", str(weights_root), "--dataset_dir", str(data), "--output_dir", str(tmp_path / "bundle_run"),
-            "--dataloader#num_workers", "0", "--device", "cpu"]
+    args = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        "configs/inference.json",
+        "--bundle_root",
+        str(weights_root),
+        "--dataset_dir",
+        str(data),
+        "--output_dir",
+        str(tmp_path / "bundle_run"),
+        "--dataloader#num_workers",
+        "0",
+        "--device",
+        "cpu",
+    ]
     for key, value in settings.items():
         args += [f"--{key}", json.dumps(value)]
     proc = forkserver.run(args, cwd=bundle, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
 
-    (result,) = segment(bundle, VOLUME, tmp_path / "segment", device="cpu", overrides={"bundle_root": str(weights_root), **settings},
-                        progress=False)
+    (result,) = segment(
+        bundle,
+        VOLUME,
+        tmp_path / "segment",
+        device="cpu",
+        overrides={"bundle_root": str(weights_root), **settings},
+        progress=False,
+    )
     assert result.error is None, result.error
 
     theirs = sorted(p.name for p in (tmp_path / "bundle_run").iterdir())
@@ -97,15 +118,38 @@ def test_a_dicom_series_is_read_alike_by_segment_and_monai_bundle_run(tmp_path):
     (tmp_path / "data" / "gap" / "IM0010.dcm").unlink()
     outputs = {}
     for case in ("ge", "gap"):
-        (tmp_path / "data" / "datalist.json").write_text(json.dumps({"test": [{"image": str(tmp_path / "data" / case)}]}))
-        args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json", "--bundle_root", str(weights_root),
-                "--dataset_dir", str(tmp_path / "data"), "--output_dir", str(tmp_path / f"run_{case}"), "--dataloader#num_workers", "0",
-                "--device", "cpu"] + [a for k, v in settings.items() for a in (f"--{k}", json.dumps(v))]
+        (tmp_path / "data" / "datalist.json").write_text(
+            json.dumps({"test": [{"image": str(tmp_path / "data" / case)}]})
+        )
+        args = [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "run",
+            "--config_file",
+            "configs/inference.json",
+            "--bundle_root",
+            str(weights_root),
+            "--dataset_dir",
+            str(tmp_path / "data"),
+            "--output_dir",
+            str(tmp_path / f"run_{case}"),
+            "--dataloader#num_workers",
+            "0",
+            "--device",
+            "cpu",
+        ] + [a for k, v in settings.items() for a in (f"--{k}", json.dumps(v))]
         outputs[case] = forkserver.run(args, cwd=BUNDLES_DIR / "unet", timeout=600)
     assert outputs["ge"].returncode == 0, outputs["ge"].stderr[-4000:]
     assert outputs["gap"].returncode != 0 and "1 missing slice(s)" in outputs["gap"].stderr
-    (result,) = segment(BUNDLES_DIR / "unet", tmp_path / "data" / "ge", tmp_path / "segment", device="cpu",
-                        overrides={"bundle_root": str(weights_root), **settings}, progress=False)
+    (result,) = segment(
+        BUNDLES_DIR / "unet",
+        tmp_path / "data" / "ge",
+        tmp_path / "segment",
+        device="cpu",
+        overrides={"bundle_root": str(weights_root), **settings},
+        progress=False,
+    )
     assert result.error is None, result.error
     ours, theirs = nib.load(str(result.output)), nib.load(str(tmp_path / "run_ge" / "ge_seg.nii.gz"))
     np.testing.assert_allclose(ours.affine, theirs.affine, atol=1e-5)

@@ -17,18 +17,22 @@ def test_target_spacing_is_the_median_and_the_coarse_axis_of_anisotropic_data_ta
     assert target_spacing([[1.0, 1.0, 2.5], [1.0, 1.0, 3.5], [0.8, 0.8, 2.5]], [[200, 200, 100]] * 3) == [1.0, 1.0, 2.5]
     # CT at 0.7 mm in plane and 5 mm slices (one case at 1 mm): 5 > 3 x 0.7 and 30 x 3 < 512
     spacings = [[0.7, 0.7, 5.0]] * 9 + [[0.7, 0.7, 1.0]]
-    assert target_spacing(spacings, [[512, 512, 30]] * 10) == [0.7, 0.7, round(float(np.percentile([1.0] + [5.0] * 9, 10)), 4)]
+    assert target_spacing(spacings, [[512, 512, 30]] * 10) == [
+        0.7,
+        0.7,
+        round(float(np.percentile([1.0] + [5.0] * 9, 10)), 4),
+    ]
     # thick slices but many of them: not anisotropic by nnU-Net's size test, the median stays
     assert target_spacing(spacings, [[128, 128, 300]] * 10) == [0.7, 0.7, 5.0]
     assert target_spacing([[0.5, 0.8], [0.7, 0.8]], [[100, 80]] * 2) == [0.6, 0.8]
 
 
 def test_patch_is_the_median_shape_in_multiples_of_the_network_then_shortened_where_it_is_longest():
-    assert patch_size([92, 110, 92], 16, 128 ** 3) == [96, 112, 96]  # not cubic
-    assert patch_size([92, 110, 92], 16, 80 ** 3) == [80, 80, 80]
-    assert patch_size([30, 20], 32, 512 ** 2) == [32, 32]
+    assert patch_size([92, 110, 92], 16, 128**3) == [96, 112, 96]  # not cubic
+    assert patch_size([92, 110, 92], 16, 80**3) == [80, 80, 80]
+    assert patch_size([30, 20], 32, 512**2) == [32, 32]
     # CT: the in-plane axes (358 mm) shortened in turn, the 30 slices of 5 mm (150 mm) kept whole
-    assert patch_size([512, 512, 30], [16, 16, 4], 128 ** 3, spacing=[0.7, 0.7, 5.0]) == [256, 256, 32]
+    assert patch_size([512, 512, 30], [16, 16, 4], 128**3, spacing=[0.7, 0.7, 5.0]) == [256, 256, 32]
     assert patch_size([10, 10, 10], 32, 8) == [32, 32, 32]  # never below one multiple
 
 
@@ -44,7 +48,11 @@ def test_unet_pools_an_axis_only_while_its_spacing_is_within_twice_the_finest_an
 def test_augmentation_turns_quarter_turns_only_in_square_planes_of_equal_spacing():
     plan = augmentation([96, 112, 96], [2.0, 2.0, 2.0])
     assert plan["flip_axes"] == [0, 1, 2]
-    assert plan["rotate90_planes"] == [[0, 2]] and plan["rotate_planes"] == [[0, 1], [1, 2]] and plan["rotate_degrees"] == 30.0
+    assert (
+        plan["rotate90_planes"] == [[0, 2]]
+        and plan["rotate_planes"] == [[0, 1], [1, 2]]
+        and plan["rotate_degrees"] == 30.0
+    )
     assert plan["scale"] == [0.7, 1.4]
     thick = augmentation([160, 160, 32], [0.7, 0.7, 4.6])
     assert thick["rotate90_planes"] == [[0, 1]] and thick["rotate_planes"] == []  # never across the thick axis
@@ -56,7 +64,10 @@ def test_augmentation_turns_quarter_turns_only_in_square_planes_of_equal_spacing
 def test_spatial_augmentation_keeps_any_patch_shape_and_flips_every_axis(patch):
     label = np.zeros((1, *patch), dtype=np.float32)
     label[(0, *[1] * len(patch))] = 1  # one voxel near the origin corner
-    data = {"image": torch.arange(math.prod(patch), dtype=torch.float32).reshape(1, *patch), "label": torch.from_numpy(label)}
+    data = {
+        "image": torch.arange(math.prod(patch), dtype=torch.float32).reshape(1, *patch),
+        "label": torch.from_numpy(label),
+    }
     transform = SpatialAugmentd(["image", "label"], patch)
     transform.set_random_state(0)
     mirrored = set()
@@ -107,9 +118,13 @@ def _learning_rates(monkeypatch, minutes, max_epochs=100, iterations=10):
 
 
 def test_a_budgeted_run_anneals_to_the_final_rate_and_a_run_within_its_budget_is_unchanged(monkeypatch):
-    budgeted, epochs = _learning_rates(monkeypatch, minutes=1.0)  # 10 s an epoch: the budget stops it near epoch 6 of 100
+    budgeted, epochs = _learning_rates(
+        monkeypatch, minutes=1.0
+    )  # 10 s an epoch: the budget stops it near epoch 6 of 100
     assert 4 <= epochs <= 6
-    assert budgeted[0] > 0.999 and budgeted[-1] < 0.02  # cosine's end, where the epoch count alone would still be at 0.99
+    assert (
+        budgeted[0] > 0.999 and budgeted[-1] < 0.02
+    )  # cosine's end, where the epoch count alone would still be at 0.99
     assert all(a >= b for a, b in zip(budgeted, budgeted[1:]))  # never climbs back
     free, epochs = _learning_rates(monkeypatch, minutes=None, max_epochs=8)
     fitting, epochs_fitting = _learning_rates(monkeypatch, minutes=10.0, max_epochs=8)  # 80 s of work in 600
@@ -123,8 +138,11 @@ MNI = {"spacings": [[2.0, 2.0, 2.0]] * 22, "shapes": [[91, 109, 91]] * 22, "trai
 OVERLAY = {"spatial_dims": 3, "in_channels": 1, "out_channels": 4, "patch_size": [96, 128, 96], "pixdim": None}
 
 
-def _plan(monkeypatch, device, seconds_per_voxel=0.0, bytes_per_voxel=0.0, fits=None, memory=80 * 2 ** 30, step_seconds=2.0):
+def _plan(
+    monkeypatch, device, seconds_per_voxel=0.0, bytes_per_voxel=0.0, fits=None, memory=80 * 2**30, step_seconds=2.0
+):
     from conftest import BUNDLES_DIR
+
     from monai_ext.bundle import plan as bundle_plan
 
     probed = []
@@ -155,21 +173,25 @@ def test_on_a_cpu_a_fast_network_keeps_the_whole_median_volume_and_fills_the_ste
 
 
 def test_on_a_cpu_a_slow_network_gets_a_shorter_patch_until_a_step_holds_two(monkeypatch):
-    values, probed = _plan(monkeypatch, "cpu", seconds_per_voxel=2.0 / 96 ** 3)  # 2 s for a 96^3 patch
+    values, probed = _plan(monkeypatch, "cpu", seconds_per_voxel=2.0 / 96**3)  # 2 s for a 96^3 patch
     patch = values["patch_size"]
-    assert len(probed) > 1 and math.prod(patch) * 2.0 / 96 ** 3 <= 1.0  # a patch costs at most half the 2 s step
-    assert math.prod(patch) > 0.5 * 96 ** 3 / 2  # shortened to the step, not far below it
+    assert len(probed) > 1 and math.prod(patch) * 2.0 / 96**3 <= 1.0  # a patch costs at most half the 2 s step
+    assert math.prod(patch) > 0.5 * 96**3 / 2  # shortened to the step, not far below it
     assert all(p % m == 0 for p, m in zip(patch, values["plan"]["patch_multiple"]))
     assert values["batch_size"] * values["num_samples"] == 2
 
 
 def test_on_a_gpu_the_batch_fills_half_its_memory_as_nnunet_sizes_it(monkeypatch):
-    gb = 2 ** 30
-    values, _ = _plan(monkeypatch, "cuda", bytes_per_voxel=1.0 * gb / 1e6, memory=24 * gb)  # ~1 GB a patch of 1e6 voxels
+    gb = 2**30
+    values, _ = _plan(
+        monkeypatch, "cuda", bytes_per_voxel=1.0 * gb / 1e6, memory=24 * gb
+    )  # ~1 GB a patch of 1e6 voxels
     per_patch = math.prod(values["patch_size"]) / 1e6
     patches = values["batch_size"] * values["num_samples"]
     assert values["patch_size"] == [96, 112, 96]  # a GPU plan is not shortened for time
-    assert patches <= 0.5 * 24 / per_patch < patches + 4  # 12 GB of 24 for the step, never more; whole volumes of 4 patches
+    assert (
+        patches <= 0.5 * 24 / per_patch < patches + 4
+    )  # 12 GB of 24 for the step, never more; whole volumes of 4 patches
     machine = values["plan"]["machine"]
     assert machine["device"] == "Fake GPU" and machine["memory_gb"] == 24.0 and machine["target_memory_fraction"] == 0.5
 
@@ -186,8 +208,11 @@ def test_on_a_gpu_that_no_patch_fits_the_plan_says_so(monkeypatch):
 
 
 def test_on_a_cpu_a_very_slow_network_keeps_an_eighth_of_the_median_volume_and_takes_longer_steps(monkeypatch):
-    values, _ = _plan(monkeypatch, "cpu", seconds_per_voxel=30.0 / 64 ** 3)  # Hi-gMISnet-like: 30 s for a 64^3 patch
+    values, _ = _plan(monkeypatch, "cpu", seconds_per_voxel=30.0 / 64**3)  # Hi-gMISnet-like: 30 s for a 64^3 patch
     patch, median = values["patch_size"], values["plan"]["median_shape_at_target"]
     assert math.prod(median) / 16 < math.prod(patch) <= math.prod(median) / 8  # shortened to the floor, no further
     machine = values["plan"]["machine"]
-    assert values["batch_size"] * values["num_samples"] == 2 and machine["seconds_per_step"] > machine["target_seconds_per_step"]
+    assert (
+        values["batch_size"] * values["num_samples"] == 2
+        and machine["seconds_per_step"] > machine["target_seconds_per_step"]
+    )

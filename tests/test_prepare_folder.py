@@ -6,17 +6,19 @@ import shutil
 import sys
 from pathlib import Path
 
+import forkserver
 import nibabel as nib
 import numpy as np
 import pytest
 
 from monai_ext.data.folder import DatasetCheckError, prepare_folder
-import forkserver
 
 NIB_DATA = Path(nib.__file__).parent / "tests" / "data"
 
 
-def _case(images: Path, labels: Path, name: str, shape=(12, 10, 8), spacing=(1.0, 1.0, 2.0), channels=1, seed=0) -> None:
+def _case(
+    images: Path, labels: Path, name: str, shape=(12, 10, 8), spacing=(1.0, 1.0, 2.0), channels=1, seed=0
+) -> None:
     rng = np.random.default_rng(seed)
     affine = np.diag(list(spacing) + [1.0])
     label = np.zeros(shape, np.uint8)
@@ -25,7 +27,10 @@ def _case(images: Path, labels: Path, name: str, shape=(12, 10, 8), spacing=(1.0
         nib.save(nib.Nifti1Image(rng.normal(size=shape).astype(np.float32), affine), str(images / f"{name}.nii.gz"))
     else:
         for c in range(channels):
-            nib.save(nib.Nifti1Image(rng.normal(size=shape).astype(np.float32), affine), str(images / f"{name}_{c:04d}.nii.gz"))
+            nib.save(
+                nib.Nifti1Image(rng.normal(size=shape).astype(np.float32), affine),
+                str(images / f"{name}_{c:04d}.nii.gz"),
+            )
     nib.save(nib.Nifti1Image(label, affine), str(labels / f"{name}.nii.gz"))
 
 
@@ -49,11 +54,15 @@ def test_pairs_checks_splits_and_writes_a_datalist_and_an_overlay(folders, tmp_p
     assert all(Path(c["image"]).name == Path(c["label"]).name for c in cases)
     assert min(len(datalist[k]) for k in ("training", "validation", "test")) >= 1
     assert datalist["labels"] == {"0": "background", "1": "tumour"}
-    again = json.loads(prepare_folder(images, labels, tmp_path / "again", seed=3, label_names={1: "tumour"}).read_text())
+    again = json.loads(
+        prepare_folder(images, labels, tmp_path / "again", seed=3, label_names={1: "tumour"}).read_text()
+    )
     assert again["training"] == datalist["training"]  # the seed fixes the split
     overlay = json.loads((tmp_path / "out" / "overlay.json").read_text())
     assert overlay["spatial_dims"] == 3 and overlay["in_channels"] == 1 and overlay["out_channels"] == 2
-    assert overlay["class_names"] == {"0": "background", "1": "tumour"} and overlay["pixdim"] is None  # one spacing: no resampling
+    assert (
+        overlay["class_names"] == {"0": "background", "1": "tumour"} and overlay["pixdim"] is None
+    )  # one spacing: no resampling
     assert overlay["patch_size"] == [32, 32, 32] and overlay["dataset_dir"] == str((tmp_path / "out").resolve())
     assert {p: p.read_bytes() for p in before} == before  # inputs only read
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
@@ -67,7 +76,9 @@ def test_nnunet_channel_files_make_one_multi_channel_image(tmp_path):
         _case(images, labels, f"brain{i}", channels=2, seed=i)
     datalist = json.loads(prepare_folder(images, labels, tmp_path / "out").read_text())
     case = (datalist["training"] + datalist["validation"] + datalist["test"])[0]
-    assert [Path(p).name for p in case["image"]] == [f"{Path(case['label']).name[:-7]}_{c:04d}.nii.gz" for c in range(2)]
+    assert [Path(p).name for p in case["image"]] == [
+        f"{Path(case['label']).name[:-7]}_{c:04d}.nii.gz" for c in range(2)
+    ]
     assert json.loads((tmp_path / "out" / "overlay.json").read_text())["in_channels"] == 2
 
 
@@ -108,8 +119,23 @@ def test_every_bad_case_is_one_line_naming_its_file_and_nothing_is_written(folde
     assert not (tmp_path / "out").exists()
 
     # the command line prints them one per line and exits non-zero
-    proc = forkserver.run([sys.executable, "-m", "monai_ext", "prepare", "folder", "--images", str(images), "--labels", str(labels),
-                           "--label-name", "1=tumour", str(tmp_path / "out")], timeout=300)
+    proc = forkserver.run(
+        [
+            sys.executable,
+            "-m",
+            "monai_ext",
+            "prepare",
+            "folder",
+            "--images",
+            str(images),
+            "--labels",
+            str(labels),
+            "--label-name",
+            "1=tumour",
+            str(tmp_path / "out"),
+        ],
+        timeout=300,
+    )
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode == 2 and len(errors) == len(expected) and "nothing written" in proc.stderr
     assert not (tmp_path / "out").exists()
@@ -123,7 +149,10 @@ def test_a_real_scanner_volume_with_a_derived_label_and_the_ct_scheme(tmp_path):
     data = np.asarray(source.dataobj)
     for i in range(3):
         shutil.copy(NIB_DATA / "anatomical.nii", images / f"t1_{i}.nii")
-        nib.save(nib.Nifti1Image((data > np.percentile(data, 80 + i)).astype(np.uint8), source.affine), str(labels / f"t1_{i}.nii.gz"))
+        nib.save(
+            nib.Nifti1Image((data > np.percentile(data, 80 + i)).astype(np.uint8), source.affine),
+            str(labels / f"t1_{i}.nii.gz"),
+        )
     prepare_folder(images, labels, tmp_path / "out", intensity="ct")
     overlay = json.loads((tmp_path / "out" / "overlay.json").read_text())
     intensity = overlay["intensity"]

@@ -85,7 +85,9 @@ def make_busi(root: Path):
     for cls, n in (("benign", 3), ("malignant", 2), ("normal", 2)):
         (base / cls).mkdir(parents=True)
         for i in range(1, n + 1):
-            Image.fromarray(RNG.integers(0, 255, SHAPE, dtype=np.uint8)).convert("RGB").save(base / cls / f"{cls} ({i}).png")
+            Image.fromarray(RNG.integers(0, 255, SHAPE, dtype=np.uint8)).convert("RGB").save(
+                base / cls / f"{cls} ({i}).png"
+            )
             _mask(base / cls / f"{cls} ({i})_mask.png", (0, 0, 0, 0) if cls == "normal" else (2, 10, 2, 10), mode="RGB")
     # a second lesion of benign (1) in its own file
     _mask(base / "benign" / "benign (1)_mask_1.png", (20, 30, 30, 40), mode="RGB")
@@ -106,11 +108,15 @@ def make_glas(root: Path):
 
 def _imagescope_xml(path: Path, polygons):
     regions = "".join(
-        f'<Region Id="{i}"><Vertices>' + "".join(f'<Vertex X="{x}" Y="{y}" Z="0"/>' for x, y in poly) + "</Vertices></Region>"
+        f'<Region Id="{i}"><Vertices>'
+        + "".join(f'<Vertex X="{x}" Y="{y}" Z="0"/>' for x, y in poly)
+        + "</Vertices></Region>"
         for i, poly in enumerate(polygons)
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f'<?xml version="1.0"?><Annotations><Annotation Id="1"><Regions>{regions}</Regions></Annotation></Annotations>')
+    path.write_text(
+        f'<?xml version="1.0"?><Annotations><Annotation Id="1"><Regions>{regions}</Regions></Annotation></Annotations>'
+    )
 
 
 def make_monuseg(root: Path):
@@ -118,7 +124,10 @@ def make_monuseg(root: Path):
     for i in range(4):
         _rgb(train / "Tissue Images" / f"TCGA-{i:02d}.tif")
         # a 10 x 10 axis-aligned square (x = column 4..14, y = row 5..15) and a triangle
-        _imagescope_xml(train / "Annotations" / f"TCGA-{i:02d}.xml", [[(4, 5), (14, 5), (14, 15), (4, 15)], [(30, 20), (40, 20), (35, 30)]])
+        _imagescope_xml(
+            train / "Annotations" / f"TCGA-{i:02d}.xml",
+            [[(4, 5), (14, 5), (14, 15), (4, 15)], [(30, 20), (40, 20), (35, 30)]],
+        )
     for i in range(2):
         _rgb(root / "MoNuSegTestData" / f"TCGA-T{i}.tif")
         _imagescope_xml(root / "MoNuSegTestData" / f"TCGA-T{i}.xml", [[(1, 1), (6, 1), (6, 6)]])
@@ -162,7 +171,10 @@ def make_ich(root: Path, n=4):
         affine = np.diag([0.45, 0.45, 5.0, 1.0])
         (root / "ct_scans").mkdir(parents=True, exist_ok=True)
         (root / "masks").mkdir(parents=True, exist_ok=True)
-        nib.save(nib.Nifti1Image(RNG.integers(-1024, 2000, (24, 20, 5)).astype(np.int16), affine), str(root / "ct_scans" / f"{i:03d}.nii"))
+        nib.save(
+            nib.Nifti1Image(RNG.integers(-1024, 2000, (24, 20, 5)).astype(np.int16), affine),
+            str(root / "ct_scans" / f"{i:03d}.nii"),
+        )
         mask = np.zeros((24, 20, 5), dtype=np.uint8)
         mask[5:10, 5:10, 2] = 255
         nib.save(nib.Nifti1Image(mask, affine), str(root / "masks" / f"{i:03d}.nii"))
@@ -304,7 +316,10 @@ def test_volumes_cut_into_foreground_slices_for_2d_protocols(name, tmp_path):
     REPLICAS[name](tmp_path / "src")
     from monai_ext.__main__ import main
 
-    assert main(["prepare", name, str(tmp_path / "src"), str(tmp_path / "out"), "--option", "slices=true", "--seed", "1"]) == 0
+    assert (
+        main(["prepare", name, str(tmp_path / "src"), str(tmp_path / "out"), "--option", "slices=true", "--seed", "1"])
+        == 0
+    )
     d = json.loads((tmp_path / "out" / "datalist.json").read_text())
     cases = _all_cases(d)
     # every replica volume has foreground on exactly its labelled slices (ICH: 1 per volume, PROMISE12: 2)

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import BUNDLES_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,7 +22,9 @@ def _block(marker: str) -> str:
 def _run_on_a_fresh_copy(marker: str, copy: Path, prepare=None) -> subprocess.CompletedProcess:
     """The README block after ``<!-- marker -->``, with ``set -e``, in a copy of the git-tracked files and the
     environment activated as the README says; ``prepare(copy)`` first puts what the block expects in place."""
-    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.decode().split("\0")
+    )
     for f in [f for f in listed if f and not f.startswith("bundles/") and (ROOT / f).is_file()]:
         (copy / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / f, copy / f)
@@ -31,8 +32,14 @@ def _run_on_a_fresh_copy(marker: str, copy: Path, prepare=None) -> subprocess.Co
     if prepare:
         prepare(copy)
     # `source .venv/bin/activate`: this interpreter's environment first on PATH
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "VIRTUAL_ENV": sys.prefix}
-    proc = subprocess.run(["bash", "-c", "set -e\n" + _block(marker)], cwd=copy, env=env, capture_output=True, text=True, timeout=900)
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "VIRTUAL_ENV": sys.prefix,
+    }
+    proc = subprocess.run(
+        ["bash", "-c", "set -e\n" + _block(marker)], cwd=copy, env=env, capture_output=True, text=True, timeout=900
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     return proc
 
@@ -60,7 +67,9 @@ def test_the_own_data_block_runs_as_written_on_real_shaped_volumes(tmp_path):
     from monai_ext.data.mni152 import make_mni152_cases
 
     copy = tmp_path / "repo"
-    proc = _run_on_a_fresh_copy("own-data", copy, prepare=lambda root: make_mni152_cases(root / "mine", num_cases=6, seed=1))
+    proc = _run_on_a_fresh_copy(
+        "own-data", copy, prepare=lambda root: make_mni152_cases(root / "mine", num_cases=6, seed=1)
+    )
     output = proc.stdout + proc.stderr
     assert "plan for unet on cpu: patch" in output and "training plan (prepare folder, for unet on cpu)" in output
     assert "time budget" in output and "Traceback" not in output

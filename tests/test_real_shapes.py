@@ -8,29 +8,36 @@ import json
 import sys
 from pathlib import Path
 
+import forkserver
 import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
 import torch
+from conftest import BUNDLES_DIR
 
 from monai_ext.apps import segment
 from monai_ext.bundle import read_record
 from monai_ext.bundle.plan import plan_training
 from monai_ext.data.folder import prepare_folder
 from monai_ext.data.mni152 import MNI152_LABELS, make_mni152_cases
-from conftest import BUNDLES_DIR
-import forkserver
 
 BUNDLES = ["unet", "unetplusplus", "resunet", "resunetplusplus", "madgnet", "medsegdiff", "higmisnet"]
 # the same blocks, fewer or narrower, where the default network would take minutes per MNI152 volume on a test
 # core (the U-Net runs as it is); and MedSegDiff's sampler with few steps (its validation samples every window)
-LIGHT = {"madgnet": {"network_def#backbone_layers": [1, 1, 1, 1]},
-         "higmisnet": {"network_def#filters": 8, "network_def#levels": 3},
-         "resunet": {"network_def#channels": [8, 16, 32, 64]},
-         "unetplusplus": {"network_def#features": [8, 16, 32, 64, 128]},
-         "resunetplusplus": {"network_def#channels": [8, 16, 32, 64, 128]},
-         "medsegdiff": {"network_def#channels": [8, 16, 32, 64], "validate_steps": 2, "validate_ensemble": 1, "val_interval": 1}}
+LIGHT = {
+    "madgnet": {"network_def#backbone_layers": [1, 1, 1, 1]},
+    "higmisnet": {"network_def#filters": 8, "network_def#levels": 3},
+    "resunet": {"network_def#channels": [8, 16, 32, 64]},
+    "unetplusplus": {"network_def#features": [8, 16, 32, 64, 128]},
+    "resunetplusplus": {"network_def#channels": [8, 16, 32, 64, 128]},
+    "medsegdiff": {
+        "network_def#channels": [8, 16, 32, 64],
+        "validate_steps": 2,
+        "validate_ensemble": 1,
+        "val_interval": 1,
+    },
+}
 STEP_SECONDS = 0.3  # a plan for a slow machine: small patches, so that a test epoch takes seconds
 NAMES = {int(k): v for k, v in MNI152_LABELS.items() if k}
 ANATOMICAL = Path(nib.__file__).parent / "tests" / "data" / "anatomical.nii"
@@ -39,14 +46,25 @@ CT5N = Path(pydicom.__file__).parent / "data" / "test_files" / "dicomdirtests" /
 
 def _prepare(name, images, labels, out, label_names, split=(0.5, 0.25, 0.25)):
     planner = lambda overlay, fingerprint: plan_training(  # noqa: E731
-        BUNDLES_DIR / name, {**overlay, **LIGHT.get(name, {})}, fingerprint, device="cpu", step_seconds=STEP_SECONDS)
+        BUNDLES_DIR / name, {**overlay, **LIGHT.get(name, {})}, fingerprint, device="cpu", step_seconds=STEP_SECONDS
+    )
     prepare_folder(images, labels, out, split=split, label_names=label_names, planner=planner)
     return json.loads((out / "overlay.json").read_text())
 
 
 def _train(name, overlay_file, run):
-    args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", f"['configs/train.json','{overlay_file}']",
-            "--bundle_root", str(run), "--train#trainer#max_epochs", "1"]
+    args = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        f"['configs/train.json','{overlay_file}']",
+        "--bundle_root",
+        str(run),
+        "--train#trainer#max_epochs",
+        "1",
+    ]
     for key, value in LIGHT.get(name, {}).items():
         args += [f"--{key}", json.dumps(value)]
     proc = forkserver.run(args, cwd=BUNDLES_DIR / name, timeout=900)
@@ -60,7 +78,9 @@ def _check_plan(overlay, dims):
     plan = overlay["plan"]
     patch = overlay["patch_size"]
     assert len(patch) == dims and all(p % m == 0 for p, m in zip(patch, plan["patch_multiple"]))
-    assert overlay["batch_size"] * overlay["num_samples"] >= 2 and overlay["num_workers"] <= max(0, plan["machine"]["cores"] - 1)
+    assert overlay["batch_size"] * overlay["num_samples"] >= 2 and overlay["num_workers"] <= max(
+        0, plan["machine"]["cores"] - 1
+    )
     square = [list(p) for p in overlay["augmentation"]["rotate90_planes"]]
     assert all(patch[i] == patch[j] for i, j in square)
     return plan
@@ -92,7 +112,9 @@ def test_every_bundle_trains_on_mni152_volumes_from_its_plan(name, mni, tmp_path
     overlay = _prepare(name, *mni, tmp_path / "prepared", NAMES)
     plan = _check_plan(overlay, 3)
     assert plan["bundle"] == name and plan["target_spacing"] == [2.0, 2.0, 2.0] and overlay["pixdim"] is None
-    assert 57 <= min(plan["median_shape_at_target"]) and max(plan["median_shape_at_target"]) <= 77  # the MNI152 grid, cropped
+    assert (
+        57 <= min(plan["median_shape_at_target"]) and max(plan["median_shape_at_target"]) <= 77
+    )  # the MNI152 grid, cropped
     run = tmp_path / "run"
     _train(name, tmp_path / "prepared" / "overlay.json", run)
     record = read_record(run / "models" / "model.pt")
@@ -100,7 +122,9 @@ def test_every_bundle_trains_on_mni152_volumes_from_its_plan(name, mni, tmp_path
     if name in LIGHT:
         return  # the light network's shape is an override the weights do not record
     case = Path(json.loads((tmp_path / "prepared" / "datalist.json").read_text())["test"][0]["image"])
-    (result,) = segment(BUNDLES_DIR / name, case, tmp_path / "seg", checkpoint=run / "models" / "model.pt", device="cpu", progress=False)
+    (result,) = segment(
+        BUNDLES_DIR / name, case, tmp_path / "seg", checkpoint=run / "models" / "model.pt", device="cpu", progress=False
+    )
     assert result.error is None, result.error
     mask, source = nib.load(str(result.output)), nib.load(str(case))
     assert mask.shape == source.shape and np.allclose(mask.affine, source.affine, atol=1e-5)
@@ -126,26 +150,54 @@ def test_the_unet_plans_and_trains_on_a_real_las_t1_and_an_anisotropic_ct_series
 
     ct = read_volume(CT5N)  # pydicom's CT series, read as segment reads it: 16x16x5, 0.49 x 0.49 x 2.5 mm
     t1 = nib.load(str(ANATOMICAL))
-    for kind, (data, affine) in {"t1": (np.asarray(t1.dataobj), t1.affine), "ct": (np.asarray(ct.image[0]), np.asarray(ct.image.affine))}.items():
+    for kind, (data, affine) in {
+        "t1": (np.asarray(t1.dataobj), t1.affine),
+        "ct": (np.asarray(ct.image[0]), np.asarray(ct.image.affine)),
+    }.items():
         root = tmp_path / kind
         (root / "images").mkdir(parents=True)
         (root / "labels").mkdir()
         for i, flip in enumerate([False, True, False]):  # three cases: the volume, mirrored, and again
             image = data[::-1] if flip else data
             nib.save(nib.Nifti1Image(np.ascontiguousarray(image), affine), str(root / "images" / f"{kind}{i}.nii.gz"))
-            nib.save(nib.Nifti1Image(_thresholded(np.ascontiguousarray(image).astype(float)), affine), str(root / "labels" / f"{kind}{i}.nii.gz"))
-        overlay = _prepare("unet", root / "images", root / "labels", root / "prepared", {1: "bright", 2: "brightest"}, split=(0.34, 0.33, 0.33))
+            nib.save(
+                nib.Nifti1Image(_thresholded(np.ascontiguousarray(image).astype(float)), affine),
+                str(root / "labels" / f"{kind}{i}.nii.gz"),
+            )
+        overlay = _prepare(
+            "unet",
+            root / "images",
+            root / "labels",
+            root / "prepared",
+            {1: "bright", 2: "brightest"},
+            split=(0.34, 0.33, 0.33),
+        )
         plan = _check_plan(overlay, 3)
-        if kind == "ct":  # 2.5 mm slices against 0.49 mm pixels: the slice axis is pooled only once the others have caught up
+        if (
+            kind == "ct"
+        ):  # 2.5 mm slices against 0.49 mm pixels: the slice axis is pooled only once the others have caught up
             spacing = np.round(np.linalg.norm(np.asarray(ct.image.affine)[:3, :3], axis=0), 3)
-            assert sorted(spacing)[-1] == 2.5 and plan["target_spacing"] == [round(float(s), 4) for s in np.linalg.norm(affine[:3, :3], axis=0)]
+            assert sorted(spacing)[-1] == 2.5 and plan["target_spacing"] == [
+                round(float(s), 4) for s in np.linalg.norm(affine[:3, :3], axis=0)
+            ]
             thick = int(np.argmax(plan["target_spacing"]))
-            assert [level[thick] for level in plan["strides"]][0] == 1 and overlay["patch_size"][thick] % plan["patch_multiple"][thick] == 0
-            assert [thick, (thick + 1) % 3] not in overlay["augmentation"]["rotate90_planes"]  # no quarter turn across the thick axis
+            assert [level[thick] for level in plan["strides"]][0] == 1 and overlay["patch_size"][thick] % plan[
+                "patch_multiple"
+            ][thick] == 0
+            assert [thick, (thick + 1) % 3] not in overlay["augmentation"][
+                "rotate90_planes"
+            ]  # no quarter turn across the thick axis
         run = tmp_path / f"run_{kind}"
         _train("unet", root / "prepared" / "overlay.json", run)
         case = root / "images" / f"{kind}0.nii.gz"
-        (result,) = segment(BUNDLES_DIR / "unet", case, tmp_path / f"seg_{kind}", checkpoint=run / "models" / "model.pt", device="cpu", progress=False)
+        (result,) = segment(
+            BUNDLES_DIR / "unet",
+            case,
+            tmp_path / f"seg_{kind}",
+            checkpoint=run / "models" / "model.pt",
+            device="cpu",
+            progress=False,
+        )
         assert result.error is None, result.error
         mask = nib.load(str(result.output))
         assert mask.shape == nib.load(str(case)).shape and np.allclose(mask.affine, affine, atol=1e-4)

@@ -19,8 +19,15 @@ def _trainer(net, lr=0.1, steps=6, max_norm=None, max_value=None):
     torch.manual_seed(0)
     data = [{"image": torch.randn(4, 3), "label": torch.randn(4, 2)}] * steps
     optimizer = torch.optim.SGD(net.parameters(), lr=lr)
-    trainer = SupervisedTrainer(device=torch.device("cpu"), max_epochs=1, train_data_loader=data, network=net, optimizer=optimizer,
-                                loss_function=torch.nn.MSELoss(), amp=False)
+    trainer = SupervisedTrainer(
+        device=torch.device("cpu"),
+        max_epochs=1,
+        train_data_loader=data,
+        network=net,
+        optimizer=optimizer,
+        loss_function=torch.nn.MSELoss(),
+        amp=False,
+    )
     GradientClipping(net.parameters(), max_norm=max_norm, max_value=max_value).attach(trainer)
     return trainer, data
 
@@ -144,23 +151,55 @@ def test_gradient_clipping_bounds_each_step_as_clip_by_norm_or_by_value(max_norm
 
 # Each bundle's recipe, as its docs/README.md names it with the source (issue 17): optimiser, learning rate and
 # its schedule, gradient clipping, weight average, early stopping and loss.
-NNUNET = {"optimizer": ("torch.optim.SGD", {"momentum": 0.99, "nesterov": True, "weight_decay": 3e-05}), "learning_rate": 0.01,
-          "lr_scheduler": ("torch.optim.lr_scheduler.PolynomialLR", {"power": 0.9}), "grad_clip_norm": 12, "loss": "DiceCELoss"}
+NNUNET = {
+    "optimizer": ("torch.optim.SGD", {"momentum": 0.99, "nesterov": True, "weight_decay": 3e-05}),
+    "learning_rate": 0.01,
+    "lr_scheduler": ("torch.optim.lr_scheduler.PolynomialLR", {"power": 0.9}),
+    "grad_clip_norm": 12,
+    "loss": "DiceCELoss",
+}
 RECIPES = {
-    "unet": {"optimizer": ("torch.optim.AdamW", {"weight_decay": 1e-05}), "learning_rate": 0.001,
-             "lr_scheduler": ("torch.optim.lr_scheduler.CosineAnnealingLR", {}), "loss": "DiceCELoss"},
+    "unet": {
+        "optimizer": ("torch.optim.AdamW", {"weight_decay": 1e-05}),
+        "learning_rate": 0.001,
+        "lr_scheduler": ("torch.optim.lr_scheduler.CosineAnnealingLR", {}),
+        "loss": "DiceCELoss",
+    },
     "unetplusplus": {**NNUNET, "loss": "monai_ext.losses.DeepSupervisionLoss"},
-    "resunet": {"optimizer": ("torch.optim.AdamW", {"weight_decay": 1e-05}), "learning_rate": 0.001,
-                "lr_scheduler": ("torch.optim.lr_scheduler.CosineAnnealingLR", {}), "loss": "DiceCELoss"},
-    "resunetplusplus": {"optimizer": ("torch.optim.NAdam", {}), "learning_rate": 0.0001, "early_stop_patience": 10, "loss": "DiceLoss",
-                        "lr_scheduler": ("torch.optim.lr_scheduler.ReduceLROnPlateau", {"mode": "max", "factor": 0.1, "patience": 5})},
-    "madgnet": {"optimizer": ("torch.optim.Adam", {}), "learning_rate": "$0.0001 if @pretrained_backbone else 0.001", "grad_clip_value": 0.5,
-                "multiscale_rates": [0.75, 1.0, 1.25], "loss": "monai_ext.losses.MADGNetLoss",
-                "lr_scheduler": ("torch.optim.lr_scheduler.StepLR", {"gamma": 0.1})},
-    "medsegdiff": {"optimizer": ("torch.optim.AdamW", {"weight_decay": 0.0}), "learning_rate": 0.0001, "ema_decay": 0.9999,
-                   "lr_scheduler": ("torch.optim.lr_scheduler.ConstantLR", {"factor": 1.0}), "loss": "torch.nn.MSELoss"},
-    "higmisnet": {"optimizer": ("torch.optim.Adam", {"betas": [0.5, 0.999]}), "learning_rate": 0.0002, "loss": "DiceCELoss",
-                  "lr_scheduler": ("torch.optim.lr_scheduler.PolynomialLR", {"power": 0.9})},
+    "resunet": {
+        "optimizer": ("torch.optim.AdamW", {"weight_decay": 1e-05}),
+        "learning_rate": 0.001,
+        "lr_scheduler": ("torch.optim.lr_scheduler.CosineAnnealingLR", {}),
+        "loss": "DiceCELoss",
+    },
+    "resunetplusplus": {
+        "optimizer": ("torch.optim.NAdam", {}),
+        "learning_rate": 0.0001,
+        "early_stop_patience": 10,
+        "loss": "DiceLoss",
+        "lr_scheduler": ("torch.optim.lr_scheduler.ReduceLROnPlateau", {"mode": "max", "factor": 0.1, "patience": 5}),
+    },
+    "madgnet": {
+        "optimizer": ("torch.optim.Adam", {}),
+        "learning_rate": "$0.0001 if @pretrained_backbone else 0.001",
+        "grad_clip_value": 0.5,
+        "multiscale_rates": [0.75, 1.0, 1.25],
+        "loss": "monai_ext.losses.MADGNetLoss",
+        "lr_scheduler": ("torch.optim.lr_scheduler.StepLR", {"gamma": 0.1}),
+    },
+    "medsegdiff": {
+        "optimizer": ("torch.optim.AdamW", {"weight_decay": 0.0}),
+        "learning_rate": 0.0001,
+        "ema_decay": 0.9999,
+        "lr_scheduler": ("torch.optim.lr_scheduler.ConstantLR", {"factor": 1.0}),
+        "loss": "torch.nn.MSELoss",
+    },
+    "higmisnet": {
+        "optimizer": ("torch.optim.Adam", {"betas": [0.5, 0.999]}),
+        "learning_rate": 0.0002,
+        "loss": "DiceCELoss",
+        "lr_scheduler": ("torch.optim.lr_scheduler.PolynomialLR", {"power": 0.9}),
+    },
 }
 
 
@@ -184,11 +223,18 @@ def test_each_bundle_trains_with_the_recipe_its_docs_name(name):
     handlers = config["train"]["handlers"]
     targets = [h["_target_"] if isinstance(h, dict) else h for h in handlers]
     assert "monai_ext.handlers.GradientClipping" in targets and "monai_ext.handlers.WeightAverage" in targets
-    assert "monai_ext.handlers.LrSchedule" in targets and "LrScheduleHandler" not in targets  # plateaus step per validation
+    assert (
+        "monai_ext.handlers.LrSchedule" in targets and "LrScheduleHandler" not in targets
+    )  # plateaus step per validation
     saver = handlers[targets.index("monai_ext.handlers.BundleCheckpointSaver")]
-    assert saver["training_state"]["weight_average"] == f"@train#handlers#{targets.index('monai_ext.handlers.WeightAverage')}"
+    assert (
+        saver["training_state"]["weight_average"]
+        == f"@train#handlers#{targets.index('monai_ext.handlers.WeightAverage')}"
+    )
     assert handlers[targets.index("monai_ext.handlers.StopAtTarget")]["patience"] == "@early_stop_patience"
-    assert config.get("multiscale_rates") == recipe.get("multiscale_rates")  # PraNet's multi-scale training, MADGNet's recipe
+    assert config.get("multiscale_rates") == recipe.get(
+        "multiscale_rates"
+    )  # PraNet's multi-scale training, MADGNet's recipe
     if "multiscale_rates" in config:
         assert handlers[targets.index("monai_ext.handlers.MultiScaleTraining")]["rates"] == "@multiscale_rates"
     docs = (BUNDLES_DIR / name / "docs" / "README.md").read_text()
@@ -197,22 +243,30 @@ def test_each_bundle_trains_with_the_recipe_its_docs_name(name):
 
 @pytest.mark.parametrize("bundle", ["resunetplusplus", "unetplusplus"])
 def test_the_adamw_recipe_is_one_overlay_too(bundle):
+    from conftest import BUNDLES_DIR
     from monai.bundle import ConfigParser
 
-    from conftest import BUNDLES_DIR
-
     parser = ConfigParser()
-    parser.read_config([str(BUNDLES_DIR / bundle / "configs" / "train.json"), str(Path(__file__).resolve().parents[1] / "recipes" / "adamw.json")])
-    parser["network_def"] = {"_target_": "torch.nn.Conv2d", "in_channels": 1, "out_channels": 3, "kernel_size": 1}  # the recipe, not the net
+    parser.read_config(
+        [
+            str(BUNDLES_DIR / bundle / "configs" / "train.json"),
+            str(Path(__file__).resolve().parents[1] / "recipes" / "adamw.json"),
+        ]
+    )
+    parser["network_def"] = {
+        "_target_": "torch.nn.Conv2d",
+        "in_channels": 1,
+        "out_channels": 3,
+        "kernel_size": 1,
+    }  # the recipe, not the net
     optimizer, scheduler = parser.get_parsed_content("optimizer"), parser.get_parsed_content("lr_scheduler")
     assert isinstance(optimizer, torch.optim.AdamW) and optimizer.param_groups[0]["lr"] == 0.001
     assert isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR) and parser["grad_clip_norm"] is None
 
 
 def test_the_nnunet_recipe_is_one_overlay_for_a_supervised_bundle():
-    from monai.bundle import ConfigParser
-
     from conftest import BUNDLES_DIR
+    from monai.bundle import ConfigParser
 
     overlay = Path(__file__).resolve().parents[1] / "recipes" / "nnunet.json"
     parser = ConfigParser()
@@ -220,9 +274,17 @@ def test_the_nnunet_recipe_is_one_overlay_for_a_supervised_bundle():
     parser["patch_size"] = [32, 32]
     optimizer, scheduler = parser.get_parsed_content("optimizer"), parser.get_parsed_content("lr_scheduler")
     group = optimizer.param_groups[0]
-    assert isinstance(optimizer, torch.optim.SGD) and (group["lr"], group["momentum"], group["nesterov"], group["weight_decay"]) == (0.01, 0.99, True, 3e-05)
+    assert isinstance(optimizer, torch.optim.SGD) and (
+        group["lr"],
+        group["momentum"],
+        group["nesterov"],
+        group["weight_decay"],
+    ) == (0.01, 0.99, True, 3e-05)
     assert isinstance(scheduler, torch.optim.lr_scheduler.PolynomialLR) and scheduler.power == 0.9
-    assert scheduler.total_iters == parser.get_parsed_content("train#trainer#max_epochs") and parser["grad_clip_norm"] == 12
+    assert (
+        scheduler.total_iters == parser.get_parsed_content("train#trainer#max_epochs")
+        and parser["grad_clip_norm"] == 12
+    )
 
 
 def test_multi_scale_training_resizes_each_batch_to_the_next_rate_in_turn_as_pranet_does():
@@ -261,16 +323,19 @@ def test_multi_scale_training_is_off_without_rates_and_refuses_bad_ones():
     MultiScaleTraining(rates=[1.0]).attach(trainer)
     assert not trainer.has_event_handler(MultiScaleTraining, Events.ITERATION_STARTED)
     assert not any(trainer._event_handlers[Events.ITERATION_STARTED])
-    assert MultiScaleTraining(multiple=16).size((40, 64, 24), 1.25) == (48, 80, 32)  # halves round up, never below the multiple
+    assert MultiScaleTraining(multiple=16).size((40, 64, 24), 1.25) == (
+        48,
+        80,
+        32,
+    )  # halves round up, never below the multiple
     with pytest.raises(ValueError, match="rates"):
         MultiScaleTraining(rates=(0.5, -1.0))
 
 
 def test_resunetplusplus_draws_the_official_offline_augmentation_online():
+    from conftest import BUNDLES_DIR
     from monai.bundle import ConfigParser
     from monai.transforms import RandCoarseDropoutd, RandRotated, RandScaleIntensityd, RandZoomd
-
-    from conftest import BUNDLES_DIR
 
     parser = ConfigParser()
     parser.read_config(str(BUNDLES_DIR / "resunetplusplus" / "configs" / "train.json"))
@@ -278,7 +343,10 @@ def test_resunetplusplus_draws_the_official_offline_augmentation_online():
     transforms = parser.get_parsed_content("train#random_transforms")
     kinds = {type(t): t for t in transforms}
     # each kind of the official 31 copies, with its share of them as its probability
-    assert kinds[RandZoomd].prob == 0.4 and (kinds[RandZoomd].rand_zoom.min_zoom, kinds[RandZoomd].rand_zoom.max_zoom) == ((1.0,), (2.0,))
+    assert kinds[RandZoomd].prob == 0.4 and (
+        kinds[RandZoomd].rand_zoom.min_zoom,
+        kinds[RandZoomd].rand_zoom.max_zoom,
+    ) == ((1.0,), (2.0,))
     assert kinds[RandRotated].prob == 0.16 and kinds[RandRotated].rand_rotate.range_x == (-1.5708, 1.5708)
     assert [t.prob for t in transforms if isinstance(t, RandScaleIntensityd)] == [0.5, 0.16]
     # the cutout removes the structure from the label as well as from the image (the official mask is zeroed there)

@@ -1,6 +1,9 @@
-"""House rules: CI runs exactly the README's commands; requirements are exact pins."""
+"""House rules: CI runs exactly the README's commands; requirements are exact pins; the code is formatted and lint
+clean as pyproject.toml configures ruff."""
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,3 +28,11 @@ def test_requirements_are_exact_pins():
         line = line.split("#")[0].strip()
         if line and line != "-e .":
             assert re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[0-9][A-Za-z0-9.+]*", line), line
+
+
+def test_the_code_is_formatted_and_lint_clean():
+    for args in (["format", "--check", "--quiet", "."], ["check", "--quiet", "."]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "ruff", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+        )
+        assert proc.returncode == 0, f"ruff {' '.join(args)}:\n{proc.stdout[-3000:]}{proc.stderr[-2000:]}"

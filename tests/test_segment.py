@@ -13,12 +13,12 @@ import numpy as np
 import pydicom
 import pytest
 import torch
+from conftest import BUNDLES_DIR
 from monai.bundle import ConfigParser
 
 import monai_ext.data.volume_io as vio
 from monai_ext.apps import segment
 from monai_ext.errors import InputError
-from conftest import BUNDLES_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 NIB_DATA = Path(nib.__file__).parent / "tests" / "data"
@@ -72,13 +72,20 @@ def test_dicom_series_to_nifti_and_to_dicom_seg(bundle, tmp_path):
     assert mask.shape == tuple(reference.image.shape[1:])
     np.testing.assert_allclose(mask.affine, reference.image.affine.numpy(), atol=1e-4)
 
-    (seg,) = segment(bundle, CT5N, tmp_path / "seg", device="cpu", output_format="dicom-seg", overrides=SMALL_3D, progress=False)
+    (seg,) = segment(
+        bundle, CT5N, tmp_path / "seg", device="cpu", output_format="dicom-seg", overrides=SMALL_3D, progress=False
+    )
     assert seg.output.suffix == ".dcm"
     dataset = hd.seg.segread(seg.output)
     uids = [h.SOPInstanceUID for h in reference.series.headers]
-    frames = dataset.get_pixels_by_source_instance(source_sop_instance_uids=uids, combine_segments=True, skip_overlap_checks=True)
+    frames = dataset.get_pixels_by_source_instance(
+        source_sop_instance_uids=uids, combine_segments=True, skip_overlap_checks=True
+    )
     # the SEG's frames are the NIfTI mask's slices, on the source images' grid
-    order = [reference.geometry.index[[str(s.path) for s in reference.geometry.slices].index(h.filename)] for h in reference.series.headers]
+    order = [
+        reference.geometry.index[[str(s.path) for s in reference.geometry.slices].index(h.filename)]
+        for h in reference.series.headers
+    ]
     np.testing.assert_array_equal(np.transpose(frames, (2, 1, 0)), np.asarray(mask.dataobj)[:, :, order])
     assert dataset.ReferencedSeriesSequence[0].SeriesInstanceUID == reference.series.uid
 
@@ -149,7 +156,16 @@ def test_bad_inputs_end_with_one_line_and_a_non_zero_exit(bundle, tmp_path):
         tmp_path / "truncated": "IM0006.dcm: truncated",
         seg_file: "not an image: Segmentation Storage (SEG)",
     }
-    common = ["--bundle", str(bundle), "--output", str(tmp_path / "out"), "--set", "spatial_dims=3", "--set", "patch_size=[16,16,16]"]
+    common = [
+        "--bundle",
+        str(bundle),
+        "--output",
+        str(tmp_path / "out"),
+        "--set",
+        "spatial_dims=3",
+        "--set",
+        "patch_size=[16,16,16]",
+    ]
     for path, message in cases.items():
         before = _digest(path) if path.exists() else None
         proc = _cli("--input", str(path), *common)
@@ -168,10 +184,27 @@ def test_bad_inputs_end_with_one_line_and_a_non_zero_exit(bundle, tmp_path):
     proc = _cli("--input", str(CT5N), "--bundle", str(empty), "--output", str(tmp_path / "o2"))
     assert proc.returncode == 2 and "missing checkpoint" in proc.stderr and proc.stderr.count("\n") == 1
     # and as a process, the way users run it
-    real = subprocess.run([sys.executable, "-m", "monai_ext", "segment", "--input", str(tmp_path / "nothing"), "--bundle", str(bundle),
-                           "--output", str(tmp_path / "o4")], capture_output=True, text=True, timeout=300)
+    real = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "monai_ext",
+            "segment",
+            "--input",
+            str(tmp_path / "nothing"),
+            "--bundle",
+            str(bundle),
+            "--output",
+            str(tmp_path / "o4"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert real.returncode == 2 and real.stderr.strip().startswith("error:") and "no such file or folder" in real.stderr
-    proc = _cli("--input", str(CT5N), "--bundle", str(bundle), "--output", str(tmp_path / "o3"))  # 3D weights, 2D config
+    proc = _cli(
+        "--input", str(CT5N), "--bundle", str(bundle), "--output", str(tmp_path / "o3")
+    )  # 3D weights, 2D config
     assert proc.returncode == 2 and "weights do not fit the configured network" in proc.stderr
 
 
@@ -185,8 +218,23 @@ def test_demo_runs_from_an_installed_package(tmp_path):
     for name in ("monai_ext", "datasets", "recipes", "schemas"):
         shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(BUNDLES_DIR, source / "bundles")  # as git tracks them
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "wheel")],
-                           capture_output=True, text=True, timeout=600)
+    build = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(source),
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "wheel"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert build.returncode == 0, build.stderr[-3000:]
     import zipfile
 
@@ -194,11 +242,20 @@ def test_demo_runs_from_an_installed_package(tmp_path):
     zipfile.ZipFile(wheel).extractall(tmp_path / "site")
     assert (tmp_path / "site" / "monai_ext" / "datasets" / "promise12.json").is_file()  # the overlays ship too
     assert (tmp_path / "site" / "monai_ext" / "recipes" / "nnunet.json").is_file()  # and the shared recipes
-    run = ("import runpy, sys, monai_ext; assert monai_ext.__file__.startswith(sys.argv[1]), monai_ext.__file__; "
-           "sys.argv = ['monai_ext', 'demo', '--output', sys.argv[2], '--epochs', '2', '--cases', '5']; runpy.run_module('monai_ext', run_name='__main__')")
+    run = (
+        "import runpy, sys, monai_ext; assert monai_ext.__file__.startswith(sys.argv[1]), monai_ext.__file__; "
+        "sys.argv = ['monai_ext', 'demo', '--output', sys.argv[2], '--epochs', '2', '--cases', '5']; "
+        "runpy.run_module('monai_ext', run_name='__main__')"
+    )
     env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path / "site")}
-    proc = subprocess.run([sys.executable, "-c", run, str(tmp_path / "site"), str(tmp_path / "demo")], capture_output=True, text=True,
-                          timeout=600, cwd=tmp_path, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-c", run, str(tmp_path / "site"), str(tmp_path / "demo")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "demo"
     report = __import__("json").loads((out / "metrics.json").read_text())
@@ -209,18 +266,43 @@ def test_demo_runs_from_an_installed_package(tmp_path):
     # every held-out volume is segmented and scored; the mean is what the closing block reports
     datalist = __import__("json").loads((out / "data" / "datalist.json").read_text())
     held = report["heldout"]
-    assert held["cases"] == len(datalist["test"]) == len(held["per_case"]) == len(list((out / "segmentation").glob("*_seg.nii.gz")))
+    assert (
+        held["cases"]
+        == len(datalist["test"])
+        == len(held["per_case"])
+        == len(list((out / "segmentation").glob("*_seg.nii.gz")))
+    )
     assert held["dice_tube"] == pytest.approx(np.nanmean([m["dice_tube"] for m in held["per_case"].values()]))
-    assert f"held-out Dice blob {held['dice_blob']:.3f}, tube {held['dice_tube']:.3f}" in proc.stdout and "lowest held-out" in proc.stdout
+    assert (
+        f"held-out Dice blob {held['dice_blob']:.3f}, tube {held['dice_tube']:.3f}" in proc.stdout
+        and "lowest held-out" in proc.stdout
+    )
     from PIL import Image
 
     assert max(Image.open(out / "overlay.png").size) >= 512 and Path(report["training_curves"]).is_file()
     # the closing block: where everything is, and the command that reuses the model with nothing to guess
     command = f"python -m monai_ext segment --bundle {report['bundle']} --checkpoint {report['model']} --input <volume> --output <folder>"
-    assert command in proc.stdout and str(Path(report["mask"]).parent) in proc.stdout and str(out / "overlay.png") in proc.stdout
-    reuse = subprocess.run([sys.executable, "-c", "import runpy, sys; sys.argv = ['monai_ext'] + sys.argv[1:]; runpy.run_module('monai_ext', run_name='__main__')",
-                            *command.replace("python -m monai_ext ", "").replace("<volume>", str(out / "data" / report["case"]))
-                            .replace("<folder>", str(tmp_path / "reuse")).split()], capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    assert (
+        command in proc.stdout
+        and str(Path(report["mask"]).parent) in proc.stdout
+        and str(out / "overlay.png") in proc.stdout
+    )
+    reuse = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import runpy, sys; sys.argv = ['monai_ext'] + sys.argv[1:]; runpy.run_module('monai_ext', run_name='__main__')",
+            *command.replace("python -m monai_ext ", "")
+            .replace("<volume>", str(out / "data" / report["case"]))
+            .replace("<folder>", str(tmp_path / "reuse"))
+            .split(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+        env=env,
+    )
     assert reuse.returncode == 0, reuse.stderr[-2000:]
     assert "Iter:" not in proc.stdout + proc.stderr  # quiet: no per-iteration lines
     assert {"data", "train", "segment"} <= set(report["seconds"])
@@ -265,7 +347,9 @@ def test_a_diffusion_bundle_writes_probability_and_uncertainty_maps(tmp_path):
     parser.update(settings)
     (root / "models").mkdir()
     torch.save(parser.get_parsed_content("network_def").state_dict(), root / "models" / "model.pt")
-    (result,) = segment(root, NIB_DATA / "anatomical.nii", tmp_path / "out", device="cpu", overrides=settings, progress=False)
+    (result,) = segment(
+        root, NIB_DATA / "anatomical.nii", tmp_path / "out", device="cpu", overrides=settings, progress=False
+    )
     assert result.error is None, result.error
     image = nib.load(str(NIB_DATA / "anatomical.nii"))
     written = {p.name: nib.load(str(p)) for p in (tmp_path / "out").iterdir()}
@@ -277,15 +361,30 @@ def test_a_diffusion_bundle_writes_probability_and_uncertainty_maps(tmp_path):
 
 
 def test_options_override_the_bundles_inferer_values_and_name_what_it_lacks(bundle, tmp_path):
-    (plain,) = segment(bundle, NIB_DATA / "anatomical.nii", tmp_path / "plain", device="cpu", overrides=SMALL_3D, progress=False)
-    (tta,) = segment(bundle, NIB_DATA / "anatomical.nii", tmp_path / "tta", device="cpu", overrides=SMALL_3D, progress=False,
-                     tta=True, sw_batch_size=2, overlap=0.25)
+    (plain,) = segment(
+        bundle, NIB_DATA / "anatomical.nii", tmp_path / "plain", device="cpu", overrides=SMALL_3D, progress=False
+    )
+    (tta,) = segment(
+        bundle,
+        NIB_DATA / "anatomical.nii",
+        tmp_path / "tta",
+        device="cpu",
+        overrides=SMALL_3D,
+        progress=False,
+        tta=True,
+        sw_batch_size=2,
+        overlap=0.25,
+    )
     a, b = nib.load(str(plain.output)), nib.load(str(tta.output))
     assert a.shape == b.shape and np.allclose(a.affine, b.affine)
-    assert not np.array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj))  # eight mirrored passes averaged: another mask
+    assert not np.array_equal(
+        np.asarray(a.dataobj), np.asarray(b.dataobj)
+    )  # eight mirrored passes averaged: another mask
     medsegdiff = tmp_path / "medsegdiff"
     shutil.copytree(BUNDLES_DIR / "medsegdiff", medsegdiff)
-    with pytest.raises(InputError, match="--tta: the bundle's inferer .*DiffusionSegmentationInferer.* has no 'tta_axes'"):
+    with pytest.raises(
+        InputError, match="--tta: the bundle's inferer .*DiffusionSegmentationInferer.* has no 'tta_axes'"
+    ):
         segment(medsegdiff, NIB_DATA / "anatomical.nii", tmp_path / "out", device="cpu", tta=True, progress=False)
 
 
@@ -293,9 +392,22 @@ def test_a_stopped_folder_run_is_finished_with_skip_existing_and_summarised(bund
     cases = tmp_path / "cases"
     cases.mkdir()
     for name in ("a", "b", "c"):
-        _write_nifti(cases / f"{name}.nii.gz", np.random.default_rng(ord(name)).normal(size=(20, 18, 12)).astype(np.float32))
+        _write_nifti(
+            cases / f"{name}.nii.gz", np.random.default_rng(ord(name)).normal(size=(20, 18, 12)).astype(np.float32)
+        )
     out = tmp_path / "out"
-    common = ["--bundle", str(bundle), "--input", str(cases), "--output", str(out), "--set", "spatial_dims=3", "--set", "patch_size=[16,16,16]"]
+    common = [
+        "--bundle",
+        str(bundle),
+        "--input",
+        str(cases),
+        "--output",
+        str(out),
+        "--set",
+        "spatial_dims=3",
+        "--set",
+        "patch_size=[16,16,16]",
+    ]
     first = [*common[:2], "--input", str(cases / "a.nii.gz"), *common[4:]]
     assert _cli(*first).returncode == 0  # the run that was stopped after case a...
     stale = out / ".b_seg.nii.gz.999999999.tmp.nii.gz"  # ...while writing case b (its process is gone)
@@ -336,11 +448,24 @@ def test_a_full_disk_fails_the_case_it_hits_names_the_file_and_keeps_earlier_out
 
     monkeypatch.setattr(nibabel, "save", disk_fills_up)
     out = tmp_path / "out"
-    proc = _cli("--bundle", str(bundle), "--input", str(cases), "--output", str(out), "--set", "spatial_dims=3", "--set", "patch_size=[16,16,16]")
+    proc = _cli(
+        "--bundle",
+        str(bundle),
+        "--input",
+        str(cases),
+        "--output",
+        str(out),
+        "--set",
+        "spatial_dims=3",
+        "--set",
+        "patch_size=[16,16,16]",
+    )
     assert proc.returncode == 1  # some cases done, some failed
     assert "segment: 1 written, 0 skipped, 1 failed of 2 case(s)" in proc.stdout
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert errors == [f"error: {out / 'b_seg.nii.gz'}: could not be written (No space left on device); earlier outputs are kept"]
+    assert errors == [
+        f"error: {out / 'b_seg.nii.gz'}: could not be written (No space left on device); earlier outputs are kept"
+    ]
     assert sorted(p.name for p in out.iterdir()) == ["a_seg.nii.gz"]  # and no temporary file
     assert nib.load(str(out / "a_seg.nii.gz")).shape == (20, 18, 12)
 
@@ -349,7 +474,9 @@ def test_segment_runs_the_network_on_openvino_and_caches_it_beside_the_weights(b
     source = NIB_DATA / "anatomical.nii"
     (eager,) = segment(bundle, source, tmp_path / "torch", device="cpu", overrides=SMALL_3D, progress=False)
     for backend in ("openvino", "onnxruntime"):
-        (result,) = segment(bundle, source, tmp_path / backend, device="cpu", overrides=SMALL_3D, progress=False, backend=backend)
+        (result,) = segment(
+            bundle, source, tmp_path / backend, device="cpu", overrides=SMALL_3D, progress=False, backend=backend
+        )
         assert result.error is None, result.error
         a, b = np.asarray(nib.load(str(result.output)).dataobj), np.asarray(nib.load(str(eager.output)).dataobj)
         assert (a == b).mean() > 0.999  # the same logits to 1e-4: only exact ties may differ
@@ -373,13 +500,21 @@ def test_label_maps_stay_uint8_from_the_arg_max_to_the_writer(bundle, tmp_path, 
 
     monkeypatch.setattr(app, "_write", spy)
     source = NIB_DATA / "anatomical.nii"  # LAS, 2 x 2 x 2.2 mm: reoriented and resampled to 1.5 mm and back
-    (result,) = segment(bundle, source, tmp_path, device="cpu", overrides={**SMALL_3D, "pixdim": [1.5, 1.5, 1.5]}, progress=False)
+    (result,) = segment(
+        bundle, source, tmp_path, device="cpu", overrides={**SMALL_3D, "pixdim": [1.5, 1.5, 1.5]}, progress=False
+    )
     assert result.error is None
     assert handed["pred"].dtype == torch.uint8 and tuple(handed["pred"].shape[1:]) == nib.load(str(source)).shape
-    monais = {**SMALL_3D, "pixdim": [1.5, 1.5, 1.5], "postprocessing#transforms#0#_target_": "Invertd"}  # MONAI's: float32 grid_sample
+    monais = {
+        **SMALL_3D,
+        "pixdim": [1.5, 1.5, 1.5],
+        "postprocessing#transforms#0#_target_": "Invertd",
+    }  # MONAI's: float32 grid_sample
     (reference,) = segment(bundle, source, tmp_path / "monai", device="cpu", overrides=monais, progress=False)
     assert handed["pred"].dtype == torch.float32
-    assert np.array_equal(np.asarray(nib.load(str(result.output)).dataobj), np.asarray(nib.load(str(reference.output)).dataobj))
+    assert np.array_equal(
+        np.asarray(nib.load(str(result.output)).dataobj), np.asarray(nib.load(str(reference.output)).dataobj)
+    )
 
 
 def test_outputs_keep_the_inputs_nifti_header_codes(bundle, tmp_path):
@@ -394,6 +529,8 @@ def test_outputs_keep_the_inputs_nifti_header_codes(bundle, tmp_path):
         header = nib.load(str(result.output)).header
         assert (int(header["qform_code"]), int(header["sform_code"]), int(header["xyzt_units"])) == expected
         np.testing.assert_allclose(nib.load(str(result.output)).affine, nib.load(str(source)).affine, atol=1e-5)
-    (series,) = segment(bundle, CT5N, tmp_path / "dicom", device="cpu", overrides=SMALL_3D, progress=False)  # DICOM: scanner, mm
+    (series,) = segment(
+        bundle, CT5N, tmp_path / "dicom", device="cpu", overrides=SMALL_3D, progress=False
+    )  # DICOM: scanner, mm
     header = nib.load(str(series.output)).header
     assert (int(header["qform_code"]), int(header["sform_code"]), int(header["xyzt_units"])) == (1, 1, 10)

@@ -16,7 +16,9 @@ def test_same_seed_same_data_and_clean_split(tmp_path):
     da, db = json.loads(a.read_text()), json.loads(b.read_text())
     assert da == db
     for case in da["training"]:
-        assert np.array_equal(nib.load(str(a.parent / case["image"])).get_fdata(), nib.load(str(b.parent / case["image"])).get_fdata())
+        assert np.array_equal(
+            nib.load(str(a.parent / case["image"])).get_fdata(), nib.load(str(b.parent / case["image"])).get_fdata()
+        )
     images = [c["image"] for split in ("training", "validation", "test") for c in da[split]]
     assert len(images) == len(set(images)) == 10
     assert all(len(da[split]) >= 1 for split in ("training", "validation", "test"))
@@ -34,7 +36,9 @@ def test_formats_and_geometry(tmp_path):
     image, label = np.array(Image.open(png.parent / case["image"])), np.array(Image.open(png.parent / case["label"]))
     assert image.shape == label.shape == (40, 30) and image.dtype == np.uint8
     assert set(np.unique(label)) <= {0, 1, 2}
-    vol = make_synthetic_dataset(tmp_path / "vol", num_cases=3, spatial_dims=3, size=(20, 18, 16), spacing=(0.8, 0.8, 2.0))
+    vol = make_synthetic_dataset(
+        tmp_path / "vol", num_cases=3, spatial_dims=3, size=(20, 18, 16), spacing=(0.8, 0.8, 2.0)
+    )
     case = json.loads(vol.read_text())["test"][0]
     img = nib.load(str(vol.parent / case["image"]))
     assert img.shape == (20, 18, 16) and np.allclose(np.diag(img.affine)[:3], (0.8, 0.8, 2.0))
@@ -51,7 +55,10 @@ def test_every_class_present_and_intensities_overlap():
         for lo in np.linspace(0.1, 1.0, 19):
             for hi in np.linspace(lo, 1.4, 15):
                 pred = np.where(image > hi, 1, np.where(image > lo, 2, 0))
-                dice = [2 * np.sum((pred == c) & (label == c)) / max(1, np.sum(pred == c) + np.sum(label == c)) for c in (1, 2)]
+                dice = [
+                    2 * np.sum((pred == c) & (label == c)) / max(1, np.sum(pred == c) + np.sum(label == c))
+                    for c in (1, 2)
+                ]
                 best = max(best, float(np.mean(dice)))
         oracle.append(best)
     # MONAI's create_test_image_2d is solved exactly by thresholds; this task is not

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import BUNDLES_DIR
 from monai.data import DataLoader, Dataset
 from monai.transforms import RandomizableTransform
 from threadpoolctl import threadpool_info
 
 import monai_ext.threads as threads
-from conftest import BUNDLES_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((BUNDLES_DIR).glob("*/configs/*.json"))
@@ -55,7 +55,9 @@ class _Report(RandomizableTransform):
 
 
 def test_data_loader_workers_run_one_thread_each_and_keep_monais_seeding():
-    loader = DataLoader(Dataset(list(range(4)), transform=_Report()), batch_size=1, num_workers=2, worker_init_fn=threads.worker_init_fn)
+    loader = DataLoader(
+        Dataset(list(range(4)), transform=_Report()), batch_size=1, num_workers=2, worker_init_fn=threads.worker_init_fn
+    )
     rows = torch.cat(list(loader))
     assert (rows[:, 0] == 1).all() and (rows[:, 1] == 1).all()
     assert len(set(rows[:, 2].tolist())) == 4  # MONAI's worker_init_fn still seeds each worker's transforms apart

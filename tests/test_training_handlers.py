@@ -12,7 +12,12 @@ from monai_ext.bundle import TrainedSettings, check_fits, read_record
 from monai_ext.bundle.trained import SettingsMismatch, fingerprint
 from monai_ext.handlers import BundleCheckpointSaver, TimeBudget
 
-SETTINGS = {"spatial_dims": 2, "in_channels": 1, "out_channels": 3, "class_names": {"0": "background", "1": "a", "2": "b"}}
+SETTINGS = {
+    "spatial_dims": 2,
+    "in_channels": 1,
+    "out_channels": 3,
+    "class_names": {"0": "background", "1": "a", "2": "b"},
+}
 
 
 class _Validator(Engine):
@@ -21,7 +26,9 @@ class _Validator(Engine):
     def __init__(self, scores, cases=("case1", "case2")):
         super().__init__(lambda engine, batch: None)
         self.scores = list(scores)
-        self.data_loader = type("Loader", (), {"dataset": type("Dataset", (), {"data": [{"image": c} for c in cases]})()})()
+        self.data_loader = type(
+            "Loader", (), {"dataset": type("Dataset", (), {"data": [{"image": c} for c in cases]})()}
+        )()
         self.add_event_handler(Events.COMPLETED, self._score)
 
     def _score(self, engine):
@@ -29,7 +36,9 @@ class _Validator(Engine):
         engine.state.metrics["val_mean_dice"] = self.scores.pop(0)
 
 
-def _train(save_dir: Path, net: torch.nn.Module, scores, settings=SETTINGS, cases=("case1", "case2"), epochs=None) -> BundleCheckpointSaver:
+def _train(
+    save_dir: Path, net: torch.nn.Module, scores, settings=SETTINGS, cases=("case1", "case2"), epochs=None
+) -> BundleCheckpointSaver:
     validator = _Validator(scores, cases)
     trainer = Engine(lambda engine, batch: None)
     saver = BundleCheckpointSaver(save_dir, net, settings, validator, data_source={"name": "X", "url": "https://x"})
@@ -132,11 +141,15 @@ def test_records_are_read_from_any_checkpoint_form_and_a_bad_file_leaves_the_def
     state = with_record(torch.nn.Conv2d(1, 3, 3).state_dict(), SETTINGS)
     torch.save(state, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)  # cannot be memory-mapped
     torch.save({"model": state}, tmp_path / "wrapped.pt")  # MONAI CheckpointSaver's form
-    assert read_record(tmp_path / "legacy.pt")["settings"] == SETTINGS == read_record(tmp_path / "wrapped.pt")["settings"]
+    assert (
+        read_record(tmp_path / "legacy.pt")["settings"] == SETTINGS == read_record(tmp_path / "wrapped.pt")["settings"]
+    )
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="bad.pt: not a PyTorch checkpoint"):
         read_record(tmp_path / "bad.pt")
-    assert TrainedSettings(tmp_path / "bad.pt").get("spatial_dims", 3) == 3  # the config still parses; loading reports it
+    assert (
+        TrainedSettings(tmp_path / "bad.pt").get("spatial_dims", 3) == 3
+    )  # the config still parses; loading reports it
 
 
 # ------------------------------------------------------------------------------------ training state
@@ -157,8 +170,14 @@ def _resumable(save_dir: Path, net: torch.nn.Module, scores, epochs: int, resume
     trainer = Engine(step)
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: scheduler.step())
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: validator.run([0]))
-    saver = BundleCheckpointSaver(save_dir, net, SETTINGS, validator, training_state={"optimizer": optimizer, "lr_scheduler": scheduler},
-                                  resume_from=resume_from)
+    saver = BundleCheckpointSaver(
+        save_dir,
+        net,
+        SETTINGS,
+        validator,
+        training_state={"optimizer": optimizer, "lr_scheduler": scheduler},
+        resume_from=resume_from,
+    )
     saver.attach(trainer)
     return trainer, saver, optimizer, scheduler
 
@@ -166,12 +185,17 @@ def _resumable(save_dir: Path, net: torch.nn.Module, scores, epochs: int, resume
 def test_every_epoch_writes_a_training_state_that_loads_without_unpickling_code(tmp_path):
     trainer, _, optimizer, scheduler = _resumable(tmp_path, torch.nn.Conv2d(1, 3, 3), [0.5, 0.6], 2)
     epochs = []
-    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: epochs.append(torch.load(tmp_path / "last.pt", weights_only=True)["trainer"]["iteration"]))
+    trainer.add_event_handler(
+        Events.EPOCH_COMPLETED,
+        lambda e: epochs.append(torch.load(tmp_path / "last.pt", weights_only=True)["trainer"]["iteration"]),
+    )
     trainer.run(range(3), max_epochs=2)
     assert epochs == [3, 6]  # written at the end of each epoch
     state = torch.load(tmp_path / "last.pt", weights_only=True)
     assert {"network", "optimizer", "lr_scheduler", "trainer", "rng", "saver", "record"} <= set(state)
-    assert state["lr_scheduler"]["last_epoch"] == 2 and state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.025)
+    assert state["lr_scheduler"]["last_epoch"] == 2 and state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(
+        0.025
+    )
     assert state["trainer"]["iteration"] == 6 and state["saver"]["best"] == 0.6
 
 
@@ -239,7 +263,10 @@ def test_a_failing_save_keeps_the_previous_checkpoint_and_stops_with_one_line(tm
         return real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", full_disk)
-    with pytest.raises(CheckpointError, match=r"^.*model.pt: could not be written \(No space left on device\); the previous model.pt, if any, is intact$"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"^.*model.pt: could not be written \(No space left on device\); the previous model.pt, if any, is intact$",
+    ):
         trainer.run(range(2), max_epochs=3)
     monkeypatch.undo()
     assert torch.load(tmp_path / "last.pt", weights_only=True)["trainer"]["iteration"] == 2  # epoch 1's
@@ -272,7 +299,10 @@ def _validated_trainer(epochs, per_class_scores):
         engine.state.key_metric_name = "val_mean_dice"
         engine.state.metric_details = {"val_mean_dice": torch.stack([row, row])}
         engine.state.metrics["val_mean_dice"] = float(row.mean())
-        engine.state.best_metric, engine.state.best_metric_epoch = engine.state.metrics["val_mean_dice"], trainer.state.epoch
+        engine.state.best_metric, engine.state.best_metric_epoch = (
+            engine.state.metrics["val_mean_dice"],
+            trainer.state.epoch,
+        )
 
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda engine: validator.run([0]))
     return trainer, validator
@@ -307,13 +337,20 @@ def test_training_console_is_one_line_per_validation_unless_verbose_and_curves_a
     from monai_ext.handlers import TrainingProgress
 
     trainer, validator = _validated_trainer(2, [[0.5, 0.7], [0.8, 0.6]])
-    progress = TrainingProgress(validator, verbose=False, disable=False, curves=tmp_path / "eval" / "training_curves.png")
+    progress = TrainingProgress(
+        validator, verbose=False, disable=False, curves=tmp_path / "eval" / "training_curves.png"
+    )
     progress.attach(trainer)
     with caplog.at_level(logging.INFO):
         trainer.run([0, 1, 2], max_epochs=2)
     assert trainer.logger.level == logging.WARNING and validator.logger.level == logging.WARNING
-    assert progress.bar is None and progress.last == pytest.approx(0.7)  # the bar closed, its postfix the last validation
-    assert progress.validations == [(1, pytest.approx(0.6)), (2, pytest.approx(0.7))] and sorted(progress.losses) == [1, 2]
+    assert progress.bar is None and progress.last == pytest.approx(
+        0.7
+    )  # the bar closed, its postfix the last validation
+    assert progress.validations == [(1, pytest.approx(0.6)), (2, pytest.approx(0.7))] and sorted(progress.losses) == [
+        1,
+        2,
+    ]
     assert (tmp_path / "eval" / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
     trainer, validator = _validated_trainer(1, [[0.5, 0.5]])
     TrainingProgress(validator, verbose=True, disable=True).attach(trainer)
@@ -321,4 +358,6 @@ def test_training_console_is_one_line_per_validation_unless_verbose_and_curves_a
         trainer.run([0, 1, 2], max_epochs=1)
     assert trainer.logger.level == logging.NOTSET  # MONAI's own lines back
     lines = [r.getMessage() for r in caplog.records if r.name == "monai_ext.training"]
-    assert lines == ["epoch 1/1: val_mean_dice 0.5000 (best 0.5000 at epoch 1)"]  # with no bar, the line goes to the log
+    assert lines == [
+        "epoch 1/1: val_mean_dice 0.5000 (best 0.5000 at epoch 1)"
+    ]  # with no bar, the line goes to the log

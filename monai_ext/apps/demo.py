@@ -73,6 +73,7 @@ def run_demo(
     ``val_interval`` epochs, ``num_samples`` patches per volume), or, as a cap only, when the next epoch would
     end after ``minutes`` (``None`` or 0: no cap)."""
     from monai.bundle import run as bundle_run
+
     out = Path(output_dir)
     bundle = Path(bundle) if bundle else shipped("bundles") / "unet"
     overrides = {"spatial_dims": 3, "patch_size": [size] * 3}
@@ -88,7 +89,12 @@ def run_demo(
     shutil.rmtree(run_root, ignore_errors=True)  # a new run, not the best of this and an earlier one
     threads = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = str(TRAINING_THREADS)  # the bundle's initialize gives PyTorch this many
-    logger.info("phase 2/4: training %s (3D) until both classes reach validation Dice %.2f, at most %d epochs", bundle.name, target, epochs)
+    logger.info(
+        "phase 2/4: training %s (3D) until both classes reach validation Dice %.2f, at most %d epochs",
+        bundle.name,
+        target,
+        epochs,
+    )
     try:
         bundle_run(
             config_file=str(bundle / "configs" / "train.json"),
@@ -123,12 +129,20 @@ def run_demo(
     for entry in datalist["test"]:
         shutil.copyfile(data / entry["image"], heldout / Path(entry["image"]).name)
     # the checkpoint carries the settings it was trained with: nothing to repeat here
-    results = {Path(r.input).name: r for r in segment(bundle, heldout, out / "segmentation", checkpoint=model, overwrite=True, progress=False)}
+    results = {
+        Path(r.input).name: r
+        for r in segment(bundle, heldout, out / "segmentation", checkpoint=model, overwrite=True, progress=False)
+    }
     failed = [r.error for r in results.values() if r.error]
     if failed:
         raise RuntimeError(failed[0])
     timings["segment"] = time.perf_counter() - start
-    logger.info("phase 3/4: segmented %d held-out volumes -> %s (%.1f s)", len(results), out / "segmentation", timings["segment"])
+    logger.info(
+        "phase 3/4: segmented %d held-out volumes -> %s (%.1f s)",
+        len(results),
+        out / "segmentation",
+        timings["segment"],
+    )
 
     start = time.perf_counter()
     names = {1: "blob", 2: "tube"}
@@ -137,18 +151,28 @@ def run_demo(
         truth = np.asarray(nib.load(str(data / entry["label"])).dataobj).astype(np.int64)
         mask = np.asarray(nib.load(str(results[Path(entry["image"]).name].output)).dataobj).astype(np.int64)
         maps[entry["image"]] = truth, mask
-        per_case[entry["image"]] = segmentation_metrics(_one_hot(mask, 3), _one_hot(truth, 3), names, spacing=(1.0, 1.0, 1.0))
+        per_case[entry["image"]] = segmentation_metrics(
+            _one_hot(mask, 3), _one_hot(truth, 3), names, spacing=(1.0, 1.0, 1.0)
+        )
         per_case[entry["image"]].update({f"voxels_{n}": int((truth == c).sum()) for c, n in names.items()})
     # the picture shows a typical volume: the median of the held-out volumes' mean Dice over the classes
-    ranked = sorted(datalist["test"], key=lambda e: np.nanmean([per_case[e["image"]][f"dice_{n}"] for n in names.values()]))
+    ranked = sorted(
+        datalist["test"], key=lambda e: np.nanmean([per_case[e["image"]][f"dice_{n}"] for n in names.values()])
+    )
     case = ranked[(len(ranked) - 1) // 2]
     result, metrics = results[Path(case["image"]).name], per_case[case["image"]]
     image = nib.load(str(data / case["image"])).get_fdata(dtype=np.float32)
     truth, mask = maps[case["image"]]
     mean = {f"dice_{n}": float(np.nanmean([m[f"dice_{n}"] for m in per_case.values()])) for n in names.values()}
-    overlay_png(image[None], mask, truth, out / "overlay.png", class_names=names,
-                title=f"{case['image']}: {bundle.name} prediction (filled) and ground truth (outlined); "
-                      f"Dice blob {metrics['dice_blob']:.3f}, tube {metrics['dice_tube']:.3f}")
+    overlay_png(
+        image[None],
+        mask,
+        truth,
+        out / "overlay.png",
+        class_names=names,
+        title=f"{case['image']}: {bundle.name} prediction (filled) and ground truth (outlined); "
+        f"Dice blob {metrics['dice_blob']:.3f}, tube {metrics['dice_tube']:.3f}",
+    )
     report = {
         "case": case["image"],
         "mask": str(result.output),
@@ -166,7 +190,12 @@ def run_demo(
     (out / "metrics.json").write_text(json.dumps(report, indent=4) + "\n")
     report["metrics_file"] = str(out / "metrics.json")
     timings["report"] = time.perf_counter() - start
-    logger.info("phase 4/4: held-out Dice (mean of %d volumes) blob %.3f, tube %.3f", len(per_case), mean["dice_blob"], mean["dice_tube"])
+    logger.info(
+        "phase 4/4: held-out Dice (mean of %d volumes) blob %.3f, tube %.3f",
+        len(per_case),
+        mean["dice_blob"],
+        mean["dice_tube"],
+    )
     return report
 
 
@@ -176,19 +205,25 @@ def closing_block(report: dict) -> str:
     held = report["heldout"]
     worst = []
     for name in ("blob", "tube"):
-        case, m = min(held["per_case"].items(), key=lambda item: np.nan_to_num(item[1][f"dice_{name}"], nan=np.inf))  # NaN: class absent
+        case, m = min(
+            held["per_case"].items(), key=lambda item: np.nan_to_num(item[1][f"dice_{name}"], nan=np.inf)
+        )  # NaN: class absent
         worst.append(f"{name} {m[f'dice_{name}']:.3f} in {case} ({m[f'voxels_{name}']} voxels of {name})")
-    return "\n".join([
-        f"demo done in {total / 60:.1f} min: held-out Dice blob {held['dice_blob']:.3f}, tube {held['dice_tube']:.3f} "
-        f"(mean of {held['cases']} volumes; per volume in the metrics file)",
-        f"  best validation Dice {report['validation_dice']:.3f} (mean of the classes); lowest held-out: {'; '.join(worst)}"
-        if report["validation_dice"] is not None else f"  lowest held-out: {'; '.join(worst)}",
-        f"  model      {report['model']}  (best validation, epoch {report['trained_epochs']}; it records its settings)",
-        f"  masks      {Path(report['mask']).parent}  (one per held-out volume)",
-        f"  picture    {report['overlay']}  (the median held-out volume, {report['case']}: Dice blob {report['metrics']['dice_blob']:.3f}, "
-        f"tube {report['metrics']['dice_tube']:.3f})",
-        f"  curves     {report['training_curves']}",
-        f"  metrics    {report['metrics_file']}",
-        "segment your own volume (a NIfTI file, a DICOM folder, or a folder of cases) with this model:",
-        f"  python -m monai_ext segment --bundle {report['bundle']} --checkpoint {report['model']} --input <volume> --output <folder>",
-    ])
+    return "\n".join(
+        [
+            f"demo done in {total / 60:.1f} min: held-out Dice blob {held['dice_blob']:.3f}, tube {held['dice_tube']:.3f} "
+            f"(mean of {held['cases']} volumes; per volume in the metrics file)",
+            f"  best validation Dice {report['validation_dice']:.3f} (mean of the classes); lowest held-out: {'; '.join(worst)}"
+            if report["validation_dice"] is not None
+            else f"  lowest held-out: {'; '.join(worst)}",
+            f"  model      {report['model']}  (best validation, epoch {report['trained_epochs']}; it records its settings)",
+            f"  masks      {Path(report['mask']).parent}  (one per held-out volume)",
+            f"  picture    {report['overlay']}  (the median held-out volume, {report['case']}: Dice blob "
+            f"{report['metrics']['dice_blob']:.3f}, "
+            f"tube {report['metrics']['dice_tube']:.3f})",
+            f"  curves     {report['training_curves']}",
+            f"  metrics    {report['metrics_file']}",
+            "segment your own volume (a NIfTI file, a DICOM folder, or a folder of cases) with this model:",
+            f"  python -m monai_ext segment --bundle {report['bundle']} --checkpoint {report['model']} --input <volume> --output <folder>",
+        ]
+    )

@@ -131,11 +131,16 @@ class OutputWriter:
                 continue
             values = outputs[o.key].detach().cpu()
             if tuple(values.shape[1:]) != tuple(volume.image.shape[1:]):
-                raise InputError(f"{volume.path}: the bundle's {o.key} has shape {list(values.shape[1:])}, not the input's {list(volume.image.shape[1:])}")
+                raise InputError(
+                    f"{volume.path}: the bundle's {o.key} has shape {list(values.shape[1:])}, not the input's "
+                    f"{list(volume.image.shape[1:])}"
+                )
             if o.key == "pred":
                 labels = values[0] if not values.is_floating_point() else values[0].round().to(torch.int32)
                 if self.output_format == "dicom-seg":
-                    write_dicom_seg(labels, volume, self.class_names, mask_path, algorithm=self.algorithm, version=self.version)
+                    write_dicom_seg(
+                        labels, volume, self.class_names, mask_path, algorithm=self.algorithm, version=self.version
+                    )
                 elif self.output_format == "rtstruct":
                     write_rtstruct(labels, volume, self.class_names, mask_path)
                 else:
@@ -143,7 +148,13 @@ class OutputWriter:
                 written.append(mask_path)
             else:
                 path = self.folder / names[o.key]
-                write_nifti(values[0] if values.shape[0] == 1 else values.movedim(0, -1), affine, path, dtype=o.dtype or np.float32, codes=codes)
+                write_nifti(
+                    values[0] if values.shape[0] == 1 else values.movedim(0, -1),
+                    affine,
+                    path,
+                    dtype=o.dtype or np.float32,
+                    codes=codes,
+                )
                 written.append(path)
         return mask_path
 
@@ -161,8 +172,10 @@ def _outputs(parser, steps: Sequence[Any]) -> List[_Output]:
     for i, step in enumerate(steps):
         if not isinstance(step, SaveImaged):
             continue
-        value = {k: parser.get_parsed_content(f"{base}#{i}#{k}") if f"{base}#{i}#{k}" in parser else defaults[k]
-                 for k in ("keys", "output_postfix", "output_dtype")}
+        value = {
+            k: parser.get_parsed_content(f"{base}#{i}#{k}") if f"{base}#{i}#{k}" in parser else defaults[k]
+            for k in ("keys", "output_postfix", "output_dtype")
+        }
         keys = [value["keys"]] if isinstance(value["keys"], str) else list(value["keys"])
         outputs += [_Output(key, value["output_postfix"] or "seg", value["output_dtype"]) for key in keys]
     if not any(o.key == "pred" for o in outputs):
@@ -277,8 +290,10 @@ class BundleSegmenter:
             values["amp"] = bool(amp)
         on_cpu = values["device"].type == "cpu" if device is not None else not torch.cuda.is_available()
         if amp and on_cpu and not cpu_has_native_bf16():
-            raise InputError("--amp: mixed precision on this CPU means bfloat16, which it has no instructions for (no avx512_bf16 or "
-                             "amx_bf16): PyTorch emulates it, many times slower than fp32; leave --amp off (or try --backend openvino)")
+            raise InputError(
+                "--amp: mixed precision on this CPU means bfloat16, which it has no instructions for (no avx512_bf16 or "
+                "amx_bf16): PyTorch emulates it, many times slower than fp32; leave --amp off (or try --backend openvino)"
+            )
         for key, value in (("backend", backend), ("precision", precision)):
             if value is not None:
                 values[key] = value
@@ -293,28 +308,42 @@ class BundleSegmenter:
             raise InputError(f"--overlap {overlap:g}: the window overlap must be at least 0 and below 1")
         if batch is not None and batch < 1:
             raise InputError(f"--sw-batch-size {batch}: at least 1 window per network call")
-        workflow = ConfigWorkflow(config_file=[str(f) for f in files], meta_file=str(self.bundle / "configs" / "metadata.json"),
-                                  logging_file=False, workflow_type="infer", **values)
+        workflow = ConfigWorkflow(
+            config_file=[str(f) for f in files],
+            meta_file=str(self.bundle / "configs" / "metadata.json"),
+            logging_file=False,
+            workflow_type="infer",
+            **values,
+        )
         inferer = workflow.parser.get("inferer")
         inferer = inferer if isinstance(inferer, dict) else {}
-        for option, key, value in (("--sw-batch-size", "sw_batch_size", batch), ("--overlap", "overlap", overlap),
-                                   ("--tta", "tta_axes", "$list(range(len(@patch_size)))" if tta else None)):
+        for option, key, value in (
+            ("--sw-batch-size", "sw_batch_size", batch),
+            ("--overlap", "overlap", overlap),
+            ("--tta", "tta_axes", "$list(range(len(@patch_size)))" if tta else None),
+        ):
             if value is None:
                 continue
             if key not in inferer:
-                raise InputError(f"{files[0]}: {option}: the bundle's inferer ({inferer.get('_target_')}) has no {key!r}")
+                raise InputError(
+                    f"{files[0]}: {option}: the bundle's inferer ({inferer.get('_target_')}) has no {key!r}"
+                )
             workflow.parser[f"inferer#{key}"] = value
         return workflow
 
     def _check_built(self, parser, config: Path) -> None:
         chosen = parser.get_parsed_content("backend", default="torch") if "backend" in parser else "torch"
         if chosen != "torch" and self.device.type != "cpu":
-            raise InputError(f"--backend {chosen}: runs on the CPU, and the device is {self.device}; add --device cpu, or use --backend torch")
+            raise InputError(
+                f"--backend {chosen}: runs on the CPU, and the device is {self.device}; add --device cpu, or use --backend torch"
+            )
         patch = parser.get_parsed_content("patch_size", default=None) if "patch_size" in parser else None
         if self.spatial_dims not in (2, 3):
             raise InputError(f"{config}: spatial_dims is {self.spatial_dims}; the bundles are 2D or 3D")
         if patch is not None and len(patch) != self.spatial_dims:
-            raise InputError(f"{config}: patch_size {list(patch)} has {len(patch)} value(s) for spatial_dims {self.spatial_dims}")
+            raise InputError(
+                f"{config}: patch_size {list(patch)} has {len(patch)} value(s) for spatial_dims {self.spatial_dims}"
+            )
 
     @staticmethod
     def _class_names(parser) -> Dict[int, str]:
@@ -340,7 +369,13 @@ class BundleSegmenter:
         except RuntimeError as e:
             raise InputError(f"{weights}: weights do not fit the configured network ({_reason(e)})") from e
         for key, (trained, now) in differing_settings(record, configured).items():
-            logger.warning("%s: %s was %s in training and is %s now (an override or overlay changed it)", weights, key, trained, now)
+            logger.warning(
+                "%s: %s was %s in training and is %s now (an override or overlay changed it)",
+                weights,
+                key,
+                trained,
+                now,
+            )
         self.network.to(self.device).eval()
         self.weights = weights
 
@@ -362,13 +397,17 @@ class BundleSegmenter:
             image = self.loader({"image": str(case.path)})["image"]
         except Exception as e:  # readers raise many kinds; our own checks' line is the whole story
             reported = reported_cause(e)
-            raise InputError(str(reported) if reported is not None else f"{case.path}: unreadable ({_reason(e)})") from e
+            raise InputError(
+                str(reported) if reported is not None else f"{case.path}: unreadable ({_reason(e)})"
+            ) from e
         check_image(case.path, image, self.in_channels, min_dims)
         return Volume(case.path, image, case.name)
 
     def writer(self, output_dir: Union[str, Path], output_format: str = "nifti") -> "OutputWriter":
         """What writes this bundle's outputs into ``output_dir``, as its ``SaveImaged`` steps would name them."""
-        return OutputWriter(Path(output_dir), self.outputs, output_format, self.class_names, self.bundle.resolve().name, self.version)
+        return OutputWriter(
+            Path(output_dir), self.outputs, output_format, self.class_names, self.bundle.resolve().name, self.version
+        )
 
     def segment_volume(self, volume: Volume, seconds: Dict[str, float]) -> Dict[str, torch.Tensor]:
         """Run the bundle's pipeline on a loaded case; the outputs ``(C, *spatial)`` on the case's own grid, by key."""
@@ -439,29 +478,41 @@ def segment(
     if output_format not in FORMATS:
         raise InputError(f"--format must be one of {', '.join(FORMATS)}, got {output_format!r}")
     if overwrite and skip_existing:
-        raise InputError("--overwrite and --skip-existing exclude each other: replace existing outputs, or keep them and skip their cases")
+        raise InputError(
+            "--overwrite and --skip-existing exclude each other: replace existing outputs, or keep them and skip their cases"
+        )
     from monai_ext.data import dicomweb
 
     url = str(input_path)
     web = dicomweb.is_url(url)
     if store and not (web and output_format in DICOM_FORMATS):
-        raise InputError(f"--store sends a DICOM output (--format {' or '.join(DICOM_FORMATS)}) back to the DICOMweb server of a DICOMweb --input")
+        raise InputError(
+            f"--store sends a DICOM output (--format {' or '.join(DICOM_FORMATS)}) back to the DICOMweb server of a DICOMweb --input"
+        )
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise InputError(f"--output {output_dir}: a file, not a folder")
     if not web and Path(input_path).is_dir() and output_dir.resolve() == Path(input_path).resolve():
-        raise InputError(f"--output {output_dir} is the input folder: the outputs would be mixed with the cases (and taken for cases by a later run); "
-                         "give another folder, e.g. a subfolder")
+        raise InputError(
+            f"--output {output_dir} is the input folder: the outputs would be mixed with the cases (and taken for cases by a later run); "
+            "give another folder, e.g. a subfolder"
+        )
 
     def load_bundle() -> BundleSegmenter:
-        return BundleSegmenter(bundle, device, amp, tta, checkpoint, configs, overrides, sw_batch_size, overlap, backend, precision)
+        return BundleSegmenter(
+            bundle, device, amp, tta, checkpoint, configs, overrides, sw_batch_size, overlap, backend, precision
+        )
 
     # a bad local input fails before the bundle loads; a bad bundle fails before a (long) download
     model = load_bundle() if web else None
     with tempfile.TemporaryDirectory(prefix="monai_ext_dicomweb_") if web else contextlib.nullcontext() as download:
         if web:
             input_path = dicomweb.download(url, Path(download), series, each_series)
-        cases = [c for c in find_cases(input_path, series, each_series) if output_dir.resolve() not in c.path.resolve().parents]
+        cases = [
+            c
+            for c in find_cases(input_path, series, each_series)
+            if output_dir.resolve() not in c.path.resolve().parents
+        ]
         if not cases:
             raise InputError(f"{input_path}: no cases outside the output folder {output_dir}")
         model = model or load_bundle()
@@ -472,13 +523,18 @@ def segment(
             for name in writer.names(case.name).values():
                 target = output_dir / name
                 if target in targets:
-                    raise InputError(f"{targets[target]} and {case.path} would both be written to {target}; segment them separately")
+                    raise InputError(
+                        f"{targets[target]} and {case.path} would both be written to {target}; segment them separately"
+                    )
                 targets[target] = case.path
         for stale in stale_temporaries(output_dir):
             stale.unlink()
             logger.info("%s: removed (a temporary file of a run that was stopped)", stale)
         logger.info("%s (%s) on %s: %d case(s)", model.bundle.resolve().name, model.weights, model.device, len(cases))
-        results = [_segment_case(model, case, writer, read, overwrite, skip_existing) for case in tqdm(cases, desc="segment", disable=not progress)]
+        results = [
+            _segment_case(model, case, writer, read, overwrite, skip_existing)
+            for case in tqdm(cases, desc="segment", disable=not progress)
+        ]
         for r in results if store else []:
             if r.error is None and not r.skipped:
                 try:
@@ -490,7 +546,9 @@ def segment(
     return results
 
 
-def _segment_case(model: BundleSegmenter, case: Case, writer: OutputWriter, read: ReadOptions, overwrite: bool, skip_existing: bool) -> CaseResult:
+def _segment_case(
+    model: BundleSegmenter, case: Case, writer: OutputWriter, read: ReadOptions, overwrite: bool, skip_existing: bool
+) -> CaseResult:
     seconds: Dict[str, float] = {}
     start = time.perf_counter()
     try:
@@ -500,7 +558,9 @@ def _segment_case(model: BundleSegmenter, case: Case, writer: OutputWriter, read
             logger.info("%s: skipped (%s exists)", case.name, existing[0].name)
             return CaseResult(case.path, writer.folder / names["pred"], seconds, skipped=True)
         if existing and not (overwrite or skip_existing):
-            raise InputError(f"{existing[0]}: exists (pass --overwrite to replace it, or --skip-existing to keep it and skip the case)")
+            raise InputError(
+                f"{existing[0]}: exists (pass --overwrite to replace it, or --skip-existing to keep it and skip the case)"
+            )
         volume = model.load(case, read)
         seconds["read"] = time.perf_counter() - start
         if writer.output_format in DICOM_FORMATS and volume.series is None:
@@ -512,8 +572,13 @@ def _segment_case(model: BundleSegmenter, case: Case, writer: OutputWriter, read
         start = time.perf_counter()
         written = writer.write(outputs, volume)
         seconds["write"] = time.perf_counter() - start
-        logger.info("%s -> %s in %.2f s (%s)", case.name, written.name, sum(seconds.values()),
-                    ", ".join(f"{k} {v:.2f} s" for k, v in seconds.items()))
+        logger.info(
+            "%s -> %s in %.2f s (%s)",
+            case.name,
+            written.name,
+            sum(seconds.values()),
+            ", ".join(f"{k} {v:.2f} s" for k, v in seconds.items()),
+        )
         return CaseResult(case.path, written, seconds)
     except ReportedError as e:
         logger.error("%s", e)

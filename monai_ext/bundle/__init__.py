@@ -7,7 +7,15 @@ of a self-contained bundle.
 from .checks import SettingError, check_training_settings
 from .plan import show_plan
 from .trained import (
-    SETTINGS_FILE, SettingsMismatch, TrainedSettings, check_fits, differing_settings, load_state, read_record, record_of, with_record,
+    SETTINGS_FILE,
+    SettingsMismatch,
+    TrainedSettings,
+    check_fits,
+    differing_settings,
+    load_state,
+    read_record,
+    record_of,
+    with_record,
 )
 
 

@@ -47,14 +47,26 @@ def list_bundles(folder: Union[str, Path, None] = None) -> List[dict]:
                 record = {"metric": {"name": "unreadable checkpoint"}}
             settings = (record or {}).get("settings", {})
             metric = (record or {}).get("metric") or {}
-            trained = {"checkpoint": str(model), "spatial_dims": settings.get("spatial_dims"), "metric": metric.get("name"),
-                       "value": metric.get("value"), "epoch": metric.get("epoch")}
+            trained = {
+                "checkpoint": str(model),
+                "spatial_dims": settings.get("spatial_dims"),
+                "metric": metric.get("name"),
+                "value": metric.get("value"),
+                "epoch": metric.get("epoch"),
+            }
         parameters = {f"{d}D": _parameters(bundle, d) for d in (2, 3)}
-        entries.append({
-            "name": bundle.name, "title": meta.get("name", bundle.name), "task": meta.get("task", ""), "version": meta.get("version"),
-            "parameters": parameters["2D"], "dimensions": [d for d, n in parameters.items() if n is not None], "folder": str(bundle),
-            "trained": trained,
-        })
+        entries.append(
+            {
+                "name": bundle.name,
+                "title": meta.get("name", bundle.name),
+                "task": meta.get("task", ""),
+                "version": meta.get("version"),
+                "parameters": parameters["2D"],
+                "dimensions": [d for d, n in parameters.items() if n is not None],
+                "folder": str(bundle),
+                "trained": trained,
+            }
+        )
     return entries
 
 

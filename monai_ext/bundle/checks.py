@@ -21,7 +21,9 @@ class SettingError(InputError):
     """A setting of a bundle run that cannot work; the message names the key."""
 
 
-def _number(key: str, value: Any, integer: bool = False, minimum: Optional[float] = None, above: Optional[float] = None) -> None:
+def _number(
+    key: str, value: Any, integer: bool = False, minimum: Optional[float] = None, above: Optional[float] = None
+) -> None:
     kind = "a whole number" if integer else "a number"
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or (integer and not float(value).is_integer()):
         raise SettingError(f"{key}: {value!r} is not {kind}")
@@ -58,9 +60,16 @@ def check_training_settings(
         for size in patch_size:
             _number("patch_size", size, integer=True, minimum=1)
         if spatial_dims is not None and len(patch_size) != spatial_dims:
-            raise SettingError(f"patch_size: {list(patch_size)} has {len(patch_size)} size(s) where spatial_dims is {spatial_dims}; "
-                               f"give {spatial_dims} sizes")
-    for key, value in (("batch_size", batch_size), ("num_samples", num_samples), ("max_epochs", max_epochs), ("val_interval", val_interval)):
+            raise SettingError(
+                f"patch_size: {list(patch_size)} has {len(patch_size)} size(s) where spatial_dims is {spatial_dims}; "
+                f"give {spatial_dims} sizes"
+            )
+    for key, value in (
+        ("batch_size", batch_size),
+        ("num_samples", num_samples),
+        ("max_epochs", max_epochs),
+        ("val_interval", val_interval),
+    ):
         if value is not None:
             _number(key, value, integer=True, minimum=1)
     if learning_rate is not None:

@@ -74,7 +74,14 @@ def _hooked(config: Dict[str, Any]) -> List[str]:
 
 
 def _plain(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=lambda v: v.tolist() if isinstance(v, torch.Tensor) else list(v) if isinstance(v, tuple) else str(v)))
+    return json.loads(
+        json.dumps(
+            value,
+            default=lambda v: (
+                v.tolist() if isinstance(v, torch.Tensor) else list(v) if isinstance(v, tuple) else str(v)
+            ),
+        )
+    )
 
 
 def _bump(version: str) -> str:
@@ -113,9 +120,14 @@ for name in json.loads(sys.argv[1]):
 print(json.dumps(sorted(m for m in sys.modules if m == "monai_ext" or m.startswith("monai_ext."))))
 """
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PACKAGE.parent), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-c", script, json.dumps(sorted(names))], capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(sorted(names))], capture_output=True, text=True, env=env, timeout=600
+    )
     if proc.returncode != 0:
-        raise ExportError(f"the configs' monai_ext modules do not import: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
+        raise ExportError(
+            "the configs' monai_ext modules do not import: "
+            f"{proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}"
+        )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -135,7 +147,7 @@ def _requirements(sources: Sequence[Path]) -> Dict[str, str]:
     dists = md.packages_distributions()
     out = {}
     for top in sorted(tops):
-        for dist in ([top] if _installed(top) else dists.get(top, [])[:1]):
+        for dist in [top] if _installed(top) else dists.get(top, [])[:1]:
             if dist.lower() not in _NOT_REQUIREMENTS:
                 out[dist] = md.version(dist)
     return out
@@ -253,11 +265,15 @@ def export_bundle(
     for c in configs:
         if not c.is_file():
             raise ExportError(f"{c}: no such config file")
-    check_overrides([bundle / "configs" / "inference.json"] + configs, overrides)  # the keys segment accepts, of the same kinds
+    check_overrides(
+        [bundle / "configs" / "inference.json"] + configs, overrides
+    )  # the keys segment accepts, of the same kinds
 
     # --------------------------------------------------------------------- settings the weights fit
     parser = _parser(bundle, weights, configs, overrides)
-    merged = ConfigParser(ConfigParser.load_config_files([str(bundle / "configs" / "inference.json")] + [str(c) for c in configs]))
+    merged = ConfigParser(
+        ConfigParser.load_config_files([str(bundle / "configs" / "inference.json")] + [str(c) for c in configs])
+    )
     merged.update({k: v for k, v in overrides.items() if k not in ("bundle_root", "checkpoint", "device")})
     raw_inference = merged.get()
     source_inference = json.loads((bundle / "configs" / "inference.json").read_text())
@@ -265,9 +281,14 @@ def export_bundle(
     try:
         values = {k: _plain(parser.get_parsed_content(k)) for k in hooked}
         network = parser.get_parsed_content("network_def")
-        io = (int(parser.get_parsed_content("network_in_channels")), int(parser.get_parsed_content("network_out_channels")))
+        io = (
+            int(parser.get_parsed_content("network_in_channels")),
+            int(parser.get_parsed_content("network_out_channels")),
+        )
     except Exception as e:
-        raise ExportError(f"{bundle / 'configs' / 'inference.json'}: does not parse with these settings ({first_line(e)})") from e
+        raise ExportError(
+            f"{bundle / 'configs' / 'inference.json'}: does not parse with these settings ({first_line(e)})"
+        ) from e
     try:
         state = load_state(weights)
         record = record_of(state)
@@ -283,7 +304,9 @@ def export_bundle(
         (tmp / "configs").mkdir(parents=True)
         (tmp / "models").mkdir()
         (tmp / "docs").mkdir()
-        defaults = {k: source_inference[k] for k in ("dataset_dir", "datalist_file", "output_dir") if k in source_inference}
+        defaults = {
+            k: source_inference[k] for k in ("dataset_dir", "datalist_file", "output_dir") if k in source_inference
+        }
         inference = _bake(raw_inference, values, defaults)
         (tmp / "configs" / "inference.json").write_text(_dump(inference))
         train = json.loads((bundle / "configs" / "train.json").read_text())
@@ -295,8 +318,15 @@ def export_bundle(
 
         # ------------------------------------------------------------------------------ weights
         shutil.copyfile(weights, tmp / "models" / "model.pt")
-        (tmp / "models" / SETTINGS_FILE).write_text(_dump({"_desc_": "the settings the weights were trained with", **values,
-                                                           "trained_run": {k: v for k, v in (record or {}).items() if k != "settings"}}))
+        (tmp / "models" / SETTINGS_FILE).write_text(
+            _dump(
+                {
+                    "_desc_": "the settings the weights were trained with",
+                    **values,
+                    "trained_run": {k: v for k, v in (record or {}).items() if k != "settings"},
+                }
+            )
+        )
         large = []
         for f in sorted(p for p in tmp.rglob("*") if p.is_file()):
             if f.stat().st_size > LARGE_FILE_BYTES:
@@ -304,7 +334,11 @@ def export_bundle(
                 url = f"{large_files_url.rstrip('/')}/{rel}" if large_files_url else ""
                 large.append({"path": rel, "url": url, "hash_val": _sha256(f), "hash_type": "sha256"})
                 if not url:
-                    logger.warning("%s is over the zoo's 25 MB limit: large_files.yml lists it; fill in its url (or pass --large-files-url) before publishing", rel)
+                    logger.warning(
+                        "%s is over the zoo's 25 MB limit: large_files.yml lists it; fill in its url (or pass "
+                        "--large-files-url) before publishing",
+                        rel,
+                    )
         if large:
             import yaml
 
@@ -321,9 +355,13 @@ def export_bundle(
         metric = (record or {}).get("metric") or {}
         entry = changelog or (
             f"trained weights ({', '.join(f'{k} {json.dumps(v)}' for k, v in values.items() if k in ('spatial_dims', 'class_names'))}"
-            + (f"; {metric['name']} {metric['value']:.4f}" if metric.get("value") is not None else "") + f"), exported from {old_version}"
+            + (f"; {metric['name']} {metric['value']:.4f}" if metric.get("value") is not None else "")
+            + f"), exported from {old_version}"
         )
-        meta["changelog"] = {meta["version"]: entry, **{k: v for k, v in meta.get("changelog", {}).items() if k != meta["version"]}}
+        meta["changelog"] = {
+            meta["version"]: entry,
+            **{k: v for k, v in meta.get("changelog", {}).items() if k != meta["version"]},
+        }
         pins = {k: v for k, v in meta.get("required_packages_version", {}).items() if k not in _NOT_REQUIREMENTS}
         pins.update({k: v for k, v in requirements.items() if k.lower() not in _NOT_REQUIREMENTS})
         meta["required_packages_version"] = dict(sorted(pins.items()))
@@ -341,7 +379,9 @@ def export_bundle(
         relabelled = bool(names) and list(names.values()) != default_names
         if relabelled:
             meta["label_classes"] = ", ".join(f"{k} {v}" for k, v in names.items())
-            meta["pred_classes"] = f"{io[1]} channels (the label map holds {', '.join(f'{k} {v}' for k, v in names.items())})"
+            meta["pred_classes"] = (
+                f"{io[1]} channels (the label map holds {', '.join(f'{k} {v}' for k, v in names.items())})"
+            )
         source = (record or {}).get("data_source")
         if source:
             meta["data_source"] = f"{source.get('name')}: {source.get('url')}"
@@ -352,13 +392,21 @@ def export_bundle(
 
         # ------------------------------------------------------------------------- docs, licence
         shutil.copyfile(bundle / "LICENSE", tmp / "LICENSE")
-        readme = (bundle / "docs" / "README.md").read_text() if (bundle / "docs" / "README.md").is_file() else f"# {meta.get('name')}\n"
+        readme = (
+            (bundle / "docs" / "README.md").read_text()
+            if (bundle / "docs" / "README.md").is_file()
+            else f"# {meta.get('name')}\n"
+        )
         rows = "\n".join(f"| `{k}` | `{json.dumps(v)}` |" for k, v in values.items())
         readme += (
             f"\n## This export (version {meta['version']})\n\n"
             f"Exported on {time.strftime('%Y-%m-%d')} with `python -m monai_ext export` from weights trained with these settings "
             f"(baked into `configs/inference.json` and `configs/train.json`):\n\n| setting | value |\n|---|---|\n{rows}\n\n"
-            + (f"Last evaluation: {', '.join(f'{k} {v}' for k, v in meta['eval_metrics'].items())}.\n\n" if meta["eval_metrics"] else "")
+            + (
+                f"Last evaluation: {', '.join(f'{k} {v}' for k, v in meta['eval_metrics'].items())}.\n\n"
+                if meta["eval_metrics"]
+                else ""
+            )
             + "The `monai_ext` modules the configs use are inside the bundle (`monai_ext/`); the bundle needs the packages "
             "of `required_packages_version`, not the `monai_ext` package.\n"
         )
@@ -368,8 +416,13 @@ def export_bundle(
         schema = shipped("schemas") / SCHEMA
         if schema.is_file():
             verify_metadata(meta_file=str(tmp / "configs" / "metadata.json"), filepath=str(schema))
-        verify_net_in_out(net_id="network_def", meta_file=str(tmp / "configs" / "metadata.json"),
-                          config_file=str(tmp / "configs" / "inference.json"), bundle_root=str(tmp), device="cpu")
+        verify_net_in_out(
+            net_id="network_def",
+            meta_file=str(tmp / "configs" / "metadata.json"),
+            config_file=str(tmp / "configs" / "inference.json"),
+            bundle_root=str(tmp),
+            device="cpu",
+        )
 
         if output.exists():
             shutil.rmtree(output)
@@ -377,5 +430,12 @@ def export_bundle(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
-    logger.info("exported %s (%s) to %s: %d monai_ext module(s), %d large file(s)", bundle.name, weights, output, len(modules), len(large))
+    logger.info(
+        "exported %s (%s) to %s: %d monai_ext module(s), %d large file(s)",
+        bundle.name,
+        weights,
+        output,
+        len(modules),
+        len(large),
+    )
     return output

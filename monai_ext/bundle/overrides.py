@@ -31,7 +31,10 @@ def check_device(name: str) -> torch.device:
             why = "this PyTorch is built without CUDA" if torch.version.cuda is None else "no GPU is visible"
             raise InputError(f"--device {name}: CUDA is not available ({why}); use --device cpu")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise InputError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s) (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+            raise InputError(
+                f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s) (cuda:0 to "
+                f"cuda:{torch.cuda.device_count() - 1})"
+            )
     elif device.type == "mps":
         if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
             raise InputError(f"--device {name}: Apple's MPS is not available here; use --device cpu")
@@ -54,7 +57,9 @@ def _kind(value: Any) -> Optional[str]:
     return None
 
 
-def check_overrides(files: Sequence[Path], overrides: Mapping[str, Any], values: Optional[Mapping[str, Any]] = None) -> None:
+def check_overrides(
+    files: Sequence[Path], overrides: Mapping[str, Any], values: Optional[Mapping[str, Any]] = None
+) -> None:
     """Check ``--set`` values (``overrides``) before the bundle is built from ``files`` with ``values`` (the
     other options already set): the key must exist in the bundle's config, and the value must be of the kind
     the bundle's own value is (and in range, for the settings every bundle has).
@@ -76,7 +81,9 @@ def check_overrides(files: Sequence[Path], overrides: Mapping[str, Any], values:
         if key not in base:
             top = [k for k in base.get() if isinstance(k, str) and not k.startswith("_")]
             near = difflib.get_close_matches(key, top, n=1)
-            raise InputError(f"{option}: the bundle's config has no {key!r}" + (f" (did you mean {near[0]!r}?)" if near else ""))
+            raise InputError(
+                f"{option}: the bundle's config has no {key!r}" + (f" (did you mean {near[0]!r}?)" if near else "")
+            )
         default = base[key]
         if isinstance(default, str) and default.startswith(("$", "@")):
             try:
@@ -86,7 +93,12 @@ def check_overrides(files: Sequence[Path], overrides: Mapping[str, Any], values:
         expected, got = _kind(default), _kind(value)
         if expected and got != expected:
             raise InputError(f"{option}: expected {expected}, like the bundle's {json.dumps(default, default=str)}")
-        if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float) and not value.is_integer():
+        if (
+            isinstance(default, int)
+            and not isinstance(default, bool)
+            and isinstance(value, float)
+            and not value.is_integer()
+        ):
             raise InputError(f"{option}: expected a whole number, like the bundle's {default}")
         if key == "device":
             check_device(str(value))
@@ -94,8 +106,16 @@ def check_overrides(files: Sequence[Path], overrides: Mapping[str, Any], values:
     if dims is not None and dims not in (2, 3):
         raise InputError(f"--set spatial_dims={json.dumps(dims)}: the bundles are 2D or 3D (2 or 3)")
     for key in ("in_channels", "out_channels"):
-        if key in overrides and not (isinstance(overrides[key], int) and not isinstance(overrides[key], bool) and overrides[key] >= 1):
+        if key in overrides and not (
+            isinstance(overrides[key], int) and not isinstance(overrides[key], bool) and overrides[key] >= 1
+        ):
             raise InputError(f"--set {key}={json.dumps(overrides[key])}: expected a whole number of at least 1")
     patch = overrides.get("patch_size")
-    if patch is not None and not (isinstance(patch, list) and patch and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in patch)):
-        raise InputError(f"--set patch_size={json.dumps(patch)}: expected a list of whole numbers of at least 1, one per spatial axis")
+    if patch is not None and not (
+        isinstance(patch, list)
+        and patch
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in patch)
+    ):
+        raise InputError(
+            f"--set patch_size={json.dumps(patch)}: expected a list of whole numbers of at least 1, one per spatial axis"
+        )

@@ -42,10 +42,14 @@ __all__ = ["plan_training", "show_plan", "STEP_SECONDS", "GPU_MEMORY_FRACTION"]
 logger = logging.getLogger("monai_ext.plan")
 
 STEP_SECONDS = 2.0  # CPU: the step time batches are sized to
-GPU_MEMORY_FRACTION = 0.5  # GPU: the share of the device's memory a training step may take (nnU-Net aims at ~8 GB of 11)
+GPU_MEMORY_FRACTION = (
+    0.5  # GPU: the share of the device's memory a training step may take (nnU-Net aims at ~8 GB of 11)
+)
 MAX_PATCHES = 32  # patches per step
 MAX_SAMPLES = 4  # patches per volume
-MIN_MEDIAN_FRACTION = 1 / 8  # CPU: a patch is not shortened below this share of the median case's voxels (half of each side)
+MIN_MEDIAN_FRACTION = (
+    1 / 8
+)  # CPU: a patch is not shortened below this share of the median case's voxels (half of each side)
 
 
 def _bundle_config(bundle: Path, overlay: Mapping[str, Any]):
@@ -119,8 +123,11 @@ def plan_training(
     def shape_for(max_voxels: int) -> Dict[str, Any]:
         if not anisotropic_strides:
             multiple = [int(m) for m in _multiple(parser, dims)]
-            return {"patch_size": data_plan.patch_size(median, multiple, max_voxels, spacing), "patch_multiple": multiple}
-        patch = data_plan.patch_size(median, 2 ** levels, max_voxels, spacing)
+            return {
+                "patch_size": data_plan.patch_size(median, multiple, max_voxels, spacing),
+                "patch_multiple": multiple,
+            }
+        patch = data_plan.patch_size(median, 2**levels, max_voxels, spacing)
         for _ in range(2):  # strides follow the patch, the patch's multiples follow the strides
             strides = data_plan.unet_strides(spacing, patch, levels)
             multiple = data_plan.stride_product(strides, dims)
@@ -152,19 +159,29 @@ def plan_training(
                 break
             shape, probe = measured(smaller)
         patches = int(step_seconds // max(probe["seconds_per_patch"], 1e-6))
-        sized = {"device": "cpu", "threads": torch.get_num_threads(), "target_seconds_per_step": step_seconds,
-                 "seconds_per_patch": round(probe["seconds_per_patch"], 4),
-                 "seconds_per_step": round(max(2, min(MAX_PATCHES, patches)) * probe["seconds_per_patch"], 2)}
+        sized = {
+            "device": "cpu",
+            "threads": torch.get_num_threads(),
+            "target_seconds_per_step": step_seconds,
+            "seconds_per_patch": round(probe["seconds_per_patch"], 4),
+            "seconds_per_step": round(max(2, min(MAX_PATCHES, patches)) * probe["seconds_per_patch"], 2),
+        }
     else:
         total = torch.cuda.get_device_properties(device).total_memory
         patches = int(GPU_MEMORY_FRACTION * total // max(probe["bytes_per_patch"], 1))
-        sized = {"device": torch.cuda.get_device_name(device), "memory_gb": round(total / 2 ** 30, 1),
-                 "target_memory_fraction": GPU_MEMORY_FRACTION, "gb_per_patch": round(probe["bytes_per_patch"] / 2 ** 30, 3)}
+        sized = {
+            "device": torch.cuda.get_device_name(device),
+            "memory_gb": round(total / 2**30, 1),
+            "target_memory_fraction": GPU_MEMORY_FRACTION,
+            "gb_per_patch": round(probe["bytes_per_patch"] / 2**30, 3),
+        }
     patches = max(2, min(MAX_PATCHES, patches))
     cases = max(1, int(fingerprint.get("training_cases", 1)))
     num_samples = max(1, min(MAX_SAMPLES, patches // 2))
     batch_size = max(1, min(cases, math.ceil(patches / num_samples)))
-    num_samples = max(num_samples, min(MAX_SAMPLES, math.ceil(patches / batch_size)))  # few training cases: more patches each
+    num_samples = max(
+        num_samples, min(MAX_SAMPLES, math.ceil(patches / batch_size))
+    )  # few training cases: more patches each
     while batch_size * num_samples > patches and batch_size > 1:  # rounded up: never past the memory or time target
         batch_size -= 1
     values = {
@@ -185,7 +202,10 @@ def plan_training(
         "target_spacing": spacing,
         "median_shape_at_target": median,
         "patch_multiple": shape["patch_multiple"],
-        **{k: values[k] for k in ("patch_size", "batch_size", "num_samples", "num_workers", "sw_batch_size", "augmentation")},
+        **{
+            k: values[k]
+            for k in ("patch_size", "batch_size", "num_samples", "num_workers", "sw_batch_size", "augmentation")
+        },
         **({"strides": shape["strides"]} if anisotropic_strides else {}),
     }
     return values
@@ -200,14 +220,19 @@ def show_plan(plan: Optional[Mapping[str, Any]], network: Optional[torch.nn.Modu
     """Log the training plan once, as a block, when training starts: what ``prepare folder`` planned, and every
     effective value that an override changed."""
     if not plan:
-        logger.info("training plan: none (the bundle's defaults; `python -m monai_ext prepare folder` plans for your data "
-                    "and machine): %s", json.dumps(effective))
+        logger.info(
+            "training plan: none (the bundle's defaults; `python -m monai_ext prepare folder` plans for your data "
+            "and machine): %s",
+            json.dumps(effective),
+        )
         return
     lines = [f"training plan (prepare folder, for {plan.get('bundle')} on {plan.get('machine', {}).get('device')}):"]
     lines += [f"  {k}: {json.dumps(v)}" for k, v in plan.items() if k not in ("bundle",)]
     changed = {k: v for k, v in effective.items() if k in plan and json.loads(json.dumps(v)) != plan[k]}
     lines += [f"  overridden: {k} {json.dumps(v)} (planned {json.dumps(plan[k])})" for k, v in changed.items()]
     if network is not None and plan.get("network") not in (None, type(network).__name__):
-        lines.append(f"  planned for {plan['bundle']} ({plan['network']}), training {type(network).__name__}: "
-                     "`prepare folder --bundle <this bundle>` sizes the batch and patch for it")
+        lines.append(
+            f"  planned for {plan['bundle']} ({plan['network']}), training {type(network).__name__}: "
+            "`prepare folder --bundle <this bundle>` sizes the batch and patch for it"
+        )
     logger.info("\n".join(lines))

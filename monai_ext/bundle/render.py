@@ -63,7 +63,7 @@ def _parent(config: Any, config_id: str, where: str):
         try:
             node = node[_key(node, part)]
         except (KeyError, IndexError, TypeError):
-            raise RenderError(f"{where}: {config_id!r} has no {'#'.join(path[:i + 1])!r} in the template") from None
+            raise RenderError(f"{where}: {config_id!r} has no {'#'.join(path[: i + 1])!r} in the template") from None
     return node, _key(node, last)
 
 
@@ -94,12 +94,18 @@ def _apply(config: Any, edits: Mapping[str, Any], where: str) -> Any:
     for config_id, items in edits.get("insert", {}).items():
         node, last = _parent(config, config_id, where)
         if not isinstance(node, list) or not isinstance(last, int) or last > len(node) or not isinstance(items, list):
-            raise RenderError(f"{where}: insert {config_id!r}: expected a list index of the template and a list of items")
+            raise RenderError(
+                f"{where}: insert {config_id!r}: expected a list index of the template and a list of items"
+            )
         lists[id(node)] = node
         added.setdefault(id(node), {})[last] = copy.deepcopy(items)
     for key, node in lists.items():
         before, gone, new = list(node), dropped.get(key, set()), added.get(key, {})
-        node[:] = [x for i in range(len(before) + 1) for x in new.get(i, []) + ([before[i]] if i < len(before) and i not in gone else [])]
+        node[:] = [
+            x
+            for i in range(len(before) + 1)
+            for x in new.get(i, []) + ([before[i]] if i < len(before) and i not in gone else [])
+        ]
     return config
 
 
@@ -141,15 +147,22 @@ def render(name: str, source: Optional[Path] = None) -> Dict[str, str]:
     return out
 
 
-def render_all(bundles: Optional[Path] = None, check: bool = False, names: Optional[Sequence[str]] = None) -> List[Path]:
+def render_all(
+    bundles: Optional[Path] = None, check: bool = False, names: Optional[Sequence[str]] = None
+) -> List[Path]:
     """Render every bundle with a delta into ``bundles`` (default: the checkout's ``bundles/``); returns the files
     that differed from their rendering (with ``check``, left as they are)."""
     bundles = bundles or shipped("bundles")
     source = bundles / "_source"
     if not (source / "template").is_dir():
-        raise RenderError(f"{source}: no bundle source here (it is in the repository's bundles/_source, not in an installed package)")
-    rendered = {bundles / name / relative: text for name in names or bundle_names(source)
-                for relative, text in render(name, source).items()}  # every delta rendered before anything is written
+        raise RenderError(
+            f"{source}: no bundle source here (it is in the repository's bundles/_source, not in an installed package)"
+        )
+    rendered = {
+        bundles / name / relative: text
+        for name in names or bundle_names(source)
+        for relative, text in render(name, source).items()
+    }  # every delta rendered before anything is written
     differ = [path for path, text in rendered.items() if not (path.is_file() and path.read_text() == text)]
     for path in differ if not check else []:
         write_text(path, rendered[path])
@@ -157,11 +170,18 @@ def render_all(bundles: Optional[Path] = None, check: bool = False, names: Optio
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m monai_ext.bundle.render", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m monai_ext.bundle.render",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("bundles", nargs="*", help="the bundles to render (default: every one with a delta)")
-    parser.add_argument("--check", action="store_true", help="list the files that differ from their rendering; write nothing")
-    parser.add_argument("--folder", type=Path, default=None, help="the bundles folder (default: the checkout's bundles/)")
+    parser.add_argument(
+        "--check", action="store_true", help="list the files that differ from their rendering; write nothing"
+    )
+    parser.add_argument(
+        "--folder", type=Path, default=None, help="the bundles folder (default: the checkout's bundles/)"
+    )
     args = parser.parse_args(argv)
     try:
         differ = render_all(args.folder, args.check, args.bundles or None)

@@ -27,7 +27,20 @@ import torch
 
 from monai_ext.errors import ReportedError
 
-__all__ = ["RECORD_KEY", "SETTINGS_FILE", "TrainedSettings", "SettingsMismatch", "fingerprint", "read_record", "with_record", "check_fits", "differing_settings", "record_of", "load_state", "unloadable"]
+__all__ = [
+    "RECORD_KEY",
+    "SETTINGS_FILE",
+    "TrainedSettings",
+    "SettingsMismatch",
+    "fingerprint",
+    "read_record",
+    "with_record",
+    "check_fits",
+    "differing_settings",
+    "record_of",
+    "load_state",
+    "unloadable",
+]
 
 logger = logging.getLogger("monai_ext.bundle")
 RECORD_KEY = "monai_ext"
@@ -39,7 +52,9 @@ class SettingsMismatch(ReportedError, ValueError):
 
 
 def _structure(state: Mapping[str, torch.Tensor]) -> list:
-    return [[k, list(v.shape), str(v.dtype).replace("torch.", "")] for k, v in state.items() if isinstance(v, torch.Tensor)]
+    return [
+        [k, list(v.shape), str(v.dtype).replace("torch.", "")] for k, v in state.items() if isinstance(v, torch.Tensor)
+    ]
 
 
 def fingerprint(state: Mapping[str, torch.Tensor]) -> str:
@@ -97,8 +112,10 @@ def unloadable(path: Path, e: BaseException) -> str:
     found = re.search(r"GLOBAL (\S+) was not an allowed global", text)
     if found or "Unsupported global" in text:
         what = f" ({found.group(1)})" if found else ""
-        return (f"{path}: holds pickled Python objects{what} besides weights, which are not loaded because unpickling could run code; "
-                "save the network's state dict alone, torch.save(network.state_dict(), path), where it was trained")
+        return (
+            f"{path}: holds pickled Python objects{what} besides weights, which are not loaded because unpickling could run code; "
+            "save the network's state dict alone, torch.save(network.state_dict(), path), where it was trained"
+        )
     if path.is_file() and path.stat().st_size == 0:
         return f"{path}: an empty file, not a checkpoint"
     if isinstance(e, (IsADirectoryError, PermissionError, FileNotFoundError)):
@@ -160,7 +177,12 @@ class TrainedSettings:
         return f"TrainedSettings({str(self.checkpoint)!r}: {sorted(self.settings)})"
 
 
-def check_fits(checkpoint: Union[str, Path], state: Mapping[str, torch.Tensor], network: torch.nn.Module, configured: Mapping[str, Any]) -> None:
+def check_fits(
+    checkpoint: Union[str, Path],
+    state: Mapping[str, torch.Tensor],
+    network: torch.nn.Module,
+    configured: Mapping[str, Any],
+) -> None:
     """Check that weights fit the configured network before loading them.
 
     Args:
@@ -179,7 +201,9 @@ def check_fits(checkpoint: Union[str, Path], state: Mapping[str, torch.Tensor], 
     differ = differing_settings(record_of(state), configured)
     if differ:
         pairs = "; ".join(f"{k}: trained {json.dumps(t)}, configured {json.dumps(c)}" for k, (t, c) in differ.items())
-        raise SettingsMismatch(f"{checkpoint}: weights do not fit the configured network ({pairs}); drop the override or overlay that changes it")
+        raise SettingsMismatch(
+            f"{checkpoint}: weights do not fit the configured network ({pairs}); drop the override or overlay that changes it"
+        )
     mine, theirs = dict((n, s) for n, s, _ in _structure(expected)), dict((n, s) for n, s, _ in _structure(state))
     missing = [n for n in mine if n not in theirs]
     unexpected = [n for n in theirs if n not in mine]
@@ -188,7 +212,11 @@ def check_fits(checkpoint: Union[str, Path], state: Mapping[str, torch.Tensor], 
         n = shaped[0]
         detail = f"{n} has shape {theirs[n]} in the weights, {mine[n]} in the configured network"
     elif missing or unexpected:
-        detail = f"{len(missing)} parameter(s) missing (e.g. {missing[0]})" if missing else f"{len(unexpected)} unexpected (e.g. {unexpected[0]})"
+        detail = (
+            f"{len(missing)} parameter(s) missing (e.g. {missing[0]})"
+            if missing
+            else f"{len(unexpected)} unexpected (e.g. {unexpected[0]})"
+        )
     else:
         return  # same structure; the record was written for a different but equally shaped network
     raise SettingsMismatch(

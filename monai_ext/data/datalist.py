@@ -51,7 +51,11 @@ class LazyDatalist(Sequence):
     """
 
     def __init__(
-        self, datalist_file: Union[str, Path], key: str, base_dir: Union[str, Path, None] = None, keys: Optional[Sequence[str]] = None
+        self,
+        datalist_file: Union[str, Path],
+        key: str,
+        base_dir: Union[str, Path, None] = None,
+        keys: Optional[Sequence[str]] = None,
     ) -> None:
         self.datalist_file = Path(datalist_file)
         self.key = key
@@ -68,7 +72,9 @@ class LazyDatalist(Sequence):
         """
         if not self.datalist_file.is_file():
             where = "dataset_dir " + str(self.base_dir) if self.base_dir is not None else str(self.datalist_file.parent)
-            raise InputError(f"{self.datalist_file}: no such datalist ({where}: prepare the data set there first, or set dataset_dir)")
+            raise InputError(
+                f"{self.datalist_file}: no such datalist ({where}: prepare the data set there first, or set dataset_dir)"
+            )
         if not self._load():
             raise InputError(f"{self.datalist_file}: no cases under {self.key!r}")
         for number, case in enumerate(self._load()):
@@ -87,7 +93,9 @@ class LazyDatalist(Sequence):
                 items = load_decathlon_datalist(str(self.datalist_file), True, self.key, self.base_dir)
             except ValueError as e:  # json.JSONDecodeError is one
                 raise InputError(f"{self.datalist_file}: not a datalist ({first_line(e)})") from e
-            self._items = [{k: v for k, v in d.items() if k in self.keys} for d in items] if self.keys is not None else items
+            self._items = (
+                [{k: v for k, v in d.items() if k in self.keys} for d in items] if self.keys is not None else items
+            )
         return self._items
 
     def __len__(self) -> int:

@@ -33,16 +33,47 @@ import numpy as np
 
 from monai_ext.errors import InputError, first_line
 
-__all__ = ["Slice", "Series", "Geometry", "find_series", "is_dicom_file", "series_geometry", "fit_slice_grid", "SliceGrid", "read_series", "default_tolerance",
-           "NON_IMAGE_MODALITIES"]
+__all__ = [
+    "Slice",
+    "Series",
+    "Geometry",
+    "find_series",
+    "is_dicom_file",
+    "series_geometry",
+    "fit_slice_grid",
+    "SliceGrid",
+    "read_series",
+    "default_tolerance",
+    "NON_IMAGE_MODALITIES",
+]
 
 logger = logging.getLogger("monai_ext.dicom")
 logging.getLogger("openjpeg").setLevel(logging.WARNING)  # the JPEG 2000 plugin logs every tile at INFO
 
 #: Objects that are not images, by modality (the SOP class name says which kind exactly).
-NON_IMAGE_MODALITIES = {"SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD", "PR", "SR", "KO", "DOC", "REG", "FID", "RWV", "PLAN"}
-_NON_IMAGE_CLASSES = ("1.2.840.10008.5.1.4.1.1.66", "1.2.840.10008.5.1.4.1.1.481", "1.2.840.10008.5.1.4.1.1.11",
-                      "1.2.840.10008.5.1.4.1.1.88", "1.2.840.10008.5.1.4.1.1.104", "1.2.840.10008.5.1.4.1.1.9")
+NON_IMAGE_MODALITIES = {
+    "SEG",
+    "RTSTRUCT",
+    "RTPLAN",
+    "RTDOSE",
+    "RTRECORD",
+    "PR",
+    "SR",
+    "KO",
+    "DOC",
+    "REG",
+    "FID",
+    "RWV",
+    "PLAN",
+}
+_NON_IMAGE_CLASSES = (
+    "1.2.840.10008.5.1.4.1.1.66",
+    "1.2.840.10008.5.1.4.1.1.481",
+    "1.2.840.10008.5.1.4.1.1.11",
+    "1.2.840.10008.5.1.4.1.1.88",
+    "1.2.840.10008.5.1.4.1.1.104",
+    "1.2.840.10008.5.1.4.1.1.9",
+)
 
 
 def is_dicom_file(path: Path) -> bool:
@@ -162,11 +193,11 @@ def _what(ds) -> Optional[str]:
 
 
 def _dicomdir_files(path: Path) -> List[Path]:
-    import pydicom
-    from pydicom.fileset import FileSet
-
     import re
     import warnings
+
+    import pydicom
+    from pydicom.fileset import FileSet
 
     pydicom_logger = logging.getLogger("pydicom")
     level = pydicom_logger.level
@@ -208,7 +239,9 @@ def find_series(path: Union[str, Path]) -> List["Series"]:
         if dicomdir:
             files = _dicomdir_files(dicomdir[0])
         else:
-            files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".") and is_dicom_file(p))
+            files = sorted(
+                p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".") and is_dicom_file(p)
+            )
     else:
         raise InputError(f"{path}: no such file or folder")
     if not files:
@@ -222,7 +255,10 @@ def find_series(path: Union[str, Path]) -> List["Series"]:
         else:
             others.setdefault(kind, []).append(Path(ds.filename))
     if not images:
-        kinds = "; ".join(kind if len(files) == 1 else f"{kind}: {len(paths)} file(s), e.g. {paths[0].name}" for kind, paths in others.items())
+        kinds = "; ".join(
+            kind if len(files) == 1 else f"{kind}: {len(paths)} file(s), e.g. {paths[0].name}"
+            for kind, paths in others.items()
+        )
         raise InputError(f"{path}: not an image: {kinds}; give the image series instead")
     for kind, paths in others.items():
         logger.info("%s: left out %d non-image object(s): %s", path, len(paths), kind)
@@ -296,8 +332,10 @@ def _rescale(ds, where: str) -> Tuple[float, float]:
             raise InputError(f"{where}: RescaleSlope {str(ds.get('RescaleSlope')).strip()!r} is not a number")
         slope = 1.0
     if slope == 0 or not np.isfinite(slope) or intercept is None or not np.isfinite(intercept):
-        raise InputError(f"{where}: RescaleSlope {slope:g}, RescaleIntercept {intercept}: every voxel would be "
-                         f"{'the intercept' if slope == 0 else 'undefined'}; the header is damaged")
+        raise InputError(
+            f"{where}: RescaleSlope {slope:g}, RescaleIntercept {intercept}: every voxel would be "
+            f"{'the intercept' if slope == 0 else 'undefined'}; the header is damaged"
+        )
     return float(slope), float(intercept)
 
 
@@ -318,14 +356,28 @@ def _slices_of(ds) -> List[Slice]:
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if "PerFrameFunctionalGroupsSequence" not in ds:
         if frames > 1:
-            raise InputError(f"{path}: a {frames}-frame object without per-frame geometry (a cine or a secondary capture); not a volume")
+            raise InputError(
+                f"{path}: a {frames}-frame object without per-frame geometry (a cine or a secondary capture); not a volume"
+            )
         where = str(path)
         slope, intercept = _rescale(ds, where)
         if "ImagePositionPatient" not in ds and "ImageOrientationPatient" not in ds:  # a projection image: pixels only
-            spacing = next((_vector(ds, k, 2, where) for k in ("PixelSpacing", "ImagerPixelSpacing") if k in ds), np.ones(2))
+            spacing = next(
+                (_vector(ds, k, 2, where) for k in ("PixelSpacing", "ImagerPixelSpacing") if k in ds), np.ones(2)
+            )
             return [Slice(path, None, None, None, spacing, (rows, columns), (slope, intercept))]
-        return [Slice(path, None, _vector(ds, "ImagePositionPatient", 3, where), _vector(ds, "ImageOrientationPatient", 6, where),
-                      _vector(ds, "PixelSpacing", 2, where), (rows, columns), (slope, intercept), _scalar(ds, "SliceThickness"))]
+        return [
+            Slice(
+                path,
+                None,
+                _vector(ds, "ImagePositionPatient", 3, where),
+                _vector(ds, "ImageOrientationPatient", 6, where),
+                _vector(ds, "PixelSpacing", 2, where),
+                (rows, columns),
+                (slope, intercept),
+                _scalar(ds, "SliceThickness"),
+            )
+        ]
     shared = ds["SharedFunctionalGroupsSequence"][0] if "SharedFunctionalGroupsSequence" in ds else None
     per_frame = ds["PerFrameFunctionalGroupsSequence"]
     if len(per_frame.value) != frames:
@@ -339,8 +391,18 @@ def _slices_of(ds) -> List[Slice]:
         if position is None or orientation is None or measures is None:
             raise InputError(f"{where}: no plane position, orientation or pixel spacing; not part of a volume")
         slope, intercept = _rescale(rescale if rescale is not None else ds, where)
-        slices.append(Slice(path, f, _vector(position, "ImagePositionPatient", 3, where), _vector(orientation, "ImageOrientationPatient", 6, where),
-                            _vector(measures, "PixelSpacing", 2, where), (rows, columns), (slope, intercept), _scalar(measures, "SliceThickness")))
+        slices.append(
+            Slice(
+                path,
+                f,
+                _vector(position, "ImagePositionPatient", 3, where),
+                _vector(orientation, "ImageOrientationPatient", 6, where),
+                _vector(measures, "PixelSpacing", 2, where),
+                (rows, columns),
+                (slope, intercept),
+                _scalar(measures, "SliceThickness"),
+            )
+        )
     return slices
 
 
@@ -397,20 +459,28 @@ def series_geometry(series: Series, tolerance: Optional[float] = None, allow_gap
     first = slices[0]
     if any(s.position is None for s in slices):
         if len(slices) > 1:
-            raise InputError(f"{where}: {len(slices)} images without ImagePositionPatient/ImageOrientationPatient; not one volume")
+            raise InputError(
+                f"{where}: {len(slices)} images without ImagePositionPatient/ImageOrientationPatient; not one volume"
+            )
         # as ITK reads such an image: origin 0, identity direction in LPS, the pixel spacing
         dy, dx = first.spacing
         return Geometry(slices, [0], np.diag([-dx, -dy, 1.0]), (first.shape[1], first.shape[0]), 1.0, 0.0)
     for s in slices[1:]:
         if s.shape != first.shape:
-            raise InputError(f"{s}: {s.shape[0]}x{s.shape[1]} pixels where {first} has {first.shape[0]}x{first.shape[1]}; not one volume")
+            raise InputError(
+                f"{s}: {s.shape[0]}x{s.shape[1]} pixels where {first} has {first.shape[0]}x{first.shape[1]}; not one volume"
+            )
         if not np.allclose(s.orientation, first.orientation, atol=1e-3):
             raise InputError(f"{where}: slices with different orientations (e.g. {s.path.name}); not one volume")
         if not np.allclose(s.spacing, first.spacing, rtol=1e-3, atol=1e-4):
-            raise InputError(f"{s}: pixel spacing {s.spacing.tolist()} where {first} has {first.spacing.tolist()}; not one volume")
+            raise InputError(
+                f"{s}: pixel spacing {s.spacing.tolist()} where {first} has {first.spacing.tolist()}; not one volume"
+            )
     row, column = first.orientation[:3], first.orientation[3:]
     if abs(np.linalg.norm(row) - 1) > 1e-2 or abs(np.linalg.norm(column) - 1) > 1e-2 or abs(np.dot(row, column)) > 1e-2:
-        raise InputError(f"{first}: ImageOrientationPatient {first.orientation.tolist()} is not two orthogonal unit vectors")
+        raise InputError(
+            f"{first}: ImageOrientationPatient {first.orientation.tolist()} is not two orthogonal unit vectors"
+        )
     row, column = row / np.linalg.norm(row), column / np.linalg.norm(column)
     normal = np.cross(row, column)
     distance = np.array([np.dot(s.position, normal) for s in slices])
@@ -425,37 +495,52 @@ def series_geometry(series: Series, tolerance: Optional[float] = None, allow_gap
         same = np.flatnonzero(gaps < 1e-3)
         if same.size:
             a, b = slices[same[0]], slices[same[0] + 1]
-            raise InputError(f"{where}: {a} and {b} lie at the same position ({same.size} such pair(s)): "
-                             "several acquisitions, echoes or time points in one series; not one volume")
+            raise InputError(
+                f"{where}: {a} and {b} lie at the same position ({same.size} such pair(s)): "
+                "several acquisitions, echoes or time points in one series; not one volume"
+            )
         index, pitch, origin, off, robust_pitch = fit_slice_grid(distance)
         tolerance = default_tolerance(pitch) if tolerance is None else float(tolerance)
         fitted = distance - (origin + pitch * index)
         if np.abs(fitted).max() > tolerance or np.abs(off).max() > 2 * tolerance:
             worst = int(np.argmax(np.abs(off)))  # the slice the robust line finds (least squares spreads a stray slice)
-            raise InputError(f"{slices[worst]} lies {abs(off[worst]):.3f} mm off the {robust_pitch:.3f} mm slice grid of its series "
-                             f"(tolerance {tolerance:.3f} mm): a stray or unevenly spaced slice")
+            raise InputError(
+                f"{slices[worst]} lies {abs(off[worst]):.3f} mm off the {robust_pitch:.3f} mm slice grid of its series "
+                f"(tolerance {tolerance:.3f} mm): a stray or unevenly spaced slice"
+            )
         residual = float(np.abs(distance - (origin + pitch * index)).max())
         jumps = np.flatnonzero(np.diff(index) > 1)
         warnings = []
         if jumps.size:
             k = int(jumps[0])
             missing = int(index[-1] + 1 - len(slices))
-            text = (f"{where}: {missing} missing slice(s): a {distance[k + 1] - distance[k]:.3f} mm gap between {slices[k].path.name} "
-                    f"and {slices[k + 1].path.name} where the pitch is {pitch:.3f} mm")
+            text = (
+                f"{where}: {missing} missing slice(s): a {distance[k + 1] - distance[k]:.3f} mm gap between {slices[k].path.name} "
+                f"and {slices[k + 1].path.name} where the pitch is {pitch:.3f} mm"
+            )
             if not allow_gaps:
                 raise InputError(text + " (pass --allow-gaps to interpolate them)")
             warnings.append(text + "; interpolated along the slice normal")
         # a tilted (gantry tilt) or sheared stack: the positions drift across the plane
-        lateral = np.array([(s.position - slices[0].position) - np.dot(s.position - slices[0].position, normal) * normal for s in slices])
+        lateral = np.array(
+            [
+                (s.position - slices[0].position) - np.dot(s.position - slices[0].position, normal) * normal
+                for s in slices
+            ]
+        )
         drift = float(np.linalg.norm(lateral, axis=1).max())
         if drift > tolerance:
             span = distance[-1] - distance[0]
             angle = float(np.degrees(np.arctan2(drift, span)))
-            raise InputError(f"{where}: the slices are not stacked along their normal (gantry tilt or a sheared stack, {angle:.2f} degrees; "
-                             f"{drift:.2f} mm drift): refused rather than resampled")
+            raise InputError(
+                f"{where}: the slices are not stacked along their normal (gantry tilt or a sheared stack, {angle:.2f} degrees; "
+                f"{drift:.2f} mm drift): refused rather than resampled"
+            )
         index = index.tolist()
         # the grid's first slice: least squares along the normal, the mean of every slice across it
-        origin_lps = np.mean([s.position - np.dot(s.position, normal) * normal for s in slices], axis=0) + origin * normal
+        origin_lps = (
+            np.mean([s.position - np.dot(s.position, normal) * normal for s in slices], axis=0) + origin * normal
+        )
     dy, dx = first.spacing  # between rows, between columns
     lps = np.eye(4)
     lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = row * dx, column * dy, normal * pitch, origin_lps
@@ -470,9 +555,17 @@ def _native(header) -> Optional[np.ndarray]:
     syntax = header.file_meta.get("TransferSyntaxUID", None)
     bits, stored = int(header.get("BitsAllocated", 0) or 0), int(header.get("BitsStored", 0) or 0)
     signed = int(header.get("PixelRepresentation", 0) or 0) == 1
-    if (syntax is None or syntax.is_compressed or not syntax.is_transfer_syntax or int(header.get("SamplesPerPixel", 1) or 1) != 1
-            or bits not in (8, 16, 32) or (signed and stored != bits) or "PixelData" not in header or syntax == "1.2.840.10008.1.2.1.99"
-            or str(header.get("PhotometricInterpretation", "")) == "PALETTE COLOR"):
+    if (
+        syntax is None
+        or syntax.is_compressed
+        or not syntax.is_transfer_syntax
+        or int(header.get("SamplesPerPixel", 1) or 1) != 1
+        or bits not in (8, 16, 32)
+        or (signed and stored != bits)
+        or "PixelData" not in header
+        or syntax == "1.2.840.10008.1.2.1.99"
+        or str(header.get("PhotometricInterpretation", "")) == "PALETTE COLOR"
+    ):
         return None
     element = header.get_item("PixelData", keep_deferred=True)
     frames, rows, columns = int(header.get("NumberOfFrames", 1) or 1), int(header.Rows), int(header.Columns)
@@ -487,7 +580,9 @@ def _native(header) -> Optional[np.ndarray]:
     else:
         return None
     if len(raw) < count * dtype.itemsize:
-        raise _Short(f"truncated: {len(raw)} bytes of pixel data where {rows}x{columns}x{frames} pixels need {count * dtype.itemsize}")
+        raise _Short(
+            f"truncated: {len(raw)} bytes of pixel data where {rows}x{columns}x{frames} pixels need {count * dtype.itemsize}"
+        )
     return np.frombuffer(raw, dtype=dtype).reshape(frames, rows, columns)
 
 
@@ -560,11 +655,20 @@ def _voxel_type(series: Series, geometry: Geometry, depth: int) -> np.dtype:
     first = series.first
     bits, stored = int(first.get("BitsAllocated", 0) or 0), int(first.get("BitsStored", 0) or 0)
     intercepts = {s.rescale[1] for s in geometry.slices}
-    if (len(geometry.index) != depth or bits not in (8, 16) or not 0 < stored <= bits or "PixelData" not in first
-            or str(first.get("PhotometricInterpretation", "")) == "PALETTE COLOR"
-            or any(s.rescale[0] != 1 for s in geometry.slices) or any(float(i) != int(i) for i in intercepts)
-            or any(int(h.get("BitsStored", 0) or 0) != stored or int(h.get("PixelRepresentation", 0) or 0) != int(first.get("PixelRepresentation", 0) or 0)
-                   for h in series.headers)):
+    if (
+        len(geometry.index) != depth
+        or bits not in (8, 16)
+        or not 0 < stored <= bits
+        or "PixelData" not in first
+        or str(first.get("PhotometricInterpretation", "")) == "PALETTE COLOR"
+        or any(s.rescale[0] != 1 for s in geometry.slices)
+        or any(float(i) != int(i) for i in intercepts)
+        or any(
+            int(h.get("BitsStored", 0) or 0) != stored
+            or int(h.get("PixelRepresentation", 0) or 0) != int(first.get("PixelRepresentation", 0) or 0)
+            for h in series.headers
+        )
+    ):
         return np.dtype(np.float32)
     signed = int(first.get("PixelRepresentation", 0) or 0) == 1
     low, high = (-(2 ** (stored - 1)), 2 ** (stored - 1) - 1) if signed else (0, 2**stored - 1)
@@ -576,12 +680,15 @@ def _voxel_type(series: Series, geometry: Geometry, depth: int) -> np.dtype:
     return np.dtype(np.float32)
 
 
-def read_series(series: Series, tolerance: Optional[float] = None, allow_gaps: bool = False, workers: Optional[int] = None):
+def read_series(
+    series: Series, tolerance: Optional[float] = None, allow_gaps: bool = False, workers: Optional[int] = None
+):
     """Decode a series onto its grid: a ``MetaTensor`` ``(C, columns, rows, slices)`` with a RAS affine
     (``(C, columns, rows)`` for a projection image without a patient plane, such as a radiograph).
 
     Each slice's own RescaleSlope/RescaleIntercept is applied. The voxels keep the stored integer type where
-    that holds the rescaled values (CT in int16, as ITK reads it), else they are float32 (``_voxel_type``). ``C`` is 1, or 3 for colour (RGB, YBR and
+    that holds the rescaled values (CT in int16, as ITK reads it), else they are float32 (``_voxel_type``).
+    ``C`` is 1, or 3 for colour (RGB, YBR and
     palette colour images arrive as RGB).
     Returns ``(image, geometry)``; see :func:`series_geometry` for the checks and the arguments.
 
@@ -600,7 +707,10 @@ def read_series(series: Series, tolerance: Optional[float] = None, allow_gaps: b
     for s, k in zip(geometry.slices, geometry.index):
         planes_of.setdefault(str(s.path), []).append((s, k))
     first = series.first
-    colour = int(first.get("SamplesPerPixel", 1) or 1) == 3 or str(first.get("PhotometricInterpretation", "")) == "PALETTE COLOR"
+    colour = (
+        int(first.get("SamplesPerPixel", 1) or 1) == 3
+        or str(first.get("PhotometricInterpretation", "")) == "PALETTE COLOR"
+    )
     channels = 3 if colour else 1
     columns, rows, depth = (*geometry.shape, 1)[:3]
     dtype = _voxel_type(series, geometry, depth)
@@ -628,7 +738,9 @@ def read_series(series: Series, tolerance: Optional[float] = None, allow_gaps: b
                 np.add(pixels, np.int32(intercept), out=plane, casting="unsafe")  # in int32, then stored
         return None
 
-    with ThreadPoolExecutor(_workers(workers, len(planes_of))) as pool:  # file reads and numpy's conversions release the GIL
+    with ThreadPoolExecutor(
+        _workers(workers, len(planes_of))
+    ) as pool:  # file reads and numpy's conversions release the GIL
         problems = dict(zip(planes_of, pool.map(place, planes_of)))
     for name, problem in sorted(problems.items()):
         if problem:
@@ -650,7 +762,9 @@ def read_series(series: Series, tolerance: Optional[float] = None, allow_gaps: b
         "spatial_shape": np.array(geometry.shape),
         "space": SpaceKeys.RAS,
         "original_channel_dim": 0 if channels > 1 else float("nan"),
-        "spacing": np.array([geometry.slices[0].spacing[1], geometry.slices[0].spacing[0], geometry.pitch][: len(geometry.shape)]),
+        "spacing": np.array(
+            [geometry.slices[0].spacing[1], geometry.slices[0].spacing[0], geometry.pitch][: len(geometry.shape)]
+        ),
         "series_instance_uid": series.uid,
     }
     return MetaTensor(torch.from_numpy(volume), affine=affine, meta=meta), geometry

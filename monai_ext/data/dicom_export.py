@@ -60,7 +60,9 @@ def write_dicom_series(
     stored = np.asarray(image) - intercept
     bits = 8 if transfer_syntax == "jpeg-baseline" else 16
     if stored.min() < 0 or stored.max() >= 2**bits:
-        raise ValueError(f"values {image.min()}..{image.max()} do not fit {bits}-bit unsigned pixels (after intercept {intercept})")
+        raise ValueError(
+            f"values {image.min()}..{image.max()} do not fit {bits}-bit unsigned pixels (after intercept {intercept})"
+        )
     stored = stored.astype(np.uint8 if bits == 8 else np.uint16)
     sop_class = {"CT": "1.2.840.10008.5.1.4.1.1.2", "MR": "1.2.840.10008.5.1.4.1.1.4"}[modality]
     study = study_instance_uid or generate_uid()
@@ -80,7 +82,12 @@ def write_dicom_series(
         ds.StudyDate = ds.SeriesDate = ds.ContentDate = "20260101"
         ds.StudyTime = ds.SeriesTime = ds.ContentTime = "120000"
         ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = "1", "", ""
-        ds.Modality, ds.SeriesNumber, ds.InstanceNumber, ds.SeriesDescription = modality, series_number, k + 1, series_description
+        ds.Modality, ds.SeriesNumber, ds.InstanceNumber, ds.SeriesDescription = (
+            modality,
+            series_number,
+            k + 1,
+            series_description,
+        )
         ds.Manufacturer, ds.PositionReferenceIndicator, ds.ImageType = "monai-ext", "", ["ORIGINAL", "PRIMARY", "AXIAL"]
         if modality == "CT":
             ds.KVP, ds.AcquisitionNumber = 120, 1
@@ -96,7 +103,12 @@ def write_dicom_series(
         ds.PatientPosition = "HFS"
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
         ds.Rows, ds.Columns = stored.shape[1], stored.shape[0]
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits if bits == 8 else 12, bits - 1 if bits == 8 else 11, 0
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = (
+            bits,
+            bits if bits == 8 else 12,
+            bits - 1 if bits == 8 else 11,
+            0,
+        )
         if bits == 16 and stored.max() >= 4096:
             ds.BitsStored, ds.HighBit = 16, 15
         if modality == "CT":
@@ -119,12 +131,21 @@ def _encode(ds, plane: np.ndarray, syntax) -> None:
         import imagecodecs  # pydicom encodes neither: libjpeg-turbo's encoder, as a scanner would
 
         lossless = syntax == TRANSFER_SYNTAXES["jpeg-lossless"]
-        frame = imagecodecs.jpeg8_encode(plane, level=95, lossless=lossless, predictor=1 if lossless else None,
-                                         bitspersample=int(ds.BitsStored) if lossless else None)
+        frame = imagecodecs.jpeg8_encode(
+            plane,
+            level=95,
+            lossless=lossless,
+            predictor=1 if lossless else None,
+            bitspersample=int(ds.BitsStored) if lossless else None,
+        )
         ds.PixelData = encapsulate([frame])
         ds["PixelData"].VR = "OB"
         ds.file_meta.TransferSyntaxUID = syntax
         if not lossless:
-            ds.LossyImageCompression, ds.LossyImageCompressionRatio, ds.LossyImageCompressionMethod = "01", 1.0, "ISO_10918_1"
+            ds.LossyImageCompression, ds.LossyImageCompressionRatio, ds.LossyImageCompressionMethod = (
+                "01",
+                1.0,
+                "ISO_10918_1",
+            )
         return
     ds.compress(syntax, plane, encoding_plugin="pylibjpeg" if syntax == TRANSFER_SYNTAXES["jpeg2000"] else "")

@@ -31,7 +31,9 @@ class DicomSeriesReader(ImageReader):
         slice_tolerance: how far (mm) a slice may lie off the fitted slice grid.
     """
 
-    def __init__(self, series: Optional[str] = None, allow_gaps: bool = False, slice_tolerance: Optional[float] = None) -> None:
+    def __init__(
+        self, series: Optional[str] = None, allow_gaps: bool = False, slice_tolerance: Optional[float] = None
+    ) -> None:
         super().__init__()
         self.series, self.allow_gaps, self.slice_tolerance = series, allow_gaps, slice_tolerance
 
@@ -61,6 +63,11 @@ class DicomSeriesReader(ImageReader):
         array = image.numpy()
         colour = array.shape[0] > 1
         meta = {k: v for k, v in image.meta.items() if k != "affine"}
-        meta.update(affine=geometry.affine.copy(), original_affine=geometry.affine.copy(), spatial_shape=np.array(geometry.shape),
-                    original_channel_dim=-1 if colour else float("nan"), filename_or_obj=str(img))
+        meta.update(
+            affine=geometry.affine.copy(),
+            original_affine=geometry.affine.copy(),
+            spatial_shape=np.array(geometry.shape),
+            original_channel_dim=-1 if colour else float("nan"),
+            filename_or_obj=str(img),
+        )
         return (np.moveaxis(array, 0, -1) if colour else array[0]), meta

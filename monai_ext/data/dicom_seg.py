@@ -20,15 +20,27 @@ from typing import Dict, Tuple, Union
 import numpy as np
 import torch
 
-from monai_ext.data.dicom import Geometry
-from monai_ext.errors import InputError
 from monai_ext.atomic import write_atomically
+from monai_ext.data.dicom import Geometry
 from monai_ext.data.volume_io import Volume
+from monai_ext.errors import InputError
 
 __all__ = ["write_dicom_seg", "write_rtstruct", "coded_concepts"]
 
-_ALIASES = {"grey matter": "GrayMatter", "gm": "GrayMatter", "wm": "WhiteMatter", "csf": "CerebrospinalFluid", "tumour": "Neoplasm", "tumor": "Neoplasm", "tumours": "Neoplasm", "tumors": "Neoplasm",
-            "vessel": "BloodVessel", "vessels": "BloodVessel", "nuclei": "Nucleus", "lesions": "Lesion"}
+_ALIASES = {
+    "grey matter": "GrayMatter",
+    "gm": "GrayMatter",
+    "wm": "WhiteMatter",
+    "csf": "CerebrospinalFluid",
+    "tumour": "Neoplasm",
+    "tumor": "Neoplasm",
+    "tumours": "Neoplasm",
+    "tumors": "Neoplasm",
+    "vessel": "BloodVessel",
+    "vessels": "BloodVessel",
+    "nuclei": "Nucleus",
+    "lesions": "Lesion",
+}
 
 
 def coded_concepts(label: str) -> Tuple:
@@ -37,8 +49,11 @@ def coded_concepts(label: str) -> Tuple:
 
     text = label.strip().lower().replace("_", " ").replace("-", " ")
     name = _ALIASES.get(text, "".join(w.capitalize() for w in re.split(r"\s+", text) if w))
-    groups = ((codes.cid7159, codes.cid7150.MorphologicallyAbnormalStructure), (codes.cid7166, codes.cid7150.Tissue),
-              (codes.cid7151, codes.cid7150.AnatomicalStructure))
+    groups = (
+        (codes.cid7159, codes.cid7150.MorphologicallyAbnormalStructure),
+        (codes.cid7166, codes.cid7150.Tissue),
+        (codes.cid7151, codes.cid7150.AnatomicalStructure),
+    )
     for group, category in groups:
         if name in group.dir():
             return category, getattr(group, name)
@@ -82,26 +97,48 @@ def write_dicom_seg(
     by_path = {h.filename: h for h in volume.series.headers}  # the headers the reader kept: highdicom needs no pixels
     sources = [by_path[p] for p in dict.fromkeys(str(s.path) for s in geometry.slices)]
     if len(sources) > 1 and any(int(ds.get("NumberOfFrames", 1) or 1) > 1 for ds in sources):
-        raise InputError(f"{volume.path}: a series of several multi-frame objects; DICOM SEG output takes one multi-frame object or single frames")
+        raise InputError(
+            f"{volume.path}: a series of several multi-frame objects; DICOM SEG output takes one multi-frame object or single frames"
+        )
     first = geometry.slices[0]
-    algorithm_id = hd.AlgorithmIdentificationSequence(name=algorithm, version=version, family=codes.cid7162.ArtificialIntelligence)
+    algorithm_id = hd.AlgorithmIdentificationSequence(
+        name=algorithm, version=version, family=codes.cid7162.ArtificialIntelligence
+    )
     descriptions = []
     for number, value in enumerate(values, start=1):
         category, kind = coded_concepts(class_names[value])
-        descriptions.append(hd.seg.SegmentDescription(
-            segment_number=number, segment_label=class_names[value], segmented_property_category=category, segmented_property_type=kind,
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC, algorithm_identification=algorithm_id,
-        ))
+        descriptions.append(
+            hd.seg.SegmentDescription(
+                segment_number=number,
+                segment_label=class_names[value],
+                segmented_property_category=category,
+                segmented_property_type=kind,
+                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+                algorithm_identification=algorithm_id,
+            )
+        )
     pixel = np.zeros(frames.shape + (max(len(values), 1),), dtype=bool)
     for number, value in enumerate(values):
         pixel[..., number] = frames == value
-    measures = hd.PixelMeasuresSequence(pixel_spacing=[float(v) for v in first.spacing],
-                                        slice_thickness=float(first.thickness or geometry.pitch), spacing_between_slices=float(geometry.pitch))
+    measures = hd.PixelMeasuresSequence(
+        pixel_spacing=[float(v) for v in first.spacing],
+        slice_thickness=float(first.thickness or geometry.pitch),
+        spacing_between_slices=float(geometry.pitch),
+    )
     # a projection image has no patient plane: the SEG takes the source image's pixel matrix as it is
-    planes = {} if geometry.planar else dict(
-        pixel_measures=measures,
-        plane_orientation=hd.PlaneOrientationSequence(coordinate_system="PATIENT", image_orientation=[float(v) for v in first.orientation]),
-        plane_positions=[hd.PlanePositionSequence(coordinate_system="PATIENT", image_position=[float(v) for v in s.position]) for s in geometry.slices],
+    planes = (
+        {}
+        if geometry.planar
+        else dict(
+            pixel_measures=measures,
+            plane_orientation=hd.PlaneOrientationSequence(
+                coordinate_system="PATIENT", image_orientation=[float(v) for v in first.orientation]
+            ),
+            plane_positions=[
+                hd.PlanePositionSequence(coordinate_system="PATIENT", image_position=[float(v) for v in s.position])
+                for s in geometry.slices
+            ],
+        )
     )
     seg = hd.seg.Segmentation(
         source_images=sources,
@@ -124,11 +161,16 @@ def write_dicom_seg(
         seg.PatientOrientation = sources[0].get("PatientOrientation", "")
         shared = seg.SharedFunctionalGroupsSequence[0]
         if "PixelMeasuresSequence" in shared and "SliceThickness" not in shared.PixelMeasuresSequence[0]:
-            del shared.PixelMeasuresSequence  # copied incomplete from a secondary capture; readers such as highdicom refuse it
+            del (
+                shared.PixelMeasuresSequence
+            )  # copied incomplete from a secondary capture; readers such as highdicom refuse it
     else:
         # highdicom copies the source's pixel measures where the pixel spacing agrees, stale SpacingBetweenSlices included
         shared = seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
-        shared.SpacingBetweenSlices, shared.SliceThickness = measures[0].SpacingBetweenSlices, measures[0].SliceThickness
+        shared.SpacingBetweenSlices, shared.SliceThickness = (
+            measures[0].SpacingBetweenSlices,
+            measures[0].SliceThickness,
+        )
     return write_atomically(Path(target), lambda tmp: seg.save_as(str(tmp)))
 
 
@@ -146,7 +188,9 @@ def write_rtstruct(
 
     frames, geometry = _frames(labels, volume)
     if any(s.frame is not None for s in geometry.slices):
-        raise InputError(f"{volume.path}: RTSTRUCT output needs a series of single-frame images (radiotherapy planning CT or MR)")
+        raise InputError(
+            f"{volume.path}: RTSTRUCT output needs a series of single-frame images (radiotherapy planning CT or MR)"
+        )
     with tempfile.TemporaryDirectory() as folder:  # rt-utils reads every file of a folder: give it this series only
         for k, s in enumerate(geometry.slices):
             os.symlink(Path(s.path).resolve(), Path(folder) / f"{k:05d}.dcm")
@@ -179,7 +223,9 @@ def _place_contours(ds, series_data) -> None:
             orientation = np.array([float(v) for v in header.ImageOrientationPatient])
             dy, dx = (float(v) for v in header.PixelSpacing)  # between rows, between columns
             origin = np.array([float(v) for v in header.ImagePositionPatient])
-            placed = origin + np.outer(pixels[:, 0] * dx, orientation[:3]) + np.outer(pixels[:, 1] * dy, orientation[3:])
+            placed = (
+                origin + np.outer(pixels[:, 0] * dx, orientation[:3]) + np.outer(pixels[:, 1] * dy, orientation[3:])
+            )
             contour.ContourData = placed.ravel().tolist()
 
 
@@ -191,9 +237,18 @@ def _conform(ds, source) -> None:
     for roi in ds.get("ROIContourSequence", []):
         for contour in roi.get("ContourSequence", []):
             contour.ContourData = [DSfloat(float(v), auto_format=True) for v in contour.ContourData]
-    ds.FrameOfReferenceUID = source.get("FrameOfReferenceUID", None) or ds.ReferencedFrameOfReferenceSequence[0].FrameOfReferenceUID
-    for keyword in ("AccessionNumber", "ReferringPhysicianName", "OperatorsName", "PositionReferenceIndicator", "StudyID",
-                    "PatientBirthDate", "PatientSex"):
+    ds.FrameOfReferenceUID = (
+        source.get("FrameOfReferenceUID", None) or ds.ReferencedFrameOfReferenceSequence[0].FrameOfReferenceUID
+    )
+    for keyword in (
+        "AccessionNumber",
+        "ReferringPhysicianName",
+        "OperatorsName",
+        "PositionReferenceIndicator",
+        "StudyID",
+        "PatientBirthDate",
+        "PatientSex",
+    ):
         if keyword not in ds:
             setattr(ds, keyword, source.get(keyword, ""))
 

@@ -37,7 +37,9 @@ def parse_url(url: str) -> Tuple[str, str, Optional[str], Optional[Tuple[str, st
     parts = urlsplit(url)
     match = _PATH.match(parts.path)
     if parts.scheme not in ("http", "https") or not parts.hostname or match is None:
-        raise InputError(f"{shown(url)}: not a DICOMweb study or series URL (http[s]://HOST[:PORT]/ROOT/studies/UID[/series/UID])")
+        raise InputError(
+            f"{shown(url)}: not a DICOMweb study or series URL (http[s]://HOST[:PORT]/ROOT/studies/UID[/series/UID])"
+        )
     netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
     root = urlunsplit((parts.scheme, netloc, match["root"], "", ""))
     credentials = (parts.username or "", parts.password or "") if parts.username else None
@@ -91,23 +93,37 @@ def download(url: str, folder: Path, series: Optional[str] = None, each_series: 
         raise InputError(f"{shown(url)}: names series {url_series}, and --series asks for {series}")
     wanted = url_series or series
     found = _call(url, "QIDO-RS series search", client.search_for_series, study_instance_uid=study)
+
     def number(item: dict) -> int:
         value = _value(item, "00200011", "")
         return int(value) if value.lstrip("-").isdigit() else 1 << 30
 
-    uids = {_value(item, "0020000E"): item for item in sorted(found or [], key=lambda i: (number(i), _value(i, "0020000E")))}
+    uids = {
+        _value(item, "0020000E"): item for item in sorted(found or [], key=lambda i: (number(i), _value(i, "0020000E")))
+    }
     if not uids:
         raise InputError(f"{shown(url)}: no such study on the server (QIDO-RS found no series)")
     if wanted is not None and wanted not in uids:
         raise InputError(f"{shown(url)}: no series {wanted} in study {study}")
     if wanted is None and len(uids) > 1 and not each_series:
-        listing = "; ".join(f"{uid} (#{_value(i, '00200011', '?')} {_value(i, '00080060')} '{_value(i, '0008103E')}')" for uid, i in uids.items())
-        raise InputError(f"{shown(url)}: {len(uids)} series; choose one with --series UID or a series URL, or segment each with --each-series: {listing}")
+        listing = "; ".join(
+            f"{uid} (#{_value(i, '00200011', '?')} {_value(i, '00080060')} '{_value(i, '0008103E')}')"
+            for uid, i in uids.items()
+        )
+        raise InputError(
+            f"{shown(url)}: {len(uids)} series; choose one with --series UID or a series URL, or segment each with --each-series: {listing}"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     for uid in [wanted] if wanted else list(uids):
         target = folder / uid
         target.mkdir(exist_ok=True)
-        instances = _call(url, f"WADO-RS retrieval of series {uid}", client.retrieve_series, study_instance_uid=study, series_instance_uid=uid)
+        instances = _call(
+            url,
+            f"WADO-RS retrieval of series {uid}",
+            client.retrieve_series,
+            study_instance_uid=study,
+            series_instance_uid=uid,
+        )
         for ds in instances:
             ds.save_as(target / f"{ds.SOPInstanceUID}.dcm", enforce_file_format=True)
     return folder

@@ -110,7 +110,9 @@ def _pair(images: Dict[str, Path], labels: Dict[str, Path]) -> Tuple[List[_Pair]
 def _load(path: Path):
     from monai.transforms import LoadImage
 
-    return LoadImage(image_only=True, ensure_channel_first=True)(str(path))  # float32, as the bundles load (any byte order)
+    return LoadImage(image_only=True, ensure_channel_first=True)(
+        str(path)
+    )  # float32, as the bundles load (any byte order)
 
 
 def _geometry_problem(label_path: Path, image_path: Path, image, label, tolerance: float) -> Optional[str]:
@@ -119,8 +121,10 @@ def _geometry_problem(label_path: Path, image_path: Path, image, label, toleranc
     a, b = np.asarray(image.affine, dtype=float), np.asarray(label.affine, dtype=float)
     if a.shape != b.shape or not np.allclose(a, b, atol=tolerance):
         spacing = lambda m: np.round(np.linalg.norm(m[:-1, :-1], axis=0), 4).tolist()  # noqa: E731
-        return (f"{label_path}: affine differs from the image's ({image_path.name}): spacing {spacing(b)} vs {spacing(a)}, "
-                f"origin {np.round(b[:-1, -1], 3).tolist()} vs {np.round(a[:-1, -1], 3).tolist()}")
+        return (
+            f"{label_path}: affine differs from the image's ({image_path.name}): spacing {spacing(b)} vs {spacing(a)}, "
+            f"origin {np.round(b[:-1, -1], 3).tolist()} vs {np.round(a[:-1, -1], 3).tolist()}"
+        )
     return None
 
 
@@ -159,7 +163,9 @@ def _check(case: _Pair, declared: Optional[Sequence[int]], tolerance: float) -> 
     if declared is not None and not set(found) <= set(declared):
         return f"{case.label}: label values {sorted(set(found) - set(declared))} are not among the declared labels {list(declared)}"
     case.shape, case.channels, case.values = tuple(image.shape[1:]), data.shape[0], found
-    case.spacing = tuple(float(s) for s in np.linalg.norm(np.asarray(image.affine, dtype=float)[:-1, :-1], axis=0))[: len(case.shape)]
+    case.spacing = tuple(float(s) for s in np.linalg.norm(np.asarray(image.affine, dtype=float)[:-1, :-1], axis=0))[
+        : len(case.shape)
+    ]
     mask = values[0] > 0
     if mask.any():
         fg = data[:, mask].ravel()
@@ -219,10 +225,16 @@ def prepare_folder(
         channels = {c.channels for c in good}
         if len(dims) > 1:
             common = max(dims, key=lambda d: sum(len(c.shape) == d for c in good))
-            problems += [f"{c.images[0]}: {len(c.shape)}D, most cases are {common}D" for c in good if len(c.shape) != common]
+            problems += [
+                f"{c.images[0]}: {len(c.shape)}D, most cases are {common}D" for c in good if len(c.shape) != common
+            ]
         if len(channels) > 1:
             common = max(channels, key=lambda n: sum(c.channels == n for c in good))
-            problems += [f"{c.images[0]}: {c.channels} channel(s), most cases have {common}" for c in good if c.channels != common]
+            problems += [
+                f"{c.images[0]}: {c.channels} channel(s), most cases have {common}"
+                for c in good
+                if c.channels != common
+            ]
     if not problems and len(cases) < 3:
         problems.append(f"{images}: {len(cases)} case(s); training, validation and test need at least 3")
     if problems:
@@ -233,9 +245,11 @@ def prepare_folder(
     train, val, test = split_cases(keys, seed, split)
     values = sorted({v for c in cases for v in c.values} | set(label_names or {}))
     names = {"0": "background", **{str(v): (label_names or {}).get(v, f"label_{v}") for v in values if v > 0}}
+
     def entry(c: _Pair) -> dict:  # noqa: E306
         image = [str(p.resolve()) for p in c.images]
         return {"image": image[0] if len(image) == 1 else image, "label": str(c.label.resolve())}
+
     by_key = {c.key: c for c in cases}
     datalist = {
         "name": name or output.resolve().name,
@@ -251,7 +265,12 @@ def prepare_folder(
     pixdim = None  # resample only where the spacings differ from the target (nnU-Net's target: the median)
     if spatial_dims == 3 and any(abs(s - t) > tolerance for sp in spacings for s, t in zip(sp, spacing)):
         pixdim = spacing
-    patch = data_plan.patch_size(data_plan.median_shape([c.shape for c in cases], spacings, spacing), 32, data_plan.MAX_VOXELS[spatial_dims], spacing)
+    patch = data_plan.patch_size(
+        data_plan.median_shape([c.shape for c in cases], spacings, spacing),
+        32,
+        data_plan.MAX_VOXELS[spatial_dims],
+        spacing,
+    )
     if intensity == "ct":
         fg = np.concatenate([c.foreground for c in cases if c.key in train and c.foreground is not None])
         low, high = (float(v) for v in np.percentile(fg, [0.5, 99.5]))
@@ -260,7 +279,7 @@ def prepare_folder(
         norm = {"scheme": "zscore", "channel_wise": True}
     overlay = {
         "_desc_": f"written by `python -m monai_ext prepare folder` for {len(cases)} cases "
-                  f"({len(train)} training, {len(val)} validation, {len(test)} test; seed {seed})",
+        f"({len(train)} training, {len(val)} validation, {len(test)} test; seed {seed})",
         "dataset_dir": str(output.resolve()),
         "data_source": None,
         "spatial_dims": spatial_dims,
@@ -274,7 +293,9 @@ def prepare_folder(
         "augmentation": data_plan.augmentation(patch, spacing),
     }
     if planner is not None:
-        overlay.update(planner(overlay, {"spacings": spacings, "shapes": [c.shape for c in cases], "training_cases": len(train)}))
+        overlay.update(
+            planner(overlay, {"spacings": spacings, "shapes": [c.shape for c in cases], "training_cases": len(train)})
+        )
     output.mkdir(parents=True, exist_ok=True)
     write_json(output / "overlay.json", overlay)
     path = output / "datalist.json"

@@ -34,7 +34,9 @@ def check_image(path: Union[str, Path], image, in_channels: Optional[int] = None
     if image.numel() == 0:
         raise InputError(f"{path}: empty image (shape {list(image.shape)}: no voxels)")
     if spatial < min_dims or spatial > 3:
-        raise InputError(f"{path}: not a volume (shape {list(image.shape[1:])}; need {min_dims}D{' or 3D' if min_dims < 3 else ''})")
+        raise InputError(
+            f"{path}: not a volume (shape {list(image.shape[1:])}; need {min_dims}D{' or 3D' if min_dims < 3 else ''})"
+        )
     if in_channels is not None and image.shape[0] != in_channels:
         raise InputError(f"{path}: wrong channel count: {image.shape[0]} channel(s), the network takes {in_channels}")
     data = image.as_tensor() if hasattr(image, "as_tensor") else image
@@ -62,21 +64,34 @@ def _check_range(path: Union[str, Path], data: torch.Tensor, low: float, high: f
     that after z-scoring or min-max scaling every other voxel is the same number."""
     extreme = high if abs(high) >= abs(low) else low
     if abs(extreme) > _LARGEST_INTENSITY:
-        raise InputError(f"{path}: an intensity of {extreme:.3g}, beyond what normalisation can compute (|value| up to "
-                         f"{_LARGEST_INTENSITY:.0e}); a corrupt voxel or a wrong scale factor")
+        raise InputError(
+            f"{path}: an intensity of {extreme:.3g}, beyond what normalisation can compute (|value| up to "
+            f"{_LARGEST_INTENSITY:.0e}); a corrupt voxel or a wrong scale factor"
+        )
     flat = data.reshape(-1)
     sample = flat[:: max(1, flat.numel() // 1_000_000)].double().cpu().numpy()
     q_low, q_high = np.percentile(sample, [0.5, 99.5])
     spread = q_high - q_low
     if spread > 0 and high - low > _OUTLIER_FACTOR * spread:
-        raise InputError(f"{path}: an intensity of {extreme:.3g} where 99% of the voxels lie in {q_low:.4g}..{q_high:.4g}; normalising would "
-                         "make every other voxel equal (a corrupt voxel or a wrong scale factor)")
+        raise InputError(
+            f"{path}: an intensity of {extreme:.3g} where 99% of the voxels lie in {q_low:.4g}..{q_high:.4g}; normalising would "
+            "make every other voxel equal (a corrupt voxel or a wrong scale factor)"
+        )
 
 
 # what a file's first bytes say it is, for a message when its name says otherwise
-_SIGNATURES = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"II*\x00", "a TIFF image"), (b"MM\x00*", "a TIFF image"),
-               (b"GIF8", "a GIF image"), (b"BM", "a BMP image"), (b"%PDF", "a PDF document"), (b"PK\x03\x04", "a ZIP archive"),
-               (b"NRRD", "an NRRD file"), (b"\x1f\x8b", "a gzip file"))
+_SIGNATURES = (
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"II*\x00", "a TIFF image"),
+    (b"MM\x00*", "a TIFF image"),
+    (b"GIF8", "a GIF image"),
+    (b"BM", "a BMP image"),
+    (b"%PDF", "a PDF document"),
+    (b"PK\x03\x04", "a ZIP archive"),
+    (b"NRRD", "an NRRD file"),
+    (b"\x1f\x8b", "a gzip file"),
+)
 
 
 def _looks_like(head: bytes) -> str:
@@ -111,8 +126,15 @@ def check_file_kind(path: Union[str, Path]) -> None:
                 head = f.read(1024)
     except (OSError, EOFError) as e:
         raise InputError(f"{path}: unreadable ({getattr(e, 'strerror', None) or e})") from e
-    expected = ("a NIfTI file" if name.endswith((".nii", ".nii.gz")) else "an NRRD file" if name.endswith((".nrrd", ".nhdr"))
-                else "a MetaImage file" if name.endswith((".mha", ".mhd")) else None)
+    expected = (
+        "a NIfTI file"
+        if name.endswith((".nii", ".nii.gz"))
+        else "an NRRD file"
+        if name.endswith((".nrrd", ".nhdr"))
+        else "a MetaImage file"
+        if name.endswith((".mha", ".mhd"))
+        else None
+    )
     if expected is None:
         return
     found = _looks_like(head)
@@ -149,7 +171,9 @@ def _check_nifti_header(path: Path) -> None:
     spatial = min(max(dims, 1), 3)
     zooms = np.asarray(header["pixdim"][1 : spatial + 1], dtype=np.float64)
     if not np.isfinite(zooms).all() or (zooms == 0).any():
-        raise InputError(f"{path}: degenerate affine (the header's voxel spacing is {zooms.tolist()}: zero or not finite)")
+        raise InputError(
+            f"{path}: degenerate affine (the header's voxel spacing is {zooms.tolist()}: zero or not finite)"
+        )
     affines = {}
     for name in ("sform", "qform"):
         if int(header[f"{name}_code"]) > 0:
@@ -159,7 +183,9 @@ def _check_nifti_header(path: Path) -> None:
             try:
                 check_affine(path, affine, spatial)
             except InputError as e:
-                raise InputError(str(e).replace("degenerate affine (", f"degenerate affine (the header's {name}: ", 1)) from e
+                raise InputError(
+                    str(e).replace("degenerate affine (", f"degenerate affine (the header's {name}: ", 1)
+                ) from e
             affines[name] = affine
     if len(affines) == 2:
         _check_qform_sform(path, header, affines["qform"], affines["sform"], spatial)
@@ -168,12 +194,16 @@ def _check_nifti_header(path: Path) -> None:
     shape = [int(n) for n in header["dim"][1 : max(dims, 1) + 1]]
     if any(n < 0 for n in shape):
         raise InputError(f"{path}: unreadable (negative dimensions {shape} in the header)")
-    offset = max(int(header["vox_offset"]), int(getattr(header, "single_vox_offset", 352)))  # where readers start the voxels
+    offset = max(
+        int(header["vox_offset"]), int(getattr(header, "single_vox_offset", 352))
+    )  # where readers start the voxels
     needed = offset + int(np.prod(shape, dtype=object)) * dtype.itemsize
     held = _nifti_bytes(path, needed) if compressed else path.stat().st_size
     if held < needed:
-        raise InputError(f"{path}: unreadable (the header's {'x'.join(map(str, shape))} voxels of {dtype.name} need {needed:,} bytes; "
-                         f"the file holds {'at most ' if compressed and held > 0 and held != needed else ''}{held:,})")
+        raise InputError(
+            f"{path}: unreadable (the header's {'x'.join(map(str, shape))} voxels of {dtype.name} need {needed:,} bytes; "
+            f"the file holds {'at most ' if compressed and held > 0 and held != needed else ''}{held:,})"
+        )
 
 
 # deflate never compresses by more than 1032:1 (RFC 1951: 258-byte matches from 2-bit codes, at best)
@@ -225,9 +255,11 @@ def _check_qform_sform(path: Path, header, qform: np.ndarray, sform: np.ndarray,
     apart = float(np.abs((qform[:3, :3] - sform[:3, :3]) @ corners + (qform[:3, 3:] - sform[:3, 3:])).max())
     if apart <= 1e-3 or _itk_reads_sform(header, sform):
         return
-    raise InputError(f"{path}: its qform and sform place the image up to {apart:.1f} mm apart, and readers disagree on which to use "
-                     f"(nibabel and MONAI: the sform, code {int(header['sform_code'])}; ITK and the viewers built on it: the qform); "
-                     "make them equal, e.g. with fslorient -copysform2qform")
+    raise InputError(
+        f"{path}: its qform and sform place the image up to {apart:.1f} mm apart, and readers disagree on which to use "
+        f"(nibabel and MONAI: the sform, code {int(header['sform_code'])}; ITK and the viewers built on it: the qform); "
+        "make them equal, e.g. with fslorient -copysform2qform"
+    )
 
 
 def check_affine(path: Union[str, Path], affine, spatial_dims: int) -> None:
@@ -244,6 +276,8 @@ def check_affine(path: Union[str, Path], affine, spatial_dims: int) -> None:
     linear = a[:d, :d]
     spacing = np.linalg.norm(linear, axis=0)
     if (spacing <= 1e-6).any():
-        raise InputError(f"{path}: degenerate affine (voxel spacing {np.round(spacing, 6).tolist()}: a spacing of zero)")
+        raise InputError(
+            f"{path}: degenerate affine (voxel spacing {np.round(spacing, 6).tolist()}: a spacing of zero)"
+        )
     if abs(np.linalg.det(linear / spacing)) < 1e-6:
         raise InputError(f"{path}: degenerate affine (its axes are not independent: determinant 0)")

@@ -49,9 +49,16 @@ def make_mni152_cases(
     from monai.transforms import Compose, RandAdjustContrast, RandAffine, RandBiasField, RandRicianNoise
 
     affine, volumes = _template()
-    move = RandAffine(prob=1.0, rotate_range=[0.17] * 3, scale_range=[0.08] * 3, translate_range=[3] * 3, padding_mode="zeros")
-    scanner = Compose([RandBiasField(prob=1.0, coeff_range=(0.1, 0.3)), RandAdjustContrast(prob=1.0, gamma=(0.7, 1.5)),
-                       RandRicianNoise(prob=1.0, std=0.04, relative=False, sample_std=True)])
+    move = RandAffine(
+        prob=1.0, rotate_range=[0.17] * 3, scale_range=[0.08] * 3, translate_range=[3] * 3, padding_mode="zeros"
+    )
+    scanner = Compose(
+        [
+            RandBiasField(prob=1.0, coeff_range=(0.1, 0.3)),
+            RandAdjustContrast(prob=1.0, gamma=(0.7, 1.5)),
+            RandRicianNoise(prob=1.0, std=0.04, relative=False, sample_std=True),
+        ]
+    )
     move.set_random_state(seed)
     scanner.set_random_state(seed + 1)
     rng = np.random.default_rng(seed)
@@ -75,4 +82,3 @@ def make_mni152_cases(
         nib.save(nib.Nifti1Image(image.astype(np.int16), moved_affine), str(images / name))
         nib.save(nib.Nifti1Image(label, moved_affine), str(labels / name))
     return images, labels
-

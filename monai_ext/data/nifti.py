@@ -21,7 +21,14 @@ from monai.utils import convert_data_type
 
 from monai_ext.atomic import write_atomically
 
-__all__ = ["write_nifti", "NiftiWriter", "nifti_header_codes", "set_nifti_geometry", "complete_affine", "DEFAULT_NIFTI_CODES"]
+__all__ = [
+    "write_nifti",
+    "NiftiWriter",
+    "nifti_header_codes",
+    "set_nifti_geometry",
+    "complete_affine",
+    "DEFAULT_NIFTI_CODES",
+]
 
 
 # scanner coordinates, millimetres and seconds: what a DICOM series' geometry is
@@ -49,7 +56,9 @@ def complete_affine(affine: np.ndarray, spatial_dims: int) -> np.ndarray:
         rest = [a[:3, k] for k in range(3) if k != axis]
         if abs(np.linalg.det(a[:3, :3])) > 1e-9:
             break
-        normal = np.cross(*rest) if axis == 2 else np.cross(rest[1], rest[0]) if axis == 1 else np.cross(rest[0], rest[1])
+        normal = (
+            np.cross(*rest) if axis == 2 else np.cross(rest[1], rest[0]) if axis == 1 else np.cross(rest[0], rest[1])
+        )
         if np.linalg.norm(normal) < 1e-12:
             break
         a[:3, axis] = normal / np.linalg.norm(normal)
@@ -68,7 +77,10 @@ def set_nifti_geometry(img, affine: np.ndarray, codes: Optional[Mapping[str, int
 
 
 def write_nifti(
-    labels: Union[np.ndarray, torch.Tensor], affine: Union[np.ndarray, torch.Tensor], target: Union[str, Path], dtype=None,
+    labels: Union[np.ndarray, torch.Tensor],
+    affine: Union[np.ndarray, torch.Tensor],
+    target: Union[str, Path],
+    dtype=None,
     codes: Optional[Mapping[str, int]] = None,
 ) -> Path:
     """Write an image ``(*spatial[, components])`` with the given RAS affine as NIfTI.

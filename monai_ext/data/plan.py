@@ -25,10 +25,19 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-__all__ = ["target_spacing", "median_shape", "patch_size", "unet_strides", "stride_product", "augmentation", "ANISOTROPY", "MAX_VOXELS"]
+__all__ = [
+    "target_spacing",
+    "median_shape",
+    "patch_size",
+    "unet_strides",
+    "stride_product",
+    "augmentation",
+    "ANISOTROPY",
+    "MAX_VOXELS",
+]
 
 ANISOTROPY = 3.0  # nnU-Net's anisotropy threshold
-MAX_VOXELS = {2: 256 ** 2, 3: 128 ** 3}  # the largest patch: nnU-Net-sized, for a GPU (a CPU plan measures and shortens it)
+MAX_VOXELS = {2: 256**2, 3: 128**3}  # the largest patch: nnU-Net-sized, for a GPU (a CPU plan measures and shortens it)
 _MIN_FEATURE = 8  # an axis is pooled only while its feature map has at least this many voxels (4 after pooling)
 
 
@@ -47,7 +56,9 @@ def target_spacing(spacings: Sequence[Sequence[float]], shapes: Sequence[Sequenc
     return [round(float(s), 4) for s in target]
 
 
-def median_shape(shapes: Sequence[Sequence[int]], spacings: Sequence[Sequence[float]], target: Sequence[float]) -> List[float]:
+def median_shape(
+    shapes: Sequence[Sequence[int]], spacings: Sequence[Sequence[float]], target: Sequence[float]
+) -> List[float]:
     """The median of the cases' shapes (voxels) once resampled from ``spacings`` to ``target``."""
     at_target = np.asarray(shapes, dtype=float) * np.asarray(spacings, dtype=float) / np.asarray(target, dtype=float)
     return [round(float(m), 1) for m in np.median(at_target, axis=0)]
@@ -57,8 +68,12 @@ def _multiples(multiple: Union[int, Sequence[int]], dims: int) -> List[int]:
     return [int(multiple)] * dims if isinstance(multiple, (int, np.integer)) else [int(m) for m in multiple]
 
 
-def patch_size(median_shape: Sequence[float], multiple: Union[int, Sequence[int]], max_voxels: int,
-               spacing: Optional[Sequence[float]] = None) -> List[int]:
+def patch_size(
+    median_shape: Sequence[float],
+    multiple: Union[int, Sequence[int]],
+    max_voxels: int,
+    spacing: Optional[Sequence[float]] = None,
+) -> List[int]:
     """The median shape (voxels, after resampling to ``spacing``) rounded up per axis to ``multiple`` (one value,
     or one per axis); then the axis longest in millimetres (nnU-Net's patches start isotropic in millimetres),
     and on a tie the one largest against that shape, is shortened by its multiple until the patch holds at
@@ -102,8 +117,13 @@ def stride_product(strides: Sequence[Union[int, Sequence[int]]], spatial_dims: i
     return out
 
 
-def augmentation(patch: Sequence[int], spacing: Optional[Sequence[float]] = None, rotate_degrees: float = 30.0,
-                 scale: Sequence[float] = (0.7, 1.4), prob: float = 0.2) -> Dict[str, object]:
+def augmentation(
+    patch: Sequence[int],
+    spacing: Optional[Sequence[float]] = None,
+    rotate_degrees: float = 30.0,
+    scale: Sequence[float] = (0.7, 1.4),
+    prob: float = 0.2,
+) -> Dict[str, object]:
     """The spatial augmentation valid for ``patch`` (see the module docstring): ``{"flip_axes", "rotate90_planes",
     "rotate_planes", "rotate_degrees", "scale", "prob"}``; a plane is a pair of axes."""
     dims = len(patch)

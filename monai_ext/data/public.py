@@ -28,9 +28,21 @@ from monai_ext.atomic import write_atomically, write_json
 from monai_ext.data.datalist import Entry, split_cases
 from monai_ext.errors import ReportedError
 
-__all__ = ["DatasetLayoutError", "DATASETS", "prepare_dataset"] + [f"prepare_{n}" for n in (
-    "isic2018", "kvasir_seg", "cvc_clinicdb", "busi", "glas", "monuseg", "drive", "montgomery", "promise12", "physionet_ich"
-)]
+__all__ = ["DatasetLayoutError", "DATASETS", "prepare_dataset"] + [
+    f"prepare_{n}"
+    for n in (
+        "isic2018",
+        "kvasir_seg",
+        "cvc_clinicdb",
+        "busi",
+        "glas",
+        "monuseg",
+        "drive",
+        "montgomery",
+        "promise12",
+        "physionet_ich",
+    )
+]
 
 PathLike = Union[str, Path]
 
@@ -103,7 +115,12 @@ def _binary_mask_nifti(mask: Path, out: Path) -> Path:
 
 
 def _write_datalist(
-    output_dir: Path, name: str, labels: Dict[str, str], cases: Dict[str, Entry], splits: Sequence[Iterable[str]], extra: Optional[dict] = None
+    output_dir: Path,
+    name: str,
+    labels: Dict[str, str],
+    cases: Dict[str, Entry],
+    splits: Sequence[Iterable[str]],
+    extra: Optional[dict] = None,
 ) -> Path:
     datalist = {"name": name, "labels": labels, **(extra or {})}
     for key, members in zip(("training", "validation", "test"), splits):
@@ -112,8 +129,14 @@ def _write_datalist(
 
 
 def _binary_2d(
-    name: str, foreground: str, pairs: List[Tuple[str, Path, Sequence[Path]]], output_dir: Path, seed: int, split: Sequence[float],
-    test_pairs: Optional[List[Tuple[str, Path, Sequence[Path]]]] = None, threshold: int = 127,
+    name: str,
+    foreground: str,
+    pairs: List[Tuple[str, Path, Sequence[Path]]],
+    output_dir: Path,
+    seed: int,
+    split: Sequence[float],
+    test_pairs: Optional[List[Tuple[str, Path, Sequence[Path]]]] = None,
+    threshold: int = 127,
     case_fields: Optional[Dict[str, Dict[str, str]]] = None,
 ) -> Path:
     """Common path of the 2D binary data sets: masks to 0/1 PNG, seeded split (or the official test set)."""
@@ -127,13 +150,17 @@ def _binary_2d(
         test = sorted(k for k, _, _ in test_pairs)
     else:
         train, val, test = split_cases(keys, seed, split)
-    return _write_datalist(output_dir, name, {"0": "background", "1": foreground}, cases, (train, val, test), {"seed": seed})
+    return _write_datalist(
+        output_dir, name, {"0": "background", "1": foreground}, cases, (train, val, test), {"seed": seed}
+    )
 
 
 # ----------------------------------------------------------------------------------------- data sets
 
 
-def prepare_isic2018(source_dir: PathLike, output_dir: PathLike, seed: int = 0, split: Sequence[float] = (0.8, 0.1, 0.1)) -> Path:
+def prepare_isic2018(
+    source_dir: PathLike, output_dir: PathLike, seed: int = 0, split: Sequence[float] = (0.8, 0.1, 0.1)
+) -> Path:
     """ISIC 2018 Task 1 (lesion boundary segmentation).
 
     Layout: ``ISIC2018_Task1-2_Training_Input/ISIC_<id>.jpg`` and
@@ -143,12 +170,17 @@ def prepare_isic2018(source_dir: PathLike, output_dir: PathLike, seed: int = 0, 
     """
     root = Path(source_dir)
     images = {p.stem: p for p in _files(_folder(root, "ISIC2018_Task1-2_Training_Input"), "ISIC_*.jpg")}
-    masks = {p.stem.replace("_segmentation", ""): p for p in _files(_folder(root, "ISIC2018_Task1_Training_GroundTruth"), "ISIC_*_segmentation.png")}
+    masks = {
+        p.stem.replace("_segmentation", ""): p
+        for p in _files(_folder(root, "ISIC2018_Task1_Training_GroundTruth"), "ISIC_*_segmentation.png")
+    }
     pairs = [(k, i, [m]) for k, i, m in _pair(images, masks, "ground-truth mask")]
     return _binary_2d("ISIC2018_Task1", "lesion", pairs, Path(output_dir), seed, split)
 
 
-def prepare_kvasir_seg(source_dir: PathLike, output_dir: PathLike, seed: int = 0, split: Sequence[float] = (0.8, 0.1, 0.1)) -> Path:
+def prepare_kvasir_seg(
+    source_dir: PathLike, output_dir: PathLike, seed: int = 0, split: Sequence[float] = (0.8, 0.1, 0.1)
+) -> Path:
     """Kvasir-SEG: ``images/<id>.jpg`` and ``masks/<id>.jpg`` (JPEG masks, thresholded at 127)."""
     root = Path(source_dir)
     if (root / "Kvasir-SEG").is_dir():
@@ -159,7 +191,9 @@ def prepare_kvasir_seg(source_dir: PathLike, output_dir: PathLike, seed: int = 0
     return _binary_2d("Kvasir-SEG", "polyp", pairs, Path(output_dir), seed, split)
 
 
-def prepare_cvc_clinicdb(source_dir: PathLike, output_dir: PathLike, seed: int = 0, split: Sequence[float] = (0.8, 0.1, 0.1)) -> Path:
+def prepare_cvc_clinicdb(
+    source_dir: PathLike, output_dir: PathLike, seed: int = 0, split: Sequence[float] = (0.8, 0.1, 0.1)
+) -> Path:
     """CVC-ClinicDB: ``Original/<n>.tif`` and ``Ground Truth/<n>.tif`` (TIFF, 0/255); the PNG release's
     ``PNG/Original`` and ``PNG/Ground Truth`` are accepted too."""
     root = Path(source_dir)
@@ -167,14 +201,24 @@ def prepare_cvc_clinicdb(source_dir: PathLike, output_dir: PathLike, seed: int =
         root = root / "CVC-ClinicDB"
     if not (root / "Original").is_dir() and (root / "PNG").is_dir():
         root = root / "PNG"
-    images = {p.stem: p for p in _files(_folder(root, "Original"), "*.*") if p.suffix.lower() in (".tif", ".tiff", ".png")}
-    masks = {p.stem: p for p in _files(_folder(root, "Ground Truth", "GroundTruth"), "*.*") if p.suffix.lower() in (".tif", ".tiff", ".png")}
+    images = {
+        p.stem: p for p in _files(_folder(root, "Original"), "*.*") if p.suffix.lower() in (".tif", ".tiff", ".png")
+    }
+    masks = {
+        p.stem: p
+        for p in _files(_folder(root, "Ground Truth", "GroundTruth"), "*.*")
+        if p.suffix.lower() in (".tif", ".tiff", ".png")
+    }
     pairs = [(f"cvc_{int(k):03d}" if k.isdigit() else k, i, [m]) for k, i, m in _pair(images, masks, "ground truth")]
     return _binary_2d("CVC-ClinicDB", "polyp", pairs, Path(output_dir), seed, split)
 
 
 def prepare_busi(
-    source_dir: PathLike, output_dir: PathLike, seed: int = 0, split: Sequence[float] = (0.8, 0.1, 0.1), include_normal: bool = True
+    source_dir: PathLike,
+    output_dir: PathLike,
+    seed: int = 0,
+    split: Sequence[float] = (0.8, 0.1, 0.1),
+    include_normal: bool = True,
 ) -> Path:
     """BUSI (Dataset_BUSI_with_GT): ``benign/``, ``malignant/``, ``normal/`` with ``<class> (<n>).png`` and one or
     more ``<class> (<n>)_mask[_k].png``; a case's masks are merged. The normal class (empty masks) is kept
@@ -200,7 +244,9 @@ def prepare_busi(
     return _binary_2d("BUSI", "lesion", pairs, Path(output_dir), seed, split, case_fields=fields)
 
 
-def prepare_glas(source_dir: PathLike, output_dir: PathLike, seed: int = 0, split: Sequence[float] = (0.85, 0.15, 0.0)) -> Path:
+def prepare_glas(
+    source_dir: PathLike, output_dir: PathLike, seed: int = 0, split: Sequence[float] = (0.85, 0.15, 0.0)
+) -> Path:
     """GlaS (Warwick-QU): ``train_<n>.bmp`` / ``train_<n>_anno.bmp`` (instance masks: 0 background, 1..N glands)
     are split into training and validation; ``testA_*`` and ``testB_*`` are the official test set."""
     root = Path(source_dir)
@@ -241,7 +287,9 @@ def _monuseg_mask(xml_path: Path, shape: Tuple[int, int], out: Path) -> Path:
     return out
 
 
-def prepare_monuseg(source_dir: PathLike, output_dir: PathLike, seed: int = 0, split: Sequence[float] = (0.8, 0.2, 0.0)) -> Path:
+def prepare_monuseg(
+    source_dir: PathLike, output_dir: PathLike, seed: int = 0, split: Sequence[float] = (0.8, 0.2, 0.0)
+) -> Path:
     """MoNuSeg 2018: ``MoNuSeg 2018 Training Data/Tissue Images/<id>.tif`` with ``Annotations/<id>.xml``
     (nucleus polygons, rasterised to a binary mask) split into training and validation; the official test
     set ``MoNuSegTestData/<id>.tif`` + ``<id>.xml`` is the test list."""
@@ -270,10 +318,14 @@ def prepare_monuseg(source_dir: PathLike, output_dir: PathLike, seed: int = 0, s
     train, val, test = split_cases(members[0], seed, split if test_root is None else (split[0], split[1], 0.0))
     if test_root is not None:
         test = sorted(members[1])
-    return _write_datalist(out, "MoNuSeg2018", {"0": "background", "1": "nucleus"}, cases, (train, val, test), {"seed": seed})
+    return _write_datalist(
+        out, "MoNuSeg2018", {"0": "background", "1": "nucleus"}, cases, (train, val, test), {"seed": seed}
+    )
 
 
-def prepare_drive(source_dir: PathLike, output_dir: PathLike, seed: int = 0, split: Sequence[float] = (0.8, 0.2, 0.0)) -> Path:
+def prepare_drive(
+    source_dir: PathLike, output_dir: PathLike, seed: int = 0, split: Sequence[float] = (0.8, 0.2, 0.0)
+) -> Path:
     """DRIVE: ``training/images/<n>_training.tif``, ``training/1st_manual/<n>_manual1.gif`` (vessels) and
     ``training/mask/<n>_training_mask.gif`` (field of view, stored as ``fov``), split into training and
     validation; ``test/`` (with ``1st_manual``) is the test list. Masks are GIF, 0/255."""
@@ -308,7 +360,9 @@ def prepare_drive(source_dir: PathLike, output_dir: PathLike, seed: int = 0, spl
     return _write_datalist(out, "DRIVE", {"0": "background", "1": "vessel"}, cases, (train, val, test), {"seed": seed})
 
 
-def prepare_montgomery(source_dir: PathLike, output_dir: PathLike, seed: int = 0, split: Sequence[float] = (0.8, 0.1, 0.1)) -> Path:
+def prepare_montgomery(
+    source_dir: PathLike, output_dir: PathLike, seed: int = 0, split: Sequence[float] = (0.8, 0.1, 0.1)
+) -> Path:
     """Montgomery County chest X-rays: ``CXR_png/<id>.png`` with ``ManualMask/leftMask/<id>.png`` and
     ``ManualMask/rightMask/<id>.png``, merged into one lung mask."""
     root = Path(source_dir)
@@ -324,7 +378,11 @@ def prepare_montgomery(source_dir: PathLike, output_dir: PathLike, seed: int = 0
 
 
 def prepare_promise12(
-    source_dir: PathLike, output_dir: PathLike, seed: int = 0, split: Sequence[float] = (0.8, 0.1, 0.1), slices: bool = False
+    source_dir: PathLike,
+    output_dir: PathLike,
+    seed: int = 0,
+    split: Sequence[float] = (0.8, 0.1, 0.1),
+    slices: bool = False,
 ) -> Path:
     """PROMISE12: ``Case<nn>.mhd`` (+ ``.raw``/``.zraw``) with ``Case<nn>_segmentation.mhd`` (0/1), in the
     source folder or its ``TrainingData_Part*`` / ``training_data`` sub-folders. The challenge's test cases
@@ -342,15 +400,24 @@ def prepare_promise12(
         data = re.search(r"ElementDataFile\s*=\s*(\S+)", header)
         if data is None or not (path.parent / data.group(1)).is_file():
             raise DatasetLayoutError(f"MetaImage header {path} names no existing data file (ElementDataFile)")
-    cases = {k: {"image": str(i.resolve()), "label": str(m.resolve())} for k, i, m in _pair(images, masks, "_segmentation.mhd")}
+    cases = {
+        k: {"image": str(i.resolve()), "label": str(m.resolve())}
+        for k, i, m in _pair(images, masks, "_segmentation.mhd")
+    }
     labels = {"0": "background", "1": "prostate"}
     if slices:
         return _foreground_slices("PROMISE12", cases, Path(output_dir), seed, split, labels)
-    return _write_datalist(Path(output_dir), "PROMISE12", labels, cases, split_cases(sorted(cases), seed, split), {"seed": seed})
+    return _write_datalist(
+        Path(output_dir), "PROMISE12", labels, cases, split_cases(sorted(cases), seed, split), {"seed": seed}
+    )
 
 
 def prepare_physionet_ich(
-    source_dir: PathLike, output_dir: PathLike, seed: int = 0, split: Sequence[float] = (0.8, 0.1, 0.1), slices: bool = False
+    source_dir: PathLike,
+    output_dir: PathLike,
+    seed: int = 0,
+    split: Sequence[float] = (0.8, 0.1, 0.1),
+    slices: bool = False,
 ) -> Path:
     """PhysioNet CT-ICH (Hssayeni et al. 2020): ``ct_scans/<nnn>.nii`` with ``masks/<nnn>.nii``; masks are
     made 0/1 (uint8, same affine) under ``output_dir/labels``. ``slices``: 2D slices with haemorrhage
@@ -366,7 +433,9 @@ def prepare_physionet_ich(
     labels = {"0": "background", "1": "hemorrhage"}
     if slices:
         return _foreground_slices("PhysioNet-CT-ICH", cases, out, seed, split, labels)
-    return _write_datalist(out, "PhysioNet-CT-ICH", labels, cases, split_cases(sorted(cases), seed, split), {"seed": seed})
+    return _write_datalist(
+        out, "PhysioNet-CT-ICH", labels, cases, split_cases(sorted(cases), seed, split), {"seed": seed}
+    )
 
 
 def _foreground_slices(
@@ -391,13 +460,25 @@ def _foreground_slices(
                 continue
             stem = f"{key}_z{z:03d}"
             for kind, data in (("images", img[..., z].astype(np.float32)), ("labels", lab[..., z])):
-                write_atomically(output_dir / "slices" / kind / f"{stem}.nii.gz",
-                                 lambda tmp, data=data: nib.save(nib.Nifti1Image(data, affine), str(tmp)))
-            sliced[stem] = {"image": str((output_dir / "slices" / "images" / f"{stem}.nii.gz").resolve()),
-                            "label": str((output_dir / "slices" / "labels" / f"{stem}.nii.gz").resolve()), "case": key}
+                write_atomically(
+                    output_dir / "slices" / kind / f"{stem}.nii.gz",
+                    lambda tmp, data=data: nib.save(nib.Nifti1Image(data, affine), str(tmp)),
+                )
+            sliced[stem] = {
+                "image": str((output_dir / "slices" / "images" / f"{stem}.nii.gz").resolve()),
+                "label": str((output_dir / "slices" / "labels" / f"{stem}.nii.gz").resolve()),
+                "case": key,
+            }
     if not sliced:
         raise DatasetLayoutError(f"{name}: no slice with foreground in any label")
-    return _write_datalist(output_dir, f"{name}-slices", labels, sliced, split_cases(sorted(sliced), seed, split), {"seed": seed, "slices": True})
+    return _write_datalist(
+        output_dir,
+        f"{name}-slices",
+        labels,
+        sliced,
+        split_cases(sorted(sliced), seed, split),
+        {"seed": seed, "slices": True},
+    )
 
 
 DATASETS: Dict[str, Callable[..., Path]] = {

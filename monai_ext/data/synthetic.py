@@ -45,7 +45,9 @@ def _tube(rng: np.random.Generator, size: Sequence[int], radius: float) -> np.nd
     nd = len(size)
     points = np.array([[rng.uniform(0.05, 0.95) * s for s in size] for _ in range(4)])
     t = np.linspace(0, 1, 8 * max(size))[:, None]
-    curve = (1 - t) ** 3 * points[0] + 3 * (1 - t) ** 2 * t * points[1] + 3 * (1 - t) * t**2 * points[2] + t**3 * points[3]
+    curve = (
+        (1 - t) ** 3 * points[0] + 3 * (1 - t) ** 2 * t * points[1] + 3 * (1 - t) * t**2 * points[2] + t**3 * points[3]
+    )
     centerline = np.zeros(size, dtype=bool)
     idx = np.clip(np.round(curve).astype(int), 0, np.array(size) - 1)
     centerline[tuple(idx[:, i] for i in range(nd))] = True

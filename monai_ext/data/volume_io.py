@@ -106,7 +106,11 @@ def find_cases(path: Union[str, Path], series: Optional[str] = None, each_series
 
 def _dicom_cases(path: Path, uid: Optional[str], each_series: bool, missing_ok: bool = False) -> List[Case]:
     found = find_series(path)
-    name = _stem(path) if path.is_file() and path.name.upper() != "DICOMDIR" else (path.parent.name if path.is_file() else path.name)
+    name = (
+        _stem(path)
+        if path.is_file() and path.name.upper() != "DICOMDIR"
+        else (path.parent.name if path.is_file() else path.name)
+    )
     listing = "; ".join(s.summary() for s in found)
     if uid is not None:
         chosen = [s for s in found if s.uid == uid]
@@ -118,14 +122,24 @@ def _dicom_cases(path: Path, uid: Optional[str], each_series: bool, missing_ok: 
     if len(found) == 1:
         return [Case(path, name, found[0])]
     if not each_series:
-        raise InputError(f"{path}: {len(found)} DICOM series; choose one with --series UID or segment each with --each-series: {listing}")
+        raise InputError(
+            f"{path}: {len(found)} DICOM series; choose one with --series UID or segment each with --each-series: {listing}"
+        )
     numbers = [s.number for s in found]
     unique = None not in numbers and len(set(numbers)) == len(numbers)
-    return [Case(path, f"{name}_S{s.number}" if unique else f"{name}_{re.sub(r'[^0-9A-Za-z.]', '_', s.uid)}", s) for s in found]
+    return [
+        Case(path, f"{name}_S{s.number}" if unique else f"{name}_{re.sub(r'[^0-9A-Za-z.]', '_', s.uid)}", s)
+        for s in found
+    ]
 
 
-def read_volume(case: Union[str, Path, Case], in_channels: Optional[int] = None, min_dims: int = 3, allow_gaps: bool = False,
-                slice_tolerance: Optional[float] = None) -> Volume:
+def read_volume(
+    case: Union[str, Path, Case],
+    in_channels: Optional[int] = None,
+    min_dims: int = 3,
+    allow_gaps: bool = False,
+    slice_tolerance: Optional[float] = None,
+) -> Volume:
     """Load one case (see :func:`find_cases`) as a channel-first ``MetaTensor`` with a RAS affine.
 
     Args:
@@ -153,7 +167,9 @@ def read_volume(case: Union[str, Path, Case], in_channels: Optional[int] = None,
         check_image(path, image, in_channels, min_dims)
         return Volume(path, image, case.name, case.series, geometry)
     if path.is_dir():
-        raise InputError(f"{path}: a folder without DICOM files directly inside; give a volume file or a DICOM series folder")
+        raise InputError(
+            f"{path}: a folder without DICOM files directly inside; give a volume file or a DICOM series folder"
+        )
     check_file_kind(path)
     reader = "NibabelReader" if path.name.lower().endswith((".nii", ".nii.gz")) else "ITKReader"
     image = _load(path, reader)
@@ -170,5 +186,3 @@ def _load(path: Path, reader: str):
             return LoadImage(reader=reader, image_only=True, ensure_channel_first=True)(str(path))
     except Exception as e:  # readers raise RuntimeError, OSError, ValueError, ...
         raise InputError(f"{path}: unreadable ({first_line(e)})") from e
-
-

@@ -76,16 +76,29 @@ class ParallelGANTrainer(Trainer):
         amp_kwargs: Optional[Dict] = None,
     ) -> None:
         super().__init__(
-            device=device, max_epochs=max_epochs, data_loader=train_data_loader, epoch_length=epoch_length,
-            non_blocking=non_blocking, prepare_batch=prepare_batch, iteration_update=iteration_update,
-            postprocessing=postprocessing, key_metric=key_train_metric, additional_metrics=additional_metrics,
-            metric_cmp_fn=metric_cmp_fn, handlers=train_handlers, amp=amp, decollate=decollate, to_kwargs=to_kwargs,
+            device=device,
+            max_epochs=max_epochs,
+            data_loader=train_data_loader,
+            epoch_length=epoch_length,
+            non_blocking=non_blocking,
+            prepare_batch=prepare_batch,
+            iteration_update=iteration_update,
+            postprocessing=postprocessing,
+            key_metric=key_train_metric,
+            additional_metrics=additional_metrics,
+            metric_cmp_fn=metric_cmp_fn,
+            handlers=train_handlers,
+            amp=amp,
+            decollate=decollate,
+            to_kwargs=to_kwargs,
             amp_kwargs=amp_kwargs,
         )
         generators = len(getattr(network, "module", network).generators)
         discriminators = len(getattr(discriminator, "module", discriminator).discriminators)
         if discriminators != generators:
-            raise ValueError(f"one discriminator per generator: {discriminators} discriminators, {generators} generators.")
+            raise ValueError(
+                f"one discriminator per generator: {discriminators} discriminators, {generators} generators."
+            )
         self.network = network
         self.discriminator = discriminator
         self.optimizer = optimizer
@@ -107,7 +120,9 @@ class ParallelGANTrainer(Trainer):
     def _probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Class probabilities of logits ``(B, [G,] C, ...)``; the class axis is the one after the generators'."""
         axis = logits.dim() - len(self.spatial_shape) - 1
-        return torch.softmax(logits, axis) if self._model(self.network).activation == "softmax" else torch.sigmoid(logits)
+        return (
+            torch.softmax(logits, axis) if self._model(self.network).activation == "softmax" else torch.sigmoid(logits)
+        )
 
     def _one_hot(self, label: torch.Tensor) -> torch.Tensor:
         if self._model(self.network).activation == "sigmoid" and self.num_classes == 1:
@@ -115,7 +130,11 @@ class ParallelGANTrainer(Trainer):
         return F.one_hot(label[:, 0].long(), self.num_classes).movedim(-1, 1).float()
 
     def _autocast(self):
-        return torch.autocast("cuda", **self.amp_kwargs) if self.scaler is not None else torch.autocast("cpu", enabled=False)
+        return (
+            torch.autocast("cuda", **self.amp_kwargs)
+            if self.scaler is not None
+            else torch.autocast("cpu", enabled=False)
+        )
 
     def _step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, event: Any = None) -> None:
         """Backward and step; ``event`` is fired between the two (gradient clipping, as in MONAI's trainers)."""
@@ -176,9 +195,15 @@ class ParallelGANTrainer(Trainer):
             softmax = engine._model(engine.network).activation == "softmax"
             fused = torch.log(probabilities) if softmax else torch.logit(probabilities, eps=1e-6)
         engine.state.output = {
-            Keys.IMAGE: image, Keys.LABEL: label, Keys.PRED: fused, Keys.LOSS: g_loss.detach(),
-            "g_loss": g_loss.item(), "d_loss": float(d_loss.detach()), "adversarial": float(adversarial.detach()),
-            "segmentation": float(segmentation.detach()), "reciprocal": float(reciprocal.detach()),
+            Keys.IMAGE: image,
+            Keys.LABEL: label,
+            Keys.PRED: fused,
+            Keys.LOSS: g_loss.detach(),
+            "g_loss": g_loss.item(),
+            "d_loss": float(d_loss.detach()),
+            "adversarial": float(adversarial.detach()),
+            "segmentation": float(segmentation.detach()),
+            "reciprocal": float(reciprocal.detach()),
         }
         engine.fire_event(IterationEvents.MODEL_COMPLETED)  # decollation and postprocessing, as MONAI's trainers
         return engine.state.output

@@ -25,9 +25,17 @@ import torch
 from monai.transforms import Randomizable, Transform
 from monai.utils import min_version, optional_import
 
-from monai_ext.bundle.trained import SETTINGS_FILE, SettingsMismatch, check_fits, fingerprint, read_record, unloadable, with_record
-from monai_ext.errors import CheckpointError, first_line
 from monai_ext.atomic import write_atomically
+from monai_ext.bundle.trained import (
+    SETTINGS_FILE,
+    SettingsMismatch,
+    check_fits,
+    fingerprint,
+    read_record,
+    unloadable,
+    with_record,
+)
+from monai_ext.errors import CheckpointError, first_line
 
 Events, _ = optional_import("ignite.engine", "0.4.4", min_version, "Events")
 
@@ -38,7 +46,10 @@ logger = logging.getLogger("monai_ext.checkpoint")
 
 def _is_writer() -> bool:
     """Rank 0 (or no process group) writes; other ranks only follow."""
-    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or torch.distributed.get_rank() == 0
+    return (
+        not (torch.distributed.is_available() and torch.distributed.is_initialized())
+        or torch.distributed.get_rank() == 0
+    )
 
 
 class BundleCheckpointSaver:
@@ -146,14 +157,23 @@ class BundleCheckpointSaver:
             return None
 
     def _record(self, **extra: Any) -> Dict[str, Any]:
-        return {"data": self._digest, "data_source": self.data_source, "saved": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
+        return {
+            "data": self._digest,
+            "data_source": self.data_source,
+            "saved": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            **extra,
+        }
 
     def _started(self, engine) -> None:
         self.best, self.best_epoch = None, None
         self._epochs_done = 0  # completed in this run
         self._digest, self._fingerprint = self._data(), fingerprint(self._module().state_dict())
         existing = self.save_dir / self.best_filename
-        self._move_aside = [] if self.resume_from is not None else [n for n in (self.state_filename, self.last_filename) if (self.save_dir / n).exists()]
+        self._move_aside = (
+            []
+            if self.resume_from is not None
+            else [n for n in (self.state_filename, self.last_filename) if (self.save_dir / n).exists()]
+        )
         if existing.exists():
             try:
                 record = read_record(existing)
@@ -169,7 +189,9 @@ class BundleCheckpointSaver:
             )
             if same:
                 self.best, self.best_epoch = record["metric"]["value"], None
-                logger.info("%s: keeps its %s %.4f unless this run does better", existing, record["metric"]["name"], self.best)
+                logger.info(
+                    "%s: keeps its %s %.4f unless this run does better", existing, record["metric"]["name"], self.best
+                )
             else:
                 self._move_aside = [self.best_filename, self.last_filename, SETTINGS_FILE, self.state_filename]
         if self.resume_from is not None:
@@ -191,7 +213,9 @@ class BundleCheckpointSaver:
         try:
             return write_atomically(path, lambda tmp: torch.save(state, tmp))
         except OSError as e:
-            raise CheckpointError(f"{path}: could not be written ({e.strerror or e}); the previous {path.name}, if any, is intact") from e
+            raise CheckpointError(
+                f"{path}: could not be written ({e.strerror or e}); the previous {path.name}, if any, is intact"
+            ) from e
 
     def _save(self, filename: str, **extra: Any) -> Path:
         self._prepare()
@@ -211,7 +235,9 @@ class BundleCheckpointSaver:
             "trainer": dict(engine.state_dict()),
             "rng": _random_states(engine),
             "saver": {"best": self.best, "best_epoch": self.best_epoch, "last_metric": self.last_metric},
-            "record": json.dumps({"settings": self.settings, "fingerprint": self._fingerprint, **self._record(epoch=engine.state.epoch)}),
+            "record": json.dumps(
+                {"settings": self.settings, "fingerprint": self._fingerprint, **self._record(epoch=engine.state.epoch)}
+            ),
         }
         scaler = self._scaler(engine)
         if scaler is not None:
@@ -220,16 +246,23 @@ class BundleCheckpointSaver:
 
     def _read_state(self, path: Path) -> Dict[str, Any]:
         if not path.is_file():
-            raise CheckpointError(f"{path}: no training state to resume from (a run writes {self.state_filename} into its models folder at the end of every epoch)")
+            raise CheckpointError(
+                f"{path}: no training state to resume from (a run writes {self.state_filename} into its models folder at the "
+                "end of every epoch)"
+            )
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # torch raises several kinds for corrupt, truncated or unsafe files
             raise CheckpointError(unloadable(path, e)) from e
         if not isinstance(state, dict) or not {"network", "trainer", "rng"} <= set(state):
-            raise CheckpointError(f"{path}: holds weights only, not a training state; resume from the {self.state_filename} a run writes")
+            raise CheckpointError(
+                f"{path}: holds weights only, not a training state; resume from the {self.state_filename} a run writes"
+            )
         missing = [name for name in self.training_state if name not in state]
         if missing:
-            raise CheckpointError(f"{path}: has no {', '.join(missing)} state; it was written by another bundle's training")
+            raise CheckpointError(
+                f"{path}: has no {', '.join(missing)} state; it was written by another bundle's training"
+            )
         try:
             check_fits(path, state["network"], self._module(), {})
         except SettingsMismatch as e:
@@ -241,7 +274,11 @@ class BundleCheckpointSaver:
         self._resume_state = None  # the run owns it from here
         record = json.loads(state.get("record", "{}"))
         if record.get("settings") not in (None, self.settings):
-            changed = sorted(k for k in set(record["settings"]) | set(self.settings) if record["settings"].get(k) != self.settings.get(k))
+            changed = sorted(
+                k
+                for k in set(record["settings"]) | set(self.settings)
+                if record["settings"].get(k) != self.settings.get(k)
+            )
             logger.warning("%s: resumed with other settings than it was trained with: %s", path, ", ".join(changed))
         self._module().load_state_dict(state["network"])
         try:
@@ -255,7 +292,9 @@ class BundleCheckpointSaver:
         max_epochs = engine.state.max_epochs
         engine.load_state_dict(state["trainer"])
         if max_epochs is not None and engine.state.epoch >= max_epochs:
-            raise CheckpointError(f"{path}: already trained {engine.state.epoch} epoch(s); set train#trainer#max_epochs above that to train on")
+            raise CheckpointError(
+                f"{path}: already trained {engine.state.epoch} epoch(s); set train#trainer#max_epochs above that to train on"
+            )
         engine.state.max_epochs = max_epochs
         _restore_random_states(engine, state["rng"])
         saved = state.get("saver", {})
@@ -272,13 +311,20 @@ class BundleCheckpointSaver:
             "_desc_": "settings the weights in this folder were trained with (written by training; merged automatically by inference)",
             **self.settings,
             "trained_run": {
-                "best": {"file": self.best_filename, "metric": self.last_metric and self.last_metric["name"], "value": self.best, "epoch": self.best_epoch},
+                "best": {
+                    "file": self.best_filename,
+                    "metric": self.last_metric and self.last_metric["name"],
+                    "value": self.best,
+                    "epoch": self.best_epoch,
+                },
                 "epochs": engine.state.epoch if engine is not None else None,
                 "data": self._digest,
                 "fingerprint": self._fingerprint,
             },
         }
-        write_atomically(self.save_dir / SETTINGS_FILE, lambda tmp: tmp.write_text(json.dumps(overlay, indent=4) + "\n"))
+        write_atomically(
+            self.save_dir / SETTINGS_FILE, lambda tmp: tmp.write_text(json.dumps(overlay, indent=4) + "\n")
+        )
 
     # ----------------------------------------------------------------------------------------- events
 
@@ -315,15 +361,18 @@ class BundleCheckpointSaver:
     def _failed(self, engine, e: Exception) -> None:
         # weights from inside an epoch that never completed are not a result: no model_last.pt for them
         if _is_writer() and self._epochs_done and not isinstance(e, CheckpointError):
-            self._save(self.last_filename, metric=self.last_metric, epoch=engine.state.epoch, stopped_by=type(e).__name__)
-            logger.info("training stopped by %s; last weights kept in %s", type(e).__name__, self.save_dir / self.last_filename)
+            self._save(
+                self.last_filename, metric=self.last_metric, epoch=engine.state.epoch, stopped_by=type(e).__name__
+            )
+            logger.info(
+                "training stopped by %s; last weights kept in %s", type(e).__name__, self.save_dir / self.last_filename
+            )
         raise e
 
 
 def _unwrapped(obj: Any) -> Any:
     """A ``DistributedDataParallel`` module's inner module (a state saved on many GPUs resumes on one)."""
     return obj.module if isinstance(obj, torch.nn.parallel.DistributedDataParallel) else obj
-
 
 
 def _transform_generators(engine) -> List[np.random.RandomState]:
@@ -355,7 +404,13 @@ def _transform_generators(engine) -> List[np.random.RandomState]:
 
 def _numpy_state(generator_state: tuple) -> Dict[str, Any]:
     name, keys, pos, has_gauss, cached = generator_state
-    return {"name": name, "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)}
+    return {
+        "name": name,
+        "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "cached": float(cached),
+    }
 
 
 def _numpy_tuple(state: Mapping[str, Any]) -> tuple:
@@ -383,8 +438,12 @@ def _restore_random_states(engine, states: Mapping[str, Any]) -> None:
     random.setstate((python["version"], tuple(int(v) for v in python["state"].tolist()), python["gauss"]))
     generators = _transform_generators(engine)
     if len(generators) != len(states["transforms"]):
-        logger.warning("the training transforms differ from the saved run's (%d random transforms, %d saved): "
-                       "their random draws will differ from the uninterrupted run's", len(generators), len(states["transforms"]))
+        logger.warning(
+            "the training transforms differ from the saved run's (%d random transforms, %d saved): "
+            "their random draws will differ from the uninterrupted run's",
+            len(generators),
+            len(states["transforms"]),
+        )
         return
     for generator, state in zip(generators, states["transforms"]):
         generator.set_state(_numpy_tuple(state))

@@ -46,7 +46,9 @@ class LrSchedule:
         minutes: the training time budget (``None`` or <= 0: none).
     """
 
-    def __init__(self, lr_scheduler: Any, validator: Any = None, print_lr: bool = False, minutes: Optional[float] = None) -> None:
+    def __init__(
+        self, lr_scheduler: Any, validator: Any = None, print_lr: bool = False, minutes: Optional[float] = None
+    ) -> None:
         self.lr_scheduler = lr_scheduler
         self.validator = validator
         self.print_lr = print_lr
@@ -80,8 +82,11 @@ class LrSchedule:
     def _started(self, engine) -> None:
         self._start = time.perf_counter()
         self._epoch_seconds = []
-        logger.info("learning-rate schedule: over %d epochs or %.1f min, whichever is further along", engine.state.max_epochs,
-                    self.seconds / 60)
+        logger.info(
+            "learning-rate schedule: over %d epochs or %.1f min, whichever is further along",
+            engine.state.max_epochs,
+            self.seconds / 60,
+        )
 
     def _epoch_started(self, engine) -> None:
         self._epoch_start = time.perf_counter()
@@ -106,14 +111,23 @@ class LrSchedule:
 
     def _epoch_completed(self, engine) -> None:
         self._epoch_seconds.append(time.perf_counter() - self._epoch_start)
-        self._set(float(engine.state.epoch))  # as an epoch-stepped schedule stands after its step (saved with the state)
+        self._set(
+            float(engine.state.epoch)
+        )  # as an epoch-stepped schedule stands after its step (saved with the state)
         if self.print_lr:
-            logger.info("learning rate after epoch %d: %s", engine.state.epoch,
-                        ", ".join(f"{g['lr']:.3g}" for g in self.lr_scheduler.optimizer.param_groups))
+            logger.info(
+                "learning rate after epoch %d: %s",
+                engine.state.epoch,
+                ", ".join(f"{g['lr']:.3g}" for g in self.lr_scheduler.optimizer.param_groups),
+            )
 
     def _validated(self, validator) -> None:
         value = float(validator.state.metrics[validator.state.key_metric_name])
         self.lr_scheduler.step(value)
         if self.print_lr:
-            logger.info("learning rate after validation (%s %.4f): %s", validator.state.key_metric_name, value,
-                        ", ".join(f"{g['lr']:.3g}" for g in self.lr_scheduler.optimizer.param_groups))
+            logger.info(
+                "learning rate after validation (%s %.4f): %s",
+                validator.state.key_metric_name,
+                value,
+                ", ".join(f"{g['lr']:.3g}" for g in self.lr_scheduler.optimizer.param_groups),
+            )

@@ -20,7 +20,8 @@ class MultiScaleTraining:
     sizes rounded to a multiple of 32; MADGNet's authors trained with PraNet's script).
 
     The size at rate ``r`` of a spatial size ``s`` is ``round(s * r / multiple) * multiple`` (halves rounded up,
-    where PraNet's Python ``round`` rounds them to even; at least ``multiple``). Images are resized (bi/tri)linearly with aligned corners, as PraNet does; labels,
+    where PraNet's Python ``round`` rounds them to even; at least ``multiple``). Images are resized
+    (bi/tri)linearly with aligned corners, as PraNet does; labels,
     which here are class indices, by nearest neighbour so that they stay classes.
 
     PraNet trains every batch at all rates, one optimiser step each; here each batch takes the next rate, so
@@ -70,7 +71,9 @@ class MultiScaleTraining:
             return
         mode = "bilinear" if len(size) == 2 else "trilinear"
         batch = engine.state.batch = dict(batch)  # a new batch: the loader's may be reused (a list, a cache)
-        batch[self.image_key] = F.interpolate(_plain(image).float(), size=size, mode=mode, align_corners=True).to(image.dtype)
+        batch[self.image_key] = F.interpolate(_plain(image).float(), size=size, mode=mode, align_corners=True).to(
+            image.dtype
+        )
         if self.label_key in batch and isinstance(batch[self.label_key], torch.Tensor):
             label = batch[self.label_key]
             batch[self.label_key] = F.interpolate(_plain(label).float(), size=size, mode="nearest").to(label.dtype)

@@ -41,8 +41,13 @@ class TrainingProgress:
         curves: where to write the loss and validation curves PNG (``None``: none).
     """
 
-    def __init__(self, validator: Optional[Any] = None, verbose: bool = False, disable: Optional[bool] = None,
-                 curves: Optional[Union[str, Path]] = None) -> None:
+    def __init__(
+        self,
+        validator: Optional[Any] = None,
+        verbose: bool = False,
+        disable: Optional[bool] = None,
+        curves: Optional[Union[str, Path]] = None,
+    ) -> None:
         self.validator = validator
         self.verbose = verbose
         self.disable = disable
@@ -69,8 +74,15 @@ class TrainingProgress:
         from tqdm import tqdm
 
         total = engine.state.max_epochs * (engine.state.epoch_length or 0) or None
-        self.bar = tqdm(total=total, initial=engine.state.iteration, desc="training", unit="step", dynamic_ncols=True,
-                        disable=self.disable if self.disable is not None else not sys.stderr.isatty(), leave=True)
+        self.bar = tqdm(
+            total=total,
+            initial=engine.state.iteration,
+            desc="training",
+            unit="step",
+            dynamic_ncols=True,
+            disable=self.disable if self.disable is not None else not sys.stderr.isatty(),
+            leave=True,
+        )
 
     def _postfix(self, loss: Optional[float]) -> None:
         shown = {} if loss is None else {"loss": f"{loss:.4f}"}
@@ -103,7 +115,10 @@ class TrainingProgress:
         self.last = float(validator.state.metrics[name])
         self.metric_name = name
         self.validations.append((self.trainer.state.epoch, self.last))
-        best, best_epoch = getattr(validator.state, "best_metric", None), getattr(validator.state, "best_metric_epoch", None)
+        best, best_epoch = (
+            getattr(validator.state, "best_metric", None),
+            getattr(validator.state, "best_metric_epoch", None),
+        )
         epoch, epochs = self.trainer.state.epoch, self.trainer.state.max_epochs
         line = f"epoch {epoch}/{epochs}: {name} {self.last:.4f}"
         if best is not None and best_epoch is not None and best_epoch >= 0:
@@ -126,7 +141,12 @@ class TrainingProgress:
 
         fig, left = plt.subplots(figsize=(8, 4.5), dpi=100)
         epochs = sorted(self.losses)
-        left.plot(epochs, [sum(self.losses[e]) / len(self.losses[e]) for e in epochs], color="tab:blue", label="training loss (epoch mean)")
+        left.plot(
+            epochs,
+            [sum(self.losses[e]) / len(self.losses[e]) for e in epochs],
+            color="tab:blue",
+            label="training loss (epoch mean)",
+        )
         left.set_xlabel("epoch")
         left.set_ylabel("training loss", color="tab:blue")
         left.grid(alpha=0.3)

@@ -72,14 +72,19 @@ class SegmentationReport:
             pred, label = item[pred_key], item[label_key]
             name = _case_name(pred, len(self.rows))
             spacing = [float(s) for s in label.pixdim] if hasattr(label, "pixdim") else None
-            metrics = segmentation_metrics(pred, label, self.class_names, spacing, self.boundary_tolerance, self.surface_tolerance)
+            metrics = segmentation_metrics(
+                pred, label, self.class_names, spacing, self.boundary_tolerance, self.surface_tolerance
+            )
             self.rows.append({"case": name, **metrics})
             if self.overlays and image_key in item:
-                overlay_png(item[image_key], pred.argmax(0), label.argmax(0), self.output_dir / "overlays" / f"{name}.png")
+                overlay_png(
+                    item[image_key], pred.argmax(0), label.argmax(0), self.output_dir / "overlays" / f"{name}.png"
+                )
 
     def _write(self, engine: Engine) -> None:
         if not self.rows:
             return
+
         def table(tmp: Path) -> None:
             with open(tmp, "w", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=list(self.rows[0]))

@@ -60,6 +60,11 @@ class StopAtTarget:
     def _check(self, validator) -> None:
         values = self.per_class(validator)
         if bool((values >= self.target).all()) and self.trainer.state.epoch < self.trainer.state.max_epochs:
-            logger.info("every class at %s >= %.2f (%s) after epoch %d: stopping", validator.state.key_metric_name, self.target,
-                        ", ".join(f"{v:.4f}" for v in values.tolist()), self.trainer.state.epoch)
+            logger.info(
+                "every class at %s >= %.2f (%s) after epoch %d: stopping",
+                validator.state.key_metric_name,
+                self.target,
+                ", ".join(f"{v:.4f}" for v in values.tolist()),
+                self.trainer.state.epoch,
+            )
             self.trainer.terminate()

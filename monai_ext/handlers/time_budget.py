@@ -20,7 +20,9 @@ def rank0_value(value: float) -> float:
     """``value`` as rank 0 has it, under ``torch.distributed`` (one broadcast); else ``value``: rank 0's clock
     decides for every rank, so that all stop, and set their learning rate, alike."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
-        tensor = torch.tensor([value], dtype=torch.float64, device="cuda" if torch.distributed.get_backend() == "nccl" else "cpu")
+        tensor = torch.tensor(
+            [value], dtype=torch.float64, device="cuda" if torch.distributed.get_backend() == "nccl" else "cpu"
+        )
         torch.distributed.broadcast(tensor, src=0)
         return float(tensor.item())
     return value
@@ -72,7 +74,12 @@ class TimeBudget:
         elapsed = time.perf_counter() - self.start
         if not self._agreed(elapsed >= self.seconds):
             return
-        logger.info("time budget of %.1f min spent during epoch %d (%.1f min): stopping", self.seconds / 60, engine.state.epoch, elapsed / 60)
+        logger.info(
+            "time budget of %.1f min spent during epoch %d (%.1f min): stopping",
+            self.seconds / 60,
+            engine.state.epoch,
+            elapsed / 60,
+        )
         engine.terminate()
         if self.validator is not None:
             self.validator.run(engine.state.epoch)
@@ -84,6 +91,9 @@ class TimeBudget:
         if self._agreed(now - self.start + mean > self.seconds) and engine.state.epoch < engine.state.max_epochs:
             logger.info(
                 "time budget: epoch %d ended at %.1f of %.1f min and the next would take %.1f: stopping",
-                engine.state.epoch, (now - self.start) / 60, self.seconds / 60, mean / 60,
+                engine.state.epoch,
+                (now - self.start) / 60,
+                self.seconds / 60,
+                mean / 60,
             )
             engine.terminate()

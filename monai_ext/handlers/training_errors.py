@@ -27,7 +27,9 @@ class _Quiet(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return not (record.exc_info or "run is terminating due to exception" in message or message.startswith("Exception:"))
+        return not (
+            record.exc_info or "run is terminating due to exception" in message or message.startswith("Exception:")
+        )
 
 
 def _root_message(e: BaseException) -> str:
@@ -35,7 +37,9 @@ def _root_message(e: BaseException) -> str:
     while e.__cause__ is not None:
         e = e.__cause__
     text = str(e).strip()
-    if "Original Traceback" in text:  # torch's worker exception: the original error is the traceback's last "XError: ..." line
+    if (
+        "Original Traceback" in text
+    ):  # torch's worker exception: the original error is the traceback's last "XError: ..." line
         raised = [line.strip() for line in text.splitlines() if re.match(r"^\w+(Error|Exception): ", line.strip())]
         return raised[-1] if raised else [line for line in text.splitlines() if line.strip()][-1].strip()
     return f"{type(e).__name__}: {first_line(e)}" if text else type(e).__name__
@@ -83,8 +87,14 @@ class TrainingErrors:
         validator: the evaluator run during training (its failures are reported here too).
     """
 
-    def __init__(self, out_channels: int, patch_size: Sequence[int], batch_size: int, num_samples: int = 1,
-                 validator: Optional[Any] = None) -> None:
+    def __init__(
+        self,
+        out_channels: int,
+        patch_size: Sequence[int],
+        batch_size: int,
+        num_samples: int = 1,
+        validator: Optional[Any] = None,
+    ) -> None:
         self.out_channels = int(out_channels)
         self.patch_size = list(patch_size)
         self.batch_size = batch_size
@@ -100,7 +110,9 @@ class TrainingErrors:
                 if e is not None:
                     e.logger.addFilter(quiet)
             logging.getLogger("StatsHandler").addFilter(quiet)
-            logging.getLogger("dev_collate").addFilter(lambda record: False)  # MONAI's dump of a batch that does not collate
+            logging.getLogger("dev_collate").addFilter(
+                lambda record: False
+            )  # MONAI's dump of a batch that does not collate
 
     def _check_labels(self, engine) -> None:
         batch = engine.state.batch
@@ -111,7 +123,11 @@ class TrainingErrors:
         if top < self.out_channels:
             return
         cases = _cases(batch)
-        worst = [c for c, item in zip(cases, label) if int(item.max()) >= self.out_channels] if len(cases) == len(label) else cases
+        worst = (
+            [c for c, item in zip(cases, label) if int(item.max()) >= self.out_channels]
+            if len(cases) == len(label)
+            else cases
+        )
         where = worst[0] if worst else "a training case"
         raise TrainingError(
             f"{where}: label value {top}, but out_channels is {self.out_channels} (labels 0 to {self.out_channels - 1}): "
@@ -131,7 +147,11 @@ class TrainingErrors:
             raise reported from e
         where = f"epoch {engine.state.epoch}, iteration {engine.state.iteration}"
         cases = _cases(getattr(engine.state, "batch", None))
-        on = f" (cases {', '.join(os.path.basename(c) for c in cases[:4])}{' ...' if len(cases) > 4 else ''})" if cases else ""
+        on = (
+            f" (cases {', '.join(os.path.basename(c) for c in cases[:4])}{' ...' if len(cases) > 4 else ''})"
+            if cases
+            else ""
+        )
         line = _root_message(e)
         if isinstance(e, torch.OutOfMemoryError) or "out of memory" in line.lower() or "can't allocate memory" in line:
             raise TrainingError(
@@ -143,4 +163,6 @@ class TrainingErrors:
                 f"training at {where}: the patches of a batch differ in shape and cannot be stacked ({line}); every training "
                 f"transform must keep patch_size {self.patch_size} (the planned augmentation does: `prepare folder`)"
             ) from e
-        raise TrainingError(f"training failed at {where}{on}: {line} (MONAI_EXT_TRACEBACK=1 shows the full trace)") from e
+        raise TrainingError(
+            f"training failed at {where}{on}: {line} (MONAI_EXT_TRACEBACK=1 shows the full trace)"
+        ) from e

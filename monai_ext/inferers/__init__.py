@@ -1,3 +1,3 @@
+from .backends import BACKENDS, PRECISIONS, CompiledNetwork, calibration_windows, cpu_has_native_bf16
 from .diffusion import DiffusionSegmentationInferer, SegmentationDiffusionPrepareBatch, mask_to_diffusion
 from .streaming import StreamingSlidingWindowInferer, scan_interval
-from .backends import BACKENDS, PRECISIONS, CompiledNetwork, calibration_windows, cpu_has_native_bf16

@@ -97,7 +97,9 @@ class CompiledNetwork(torch.nn.Module):
             raise InputError(f"precision {precision!r}: the {backend} backend runs {' or '.join(PRECISIONS[backend])}")
         if backend != "torch":
             if channels_last:
-                raise InputError(f"channels_last: a torch backend option; the {backend} backend chooses its own memory layout")
+                raise InputError(
+                    f"channels_last: a torch backend option; the {backend} backend chooses its own memory layout"
+                )
             _require(backend, precision)
         self.network = network
         self.backend, self.precision, self.channels_last = backend, precision, bool(channels_last)
@@ -157,8 +159,10 @@ class CompiledNetwork(torch.nn.Module):
 
     def _eager(self, *inputs: torch.Tensor) -> torch.Tensor:
         if self.precision == "bf16" and inputs[0].device.type == "cpu" and not cpu_has_native_bf16():
-            raise InputError("precision bf16: this CPU has no native bfloat16 (no avx512_bf16 or amx_bf16 flag), where PyTorch "
-                             "emulates it, many times slower than fp32; use fp32")
+            raise InputError(
+                "precision bf16: this CPU has no native bfloat16 (no avx512_bf16 or amx_bf16 flag), where PyTorch "
+                "emulates it, many times slower than fp32; use fp32"
+            )
         if self.channels_last and inputs[0].dim() in (4, 5):
             fmt = torch.channels_last if inputs[0].dim() == 4 else torch.channels_last_3d
             if self._layout is not fmt:  # the weights once, not at every call
@@ -177,7 +181,11 @@ class CompiledNetwork(torch.nn.Module):
         h = hashlib.sha256()
         for name, value in self.network.state_dict().items():
             h.update(name.encode())
-            h.update(value.detach().cpu().contiguous().numpy().tobytes() if value.dtype != torch.bfloat16 else value.float().numpy().tobytes())
+            h.update(
+                value.detach().cpu().contiguous().numpy().tobytes()
+                if value.dtype != torch.bfloat16
+                else value.float().numpy().tobytes()
+            )
         h.update(repr([(tuple(x.shape), str(x.dtype)) for x in inputs]).encode())
         h.update(f"{torch.__version__}|{self.backend}|{metadata.version(self.backend)}".encode())
         return h.hexdigest()[:20]
@@ -203,18 +211,37 @@ class CompiledNetwork(torch.nn.Module):
             import io
 
             try:  # TorchScript tracing: quick and quiet
-                convert_to_onnx(self.network, example, input_names=names, output_names=["pred"], filename=str(tmp), verify=False,
-                                opset_version=18, dynamo=False)
+                convert_to_onnx(
+                    self.network,
+                    example,
+                    input_names=names,
+                    output_names=["pred"],
+                    filename=str(tmp),
+                    verify=False,
+                    opset_version=18,
+                    dynamo=False,
+                )
                 return
             except Exception as e:  # e.g. adaptive pooling to a size that does not divide the input (MADGNet)
                 logger.info("tracing did not export (%s); exporting with torch.export", first_line(e)[:120])
             try:
                 with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its steps
-                    convert_to_onnx(self.network, example, input_names=names, output_names=["pred"], filename=str(tmp), verify=False,
-                                    opset_version=18, dynamo=True, verbose=False)
+                    convert_to_onnx(
+                        self.network,
+                        example,
+                        input_names=names,
+                        output_names=["pred"],
+                        filename=str(tmp),
+                        verify=False,
+                        opset_version=18,
+                        dynamo=True,
+                        verbose=False,
+                    )
             except Exception as e:
-                raise InputError(f"backend onnxruntime: {type(self.network).__name__} does not export to ONNX ({first_line(e)[:160]}); "
-                                 "use the openvino backend, which converts it from PyTorch") from e
+                raise InputError(
+                    f"backend onnxruntime: {type(self.network).__name__} does not export to ONNX ({first_line(e)[:160]}); "
+                    "use the openvino backend, which converts it from PyTorch"
+                ) from e
 
         logger.info("exporting the network to ONNX for %s (window %s)", self.backend, list(inputs[0].shape[2:]))
         return write_atomically(path, export)
@@ -233,8 +260,11 @@ class CompiledNetwork(torch.nn.Module):
         except OSError as e:  # a read-only bundle, a full disk: compile in memory, every run
             if self.cache_dir is None:
                 raise
-            logger.warning("%s: the compiled network is not cached (%s); it is compiled again next run", getattr(e, "filename", None) or self.cache_dir,
-                           e.strerror or e)
+            logger.warning(
+                "%s: the compiled network is not cached (%s); it is compiled again next run",
+                getattr(e, "filename", None) or self.cache_dir,
+                e.strerror or e,
+            )
             self.cache_dir = None
             return self._compile(inputs)
 
@@ -263,14 +293,21 @@ class CompiledNetwork(torch.nn.Module):
         else:
             logger.info("converting the network to OpenVINO (window %s)", list(inputs[0].shape[2:]))
             self.network.eval()
-            with torch.no_grad():  # OpenVINO's PyTorch frontend: every bundle's operations, 3D adaptive pooling included
-                model = ov.convert_model(self.network, example_input=tuple(x.detach().cpu() for x in inputs),
-                                         input=[ov.PartialShape(list(x.shape)) for x in inputs])
+            with (
+                torch.no_grad()
+            ):  # OpenVINO's PyTorch frontend: every bundle's operations, 3D adaptive pooling included
+                model = ov.convert_model(
+                    self.network,
+                    example_input=tuple(x.detach().cpu() for x in inputs),
+                    input=[ov.PartialShape(list(x.shape)) for x in inputs],
+                )
             if self.precision == "int8":
                 model = self._quantize(model, inputs)
             if path is not None:
                 _save_openvino(model, path)
-        compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": self.num_threads, "INFERENCE_PRECISION_HINT": "f32"})
+        compiled = core.compile_model(
+            model, "CPU", {"INFERENCE_NUM_THREADS": self.num_threads, "INFERENCE_PRECISION_HINT": "f32"}
+        )
         request = compiled.create_infer_request()
         output = compiled.output(0)
 
@@ -284,14 +321,20 @@ class CompiledNetwork(torch.nn.Module):
         import nncf
 
         if len(inputs) != 1:
-            raise InputError(f"precision int8: {type(self.network).__name__} takes {len(inputs)} inputs (a diffusion denoiser and its "
-                             "timestep); its sampler feeds each output back in, so it is not quantised: use fp32")
+            raise InputError(
+                f"precision int8: {type(self.network).__name__} takes {len(inputs)} inputs (a diffusion denoiser and its "
+                "timestep); its sampler feeds each output back in, so it is not quantised: use fp32"
+            )
         if self.calibration is None:
-            raise InputError("precision int8: no calibration cases (the bundle's validation cases after its preprocessing); "
-                             "prepare the data set where the bundle was trained, or use fp32")
+            raise InputError(
+                "precision int8: no calibration cases (the bundle's validation cases after its preprocessing); "
+                "prepare the data set where the bundle was trained, or use fp32"
+            )
         windows = [w.detach().cpu().float() for w in self.calibration()]
         if not windows:
-            raise InputError("precision int8: the calibration cases gave no windows; check the bundle's datalist, or use fp32")
+            raise InputError(
+                "precision int8: the calibration cases gave no windows; check the bundle's datalist, or use fp32"
+            )
         size = inputs[0].shape[0]  # the compiled batch: windows go in groups of it
         stacked = torch.cat(windows + windows[: (-len(windows)) % size])
         batches = [stacked[i : i + size].numpy() for i in range(0, len(stacked), size)]
@@ -300,7 +343,9 @@ class CompiledNetwork(torch.nn.Module):
         # does it still segment as fp32 does? (a network can lose its accuracy in int8, e.g. ResUNet++)
         import openvino as ov
 
-        compiled = ov.Core().compile_model(quantised, "CPU", {"INFERENCE_NUM_THREADS": self.num_threads, "INFERENCE_PRECISION_HINT": "f32"})
+        compiled = ov.Core().compile_model(
+            quantised, "CPU", {"INFERENCE_NUM_THREADS": self.num_threads, "INFERENCE_PRECISION_HINT": "f32"}
+        )
         same = total = 0
         with torch.no_grad():
             for batch in batches:
@@ -310,8 +355,10 @@ class CompiledNetwork(torch.nn.Module):
         agreement = same / max(total, 1)
         logger.info("int8 gives fp32's labels on %.4f of the calibration windows' voxels", agreement)
         if agreement < self.min_agreement:
-            raise InputError(f"precision int8: {type(self.network).__name__} does not quantise: the int8 network gives the fp32 labels on "
-                             f"{agreement:.1%} of the calibration windows' voxels (at least {self.min_agreement:.0%} needed); use fp32")
+            raise InputError(
+                f"precision int8: {type(self.network).__name__} does not quantise: the int8 network gives the fp32 labels on "
+                f"{agreement:.1%} of the calibration windows' voxels (at least {self.min_agreement:.0%} needed); use fp32"
+            )
         return quantised
 
 
@@ -336,11 +383,19 @@ def _require(backend: str, precision: str) -> None:
     needed = [backend] + (["nncf"] if precision == "int8" else [])
     missing = [m for m in needed if importlib.util.find_spec(m) is None]
     if missing:
-        raise MissingPackageError(f"backend {backend}: {', '.join(missing)} not installed (pip install -r requirements.txt)")
+        raise MissingPackageError(
+            f"backend {backend}: {', '.join(missing)} not installed (pip install -r requirements.txt)"
+        )
 
 
-def calibration_windows(cases: Iterable[Dict[str, Any]], preprocessing: Callable, roi_size: Sequence[int], max_cases: int = 4,
-                        windows_per_case: int = 8, seed: int = 0) -> List[torch.Tensor]:
+def calibration_windows(
+    cases: Iterable[Dict[str, Any]],
+    preprocessing: Callable,
+    roi_size: Sequence[int],
+    max_cases: int = 4,
+    windows_per_case: int = 8,
+    seed: int = 0,
+) -> List[torch.Tensor]:
     """Calibration windows for int8: ``windows_per_case`` windows of ``roi_size`` from each of the first
     ``max_cases`` cases after ``preprocessing`` (a bundle's inference preprocessing), where the image has
     the most signal (and the rest at random), each ``(1, C, *roi_size)``."""

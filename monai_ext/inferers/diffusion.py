@@ -58,7 +58,12 @@ class SegmentationDiffusionPrepareBatch(DiffusionPrepareBatch):
     """
 
     def __init__(
-        self, num_train_timesteps: int, mask_channels: int = 1, prediction_type: str = "epsilon", image_key: str = "image", label_key: str = "label"
+        self,
+        num_train_timesteps: int,
+        mask_channels: int = 1,
+        prediction_type: str = "epsilon",
+        image_key: str = "image",
+        label_key: str = "label",
     ) -> None:
         super().__init__(num_train_timesteps)
         if prediction_type not in ("epsilon", "sample"):
@@ -69,7 +74,9 @@ class SegmentationDiffusionPrepareBatch(DiffusionPrepareBatch):
 
     def __call__(self, batchdata, device=None, non_blocking: bool = False, **kwargs: Any):
         image = batchdata[self.image_key].to(device=device, non_blocking=non_blocking)
-        mask = mask_to_diffusion(batchdata[self.label_key].to(device=device, non_blocking=non_blocking), self.mask_channels)
+        mask = mask_to_diffusion(
+            batchdata[self.label_key].to(device=device, non_blocking=non_blocking), self.mask_channels
+        )
         noise = self.get_noise(mask)
         timesteps = self.get_timesteps(mask)
         target = noise if self.prediction_type == "epsilon" else mask
@@ -190,11 +197,19 @@ class DiffusionSegmentationInferer(Inferer):
         def window(w: torch.Tensor) -> torch.Tensor:
             return self.summarise(self.sample(w, network, generator))
 
-        roi = None if self.roi_size is None else list(np.broadcast_to(self.roi_size, (image.dim() - 2,)) if np.ndim(self.roi_size) == 0 else self.roi_size)
+        roi = (
+            None
+            if self.roi_size is None
+            else list(
+                np.broadcast_to(self.roi_size, (image.dim() - 2,)) if np.ndim(self.roi_size) == 0 else self.roi_size
+            )
+        )
         if roi is None or roi == list(image.shape[2:]):
             out = window(image)
         else:
-            out = StreamingSlidingWindowInferer(roi, self.sw_batch_size, self.overlap, "gaussian", spatial_dim=self.spatial_dim)(image, window)
+            out = StreamingSlidingWindowInferer(
+                roi, self.sw_batch_size, self.overlap, "gaussian", spatial_dim=self.spatial_dim
+            )(image, window)
         if isinstance(inputs, MetaTensor):  # keep the image's metadata (file name, affine), as MONAI's inferers do
             out = MetaTensor(out, meta=inputs.meta)
         return out

@@ -53,9 +53,7 @@ _AMP = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.flo
 def scan_interval(image_size: Sequence[int], roi_size: Sequence[int], overlap: Sequence[float]) -> Tuple[int, ...]:
     """The stride of the window grid along each axis: the window size where it covers the axis, else
     ``roi * (1 - overlap)`` rounded down (at least 1); the grid MONAI's sliding window uses."""
-    return tuple(
-        int(r) if r == s else max(int(r * (1 - o)), 1) for s, r, o in zip(image_size, roi_size, overlap)
-    )
+    return tuple(int(r) if r == s else max(int(r * (1 - o)), 1) for s, r, o in zip(image_size, roi_size, overlap))
 
 
 class StreamingSlidingWindowInferer(Inferer):
@@ -111,7 +109,9 @@ class StreamingSlidingWindowInferer(Inferer):
         super().__init__()
         if sw_batch_size < 1:
             raise ValueError(f"sw_batch_size must be >= 1, got {sw_batch_size}.")
-        if any(not 0 <= o < 1 for o in ensure_tuple_rep(overlap, 1 if isinstance(overlap, (int, float)) else len(overlap))):
+        if any(
+            not 0 <= o < 1 for o in ensure_tuple_rep(overlap, 1 if isinstance(overlap, (int, float)) else len(overlap))
+        ):
             raise ValueError(f"overlap must be >= 0 and < 1, got {overlap}.")
         if mode not in ("constant", "gaussian"):
             raise ValueError(f"mode must be 'constant' or 'gaussian', got {mode!r}.")
@@ -155,7 +155,9 @@ class StreamingSlidingWindowInferer(Inferer):
             return self._cache[key]
         interval = scan_interval(size, roi, overlap)
         slices = dense_patch_slices(size, roi, interval)
-        weight = compute_importance_map(roi, mode=self.mode, sigma_scale=self.sigma_scale, device=device, dtype=torch.float32)
+        weight = compute_importance_map(
+            roi, mode=self.mode, sigma_scale=self.sigma_scale, device=device, dtype=torch.float32
+        )
         count = torch.zeros(size, dtype=torch.float32, device=device)
         for sl in slices:
             count[sl] += weight
@@ -166,7 +168,9 @@ class StreamingSlidingWindowInferer(Inferer):
         return entry
 
     def _predict(self, network: Callable, windows: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        with torch.autocast(device_type=windows.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+        with torch.autocast(
+            device_type=windows.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
+        ):
             pred = network(windows, *args, **kwargs)
             if not isinstance(pred, torch.Tensor) or not self.tta_axes:
                 return pred
@@ -201,7 +205,9 @@ class StreamingSlidingWindowInferer(Inferer):
                 f"(batch, channel, spatial), got shape {list(inputs.shape)}."
             )
         if not -nd <= self.buffer_dim < nd or any(not -nd <= a < nd for a in self.tta_axes):
-            raise ValueError(f"buffer_dim and tta_axes must be spatial axes in [-{nd}, {nd}), got {self.buffer_dim}, {self.tta_axes}.")
+            raise ValueError(
+                f"buffer_dim and tta_axes must be spatial axes in [-{nd}, {nd}), got {self.buffer_dim}, {self.tta_axes}."
+            )
         meta = inputs if isinstance(inputs, MetaTensor) else None
         x = inputs.as_tensor() if isinstance(inputs, MetaTensor) else inputs
         sw_device = torch.device(self.sw_device) if self.sw_device is not None else x.device
@@ -218,7 +224,9 @@ class StreamingSlidingWindowInferer(Inferer):
         slices, weight, inv_count = self._grid(size, roi, sw_device)
 
         axis = self.buffer_dim % nd
-        windows: List[Window] = sorted(((b, sl) for b in range(x.shape[0]) for sl in slices), key=lambda w: (w[0], w[1][axis].start))
+        windows: List[Window] = sorted(
+            ((b, sl) for b in range(x.shape[0]) for sl in slices), key=lambda w: (w[0], w[1][axis].start)
+        )
         batches = [windows[i : i + self.sw_batch_size] for i in range(0, len(windows), self.sw_batch_size)]
         stitched = _Stitcher(self, x.shape[0], size, roi, axis, weight, inv_count, sw_device, device)
         source = _WindowSource(x, batches, roi, sw_device)
@@ -232,7 +240,9 @@ class StreamingSlidingWindowInferer(Inferer):
             source.prefetch(j + 1)
         out = stitched.finish()
         if any(pad):
-            crop = [slice(None), slice(None)] + [slice(pad[2 * (nd - 1 - k)], pad[2 * (nd - 1 - k)] + size0[k]) for k in range(nd)]
+            crop = [slice(None), slice(None)] + [
+                slice(pad[2 * (nd - 1 - k)], pad[2 * (nd - 1 - k)] + size0[k]) for k in range(nd)
+            ]
             out = out[tuple(crop)]
         if meta is not None:
             out = MetaTensor(out, meta=meta.meta)
@@ -257,9 +267,25 @@ class StreamingSlidingWindowInferer(Inferer):
         if self.output != "logits":
             raise ValueError(f"output={self.output!r} needs a predictor that returns one tensor of the window's size.")
         return sliding_window_inference(
-            inputs, self.roi_size, self.sw_batch_size, lambda w, *a, **k: self._predict(network, w, *a, **k), self.overlap,
-            self.mode, self.sigma_scale, self.padding_mode, self.cval, self.sw_device, self.device, self.progress, None, None,
-            None, -1, False, *args, **kwargs,
+            inputs,
+            self.roi_size,
+            self.sw_batch_size,
+            lambda w, *a, **k: self._predict(network, w, *a, **k),
+            self.overlap,
+            self.mode,
+            self.sigma_scale,
+            self.padding_mode,
+            self.cval,
+            self.sw_device,
+            self.device,
+            self.progress,
+            None,
+            None,
+            None,
+            -1,
+            False,
+            *args,
+            **kwargs,
         )
 
 
@@ -284,7 +310,9 @@ class _WindowSource:
     is gathered on the CPU and copied on a side stream while the network runs on batch ``j``.
     """
 
-    def __init__(self, x: torch.Tensor, batches: List[List[Window]], roi: Tuple[int, ...], sw_device: torch.device) -> None:
+    def __init__(
+        self, x: torch.Tensor, batches: List[List[Window]], roi: Tuple[int, ...], sw_device: torch.device
+    ) -> None:
         self.x, self.batches, self.sw_device = x, batches, sw_device
         shape = (max(len(b) for b in batches), x.shape[1]) + roi
         self.streaming = x.device.type == "cpu" and sw_device.type == "cuda"
@@ -337,7 +365,18 @@ class _Stitcher:
     final (windows are sorted by start), is normalised and reduced, and goes to the result.
     """
 
-    def __init__(self, inferer: StreamingSlidingWindowInferer, batch: int, size, roi, axis: int, weight, inv_count, sw_device, device) -> None:
+    def __init__(
+        self,
+        inferer: StreamingSlidingWindowInferer,
+        batch: int,
+        size,
+        roi,
+        axis: int,
+        weight,
+        inv_count,
+        sw_device,
+        device,
+    ) -> None:
         self.inferer, self.batch, self.size, self.roi, self.axis = inferer, batch, size, roi, axis
         self.weight, self.inv_count, self.sw_device, self.device = weight, inv_count, sw_device, device
         self.in_place = inferer.output == "logits" and device == sw_device
@@ -348,7 +387,10 @@ class _Stitcher:
     def _allocate(self, channels: int) -> None:
         reduced = {"logits": (channels, torch.float32), "probabilities": (channels, torch.float16)}
         if self.inferer.output == "labels":
-            reduced["labels"] = (1 if self.inferer.activation == "softmax" else channels, torch.uint8 if channels <= 256 else torch.int32)
+            reduced["labels"] = (
+                1 if self.inferer.activation == "softmax" else channels,
+                torch.uint8 if channels <= 256 else torch.int32,
+            )
         out_channels, dtype = reduced[self.inferer.output]
         pin = self.device.type == "cpu" and self.sw_device.type == "cuda"
         shape = (self.batch, out_channels) + self.size

@@ -34,6 +34,8 @@ class ReciprocalLoss(nn.Module):
         outputs = list(logits.unbind(1)) if isinstance(logits, torch.Tensor) else list(logits)
         if len(outputs) < 2:
             raise ValueError(f"the reciprocal loss needs at least two generators, got {len(outputs)}.")
-        probs = [torch.softmax(o.float(), 1) if self.activation == "softmax" else torch.sigmoid(o.float()) for o in outputs]
+        probs = [
+            torch.softmax(o.float(), 1) if self.activation == "softmax" else torch.sigmoid(o.float()) for o in outputs
+        ]
         pairs = list(itertools.combinations(probs, 2))
         return sum((a - b).abs().mean() for a, b in pairs) / len(pairs)

@@ -49,7 +49,9 @@ def _boundary(mask: np.ndarray) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask, border_value=0)
 
 
-def boundary_f1(pred: ArrayLike, target: ArrayLike, tolerance: float = 2.0, spacing: Optional[Sequence[float]] = None) -> float:
+def boundary_f1(
+    pred: ArrayLike, target: ArrayLike, tolerance: float = 2.0, spacing: Optional[Sequence[float]] = None
+) -> float:
     """Boundary F1 (Csurka et al., "What is a good evaluation measure for semantic segmentation?", BMVC 2013).
 
     Precision is the fraction of the predicted boundary within ``tolerance`` of the true boundary, recall
@@ -115,7 +117,9 @@ def segmentation_metrics(
     p = torch.as_tensor(_as_bool(pred), dtype=torch.float32)[None]
     t = torch.as_tensor(_as_bool(target), dtype=torch.float32)[None]
     if p.shape != t.shape:
-        raise ValueError(f"pred and target must have the same one-hot shape, got {list(p.shape[1:])} and {list(t.shape[1:])}.")
+        raise ValueError(
+            f"pred and target must have the same one-hot shape, got {list(p.shape[1:])} and {list(t.shape[1:])}."
+        )
     classes = p.shape[1]
     names = {c: (class_names or {}).get(c, f"class_{c}") for c in range(1, classes)}
     sp = None if spacing is None else [float(s) for s in spacing]

@@ -50,16 +50,26 @@ class SpatialAugmentd(Compose):
             plan["rotate_planes"] = [*plan["rotate_planes"], *uneven]
             plan["rotate_degrees"] = plan["rotate_degrees"] or 30.0
         transforms = [RandFlipd(keys, prob=flip_prob, spatial_axis=axis) for axis in plan["flip_axes"]]
-        transforms += [RandRotate90d(keys, prob=rotate90_prob, max_k=3, spatial_axes=tuple(p)) for p in plan["rotate90_planes"]]
+        transforms += [
+            RandRotate90d(keys, prob=rotate90_prob, max_k=3, spatial_axes=tuple(p)) for p in plan["rotate90_planes"]
+        ]
         radians = math.radians(float(plan["rotate_degrees"]))
         if dims == 2:
             rotate_range = [radians if plan["rotate_planes"] else 0.0]
         else:  # MONAI's 3D angles turn about axes 0, 1, 2: in the planes (1, 2), (0, 2), (0, 1)
-            rotate_range = [radians if sorted({0, 1, 2} - {axis}) in plan["rotate_planes"] else 0.0 for axis in range(3)]
+            rotate_range = [
+                radians if sorted({0, 1, 2} - {axis}) in plan["rotate_planes"] else 0.0 for axis in range(3)
+            ]
         low, high = plan["scale"]
         transforms.append(
-            RandAffined(keys, prob=float(plan["prob"]), rotate_range=rotate_range, scale_range=[(low - 1.0, high - 1.0)] * dims,
-                        mode=mode, padding_mode="zeros")
+            RandAffined(
+                keys,
+                prob=float(plan["prob"]),
+                rotate_range=rotate_range,
+                scale_range=[(low - 1.0, high - 1.0)] * dims,
+                mode=mode,
+                padding_mode="zeros",
+            )
         )
         super().__init__(transforms)
         self.plan = plan

@@ -27,7 +27,9 @@ class SplitDiffusionMapsd(MapTransform):
         threshold: foreground threshold on the mean probability (0.5).
     """
 
-    def __init__(self, keys, maps: Sequence[str] = ("probability", "variance", "entropy"), threshold: float = 0.5) -> None:
+    def __init__(
+        self, keys, maps: Sequence[str] = ("probability", "variance", "entropy"), threshold: float = 0.5
+    ) -> None:
         super().__init__(keys)
         unknown = [m for m in maps if m not in OUTPUT_MAPS]
         if unknown or "probability" not in maps:
@@ -45,7 +47,9 @@ class SplitDiffusionMapsd(MapTransform):
             plain = stacked.as_tensor() if isinstance(stacked, MetaTensor) else stacked
             for i, name in enumerate(self.maps):
                 d[f"{key}_{name}"] = self._like(plain[i * k : (i + 1) * k], stacked)
-            probability = plain[:k] if self.maps[0] == "probability" else plain[self.maps.index("probability") * k :][:k]
+            probability = (
+                plain[:k] if self.maps[0] == "probability" else plain[self.maps.index("probability") * k :][:k]
+            )
             background = torch.full_like(probability[:1], self.threshold)
             d[key] = self._like(torch.cat([background, probability]).argmax(0, keepdim=True).to(torch.float32), stacked)
         return d

@@ -66,6 +66,7 @@ class CheckSameGeometryd(MapTransform):
                     raise InputError(
                         f"{_name(other)}: {key} affine differs from {keys[0]} affine ({_name(ref)}): "
                         f"spacing {np.round(np.linalg.norm(b[:-1, :-1], axis=0), 4).tolist()} vs "
-                        f"{np.round(np.linalg.norm(a[:-1, :-1], axis=0), 4).tolist()}, origin {np.round(b[:-1, -1], 3).tolist()} vs {np.round(a[:-1, -1], 3).tolist()}"
+                        f"{np.round(np.linalg.norm(a[:-1, :-1], axis=0), 4).tolist()}, origin "
+                        f"{np.round(b[:-1, -1], 3).tolist()} vs {np.round(a[:-1, -1], 3).tolist()}"
                     )
         return d

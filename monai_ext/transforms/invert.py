@@ -25,7 +25,9 @@ def _target_grid(operations: List[dict]) -> Optional[Tuple[torch.Tensor, Sequenc
     first = operations[0]
     info = first.get("extra_info", {})
     affine = info.get("original_affine" if first["class"] == _ORIENTATION else "src_affine")
-    padding = next((op["extra_info"].get("padding_mode", "border") for op in operations if op["class"] == _RESAMPLE), "border")
+    padding = next(
+        (op["extra_info"].get("padding_mode", "border") for op in operations if op["class"] == _RESAMPLE), "border"
+    )
     if affine is None or padding not in ("border", "zeros"):
         return None
     return torch.as_tensor(affine, dtype=torch.float64), tuple(int(s) for s in first["orig_size"]), padding
@@ -40,8 +42,13 @@ def _spatial(affine: torch.Tensor, dims: int) -> torch.Tensor:
     return out
 
 
-def resample_nearest(labels: torch.Tensor, source_affine: torch.Tensor, target_affine: torch.Tensor, target_shape: Sequence[int],
-                     padding_mode: str = "border") -> Optional[torch.Tensor]:
+def resample_nearest(
+    labels: torch.Tensor,
+    source_affine: torch.Tensor,
+    target_affine: torch.Tensor,
+    target_shape: Sequence[int],
+    padding_mode: str = "border",
+) -> Optional[torch.Tensor]:
     """``labels`` ``(C, *spatial)`` on the grid of ``source_affine``, resampled onto the grid of ``target_affine`` and
     ``target_shape`` by nearest neighbour, in the labels' own dtype. Each target voxel takes the source voxel
     nearest to its centre, as ``grid_sample(mode="nearest")`` does (rounding half to even), with ``border``
@@ -52,7 +59,9 @@ def resample_nearest(labels: torch.Tensor, source_affine: torch.Tensor, target_a
     source axis, and the result is one gather. Returns None for oblique maps (the caller resamples those).
     """
     dims = labels.dim() - 1
-    voxel_map = torch.linalg.solve(_spatial(source_affine, dims), _spatial(target_affine, dims))  # target index -> source index
+    voxel_map = torch.linalg.solve(
+        _spatial(source_affine, dims), _spatial(target_affine, dims)
+    )  # target index -> source index
     linear, shift = voxel_map[:dims, :dims], voxel_map[:dims, dims]
     scale = linear.abs().max()
     if not torch.isfinite(voxel_map).all() or scale == 0:
@@ -91,14 +100,29 @@ class InvertLabelsd(Invertd):
     def __call__(self, data: Mapping[Hashable, Any]) -> Dict[Hashable, Any]:
         d = dict(data)
         inverted = {}
-        for key, orig_key, nearest, device, post_func in self.key_iterator(d, self.orig_keys, self.nearest_interp, self.device,
-                                                                              self.post_func):
+        for key, orig_key, nearest, device, post_func in self.key_iterator(
+            d, self.orig_keys, self.nearest_interp, self.device, self.post_func
+        ):
             labels, source = d[key], d.get(orig_key)
-            if not (nearest and isinstance(labels, torch.Tensor) and not labels.is_floating_point() and isinstance(source, MetaTensor)):
+            if not (
+                nearest
+                and isinstance(labels, torch.Tensor)
+                and not labels.is_floating_point()
+                and isinstance(source, MetaTensor)
+            ):
                 return super().__call__(data)
             grid = _target_grid(source.applied_operations)
-            moved = None if grid is None else resample_nearest(labels.detach().as_tensor() if isinstance(labels, MetaTensor) else labels.detach(),
-                                                               source.affine, grid[0], grid[1], grid[2])
+            moved = (
+                None
+                if grid is None
+                else resample_nearest(
+                    labels.detach().as_tensor() if isinstance(labels, MetaTensor) else labels.detach(),
+                    source.affine,
+                    grid[0],
+                    grid[1],
+                    grid[2],
+                )
+            )
             if moved is None:
                 return super().__call__(data)
             out = MetaTensor(moved, meta=deepcopy(source.meta), applied_operations=[])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-
 from typing import Any, Dict, Hashable, Mapping, Optional
 
 from monai.data import MetaTensor
@@ -31,7 +30,14 @@ class LoadImageSeriesd(LoadImaged):
         args, kwargs: MONAI's ``LoadImaged`` arguments.
     """
 
-    def __init__(self, *args, series: Optional[str] = None, allow_gaps: bool = False, slice_tolerance: Optional[float] = None, **kwargs) -> None:
+    def __init__(
+        self,
+        *args,
+        series: Optional[str] = None,
+        allow_gaps: bool = False,
+        slice_tolerance: Optional[float] = None,
+        **kwargs,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._loader.register(DicomSeriesReader(series, allow_gaps, slice_tolerance))  # tried first
 
@@ -43,5 +49,9 @@ class LoadImageSeriesd(LoadImaged):
         d = super().__call__(data, reader)
         for key in self.key_iterator(d):
             if isinstance(d[key], MetaTensor):
-                check_affine(d[key].meta.get("filename_or_obj", key), d[key].affine, d[key].dim() - (1 if self._loader.ensure_channel_first else 0))
+                check_affine(
+                    d[key].meta.get("filename_or_obj", key),
+                    d[key].affine,
+                    d[key].dim() - (1 if self._loader.ensure_channel_first else 0),
+                )
         return d

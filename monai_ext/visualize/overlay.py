@@ -14,8 +14,17 @@ from monai_ext.atomic import write_atomically
 __all__ = ["overlay_png", "class_colours"]
 
 # matplotlib's "tab10" without its grey and without red/green next to each other
-_PALETTE = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75), (227, 119, 194),
-            (188, 189, 34), (23, 190, 207))
+_PALETTE = (
+    (31, 119, 180),
+    (255, 127, 14),
+    (44, 160, 44),
+    (214, 39, 40),
+    (148, 103, 189),
+    (140, 86, 75),
+    (227, 119, 194),
+    (188, 189, 34),
+    (23, 190, 207),
+)
 
 
 def class_colours(count: int) -> np.ndarray:

@@ -43,7 +43,9 @@ def make_studies(folder: Path, cases: int) -> list:
 
     from monai_ext.data import make_synthetic_dataset
 
-    source = make_synthetic_dataset(folder.parent / "synthetic", num_cases=cases, spatial_dims=2, size=(64, 64), seed=7).parent
+    source = make_synthetic_dataset(
+        folder.parent / "synthetic", num_cases=cases, spatial_dims=2, size=(64, 64), seed=7
+    ).parent
     datalist = json.loads((source / "datalist.json").read_text())
     (folder / "labels" / "final").mkdir(parents=True, exist_ok=True)
     ids = []
@@ -51,7 +53,10 @@ def make_studies(folder: Path, cases: int) -> list:
         name = Path(case["image"]).name
         shutil.copy(source / case["image"], folder / name)
         label = nib.load(str(source / case["label"]))
-        nib.save(nib.Nifti1Image(np.asarray(label.dataobj).astype(np.uint8), label.affine), str(folder / "labels" / "final" / name))
+        nib.save(
+            nib.Nifti1Image(np.asarray(label.dataobj).astype(np.uint8), label.affine),
+            str(folder / "labels" / "final" / name),
+        )
         ids.append(name.split(".")[0])
     return ids
 
@@ -88,16 +93,33 @@ def install_exported(model_dir: Path, work: Path) -> None:
     from monai_ext.data import make_synthetic_dataset
 
     data = make_synthetic_dataset(work / "own", num_cases=6, spatial_dims=2, size=(64, 64), seed=11).parent
-    for case in json.loads((data / "datalist.json").read_text())["training"] + json.loads((data / "datalist.json").read_text())["validation"]:
+    for case in (
+        json.loads((data / "datalist.json").read_text())["training"]
+        + json.loads((data / "datalist.json").read_text())["validation"]
+    ):
         label = nib.load(str(data / case["label"]))
-        nib.save(nib.Nifti1Image((np.asarray(label.dataobj) == 1).astype(np.uint8), label.affine), str(data / case["label"]))
+        nib.save(
+            nib.Nifti1Image((np.asarray(label.dataobj) == 1).astype(np.uint8), label.affine), str(data / case["label"])
+        )
     overlay = work / "own_overlay.json"
-    overlay.write_text(json.dumps({"dataset_dir": str(data), "out_channels": 2, "class_names": {"0": "background", "1": "lesion"},
-                                   "patch_size": [64, 64]}))
+    overlay.write_text(
+        json.dumps(
+            {
+                "dataset_dir": str(data),
+                "out_channels": 2,
+                "class_names": {"0": "background", "1": "lesion"},
+                "patch_size": [64, 64],
+            }
+        )
+    )
     bundle = ROOT / "bundles" / "unet"
-    run(config_file=[str(bundle / "configs" / "train.json"), str(overlay)], meta_file=str(bundle / "configs" / "metadata.json"),
-        logging_file=str(bundle / "configs" / "logging.conf"), bundle_root=str(work / "own_run"),
-        **{"train#trainer#max_epochs": 2, "num_workers": 0, "batch_size": 2})
+    run(
+        config_file=[str(bundle / "configs" / "train.json"), str(overlay)],
+        meta_file=str(bundle / "configs" / "metadata.json"),
+        logging_file=str(bundle / "configs" / "logging.conf"),
+        bundle_root=str(work / "own_run"),
+        **{"train#trainer#max_epochs": 2, "num_workers": 0, "batch_size": 2},
+    )
     export_bundle(bundle, model_dir / EXPORTED, checkpoint=work / "own_run" / "models" / "model.pt")
 
 
@@ -107,8 +129,14 @@ def create_client(app_dir: Path, studies: Path, work: Path, models: list):
     settings.MONAI_LABEL_APP_DIR = str(app_dir)
     settings.MONAI_LABEL_STUDIES = str(studies)
     settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD = False
-    settings.MONAI_LABEL_APP_CONF = {"models": ",".join(models), "zoo_source": "local", "sam2": "false", "preload": "false",
-                                     "skip_strategies": "true", "skip_scoring": "true"}
+    settings.MONAI_LABEL_APP_CONF = {
+        "models": ",".join(models),
+        "zoo_source": "local",
+        "sam2": "false",
+        "preload": "false",
+        "skip_strategies": "true",
+        "skip_scoring": "true",
+    }
     settings.MONAI_LABEL_SESSION_PATH = str(work / "sessions")
     settings.MONAI_LABEL_TRACKING_ENABLED = False
     for k, v in settings.dict().items():
@@ -135,8 +163,11 @@ def check_labels(info: dict, app_dir: Path, name: str) -> dict:
     if model is None:
         raise RuntimeError(f"/info: {name} not among the models {sorted(info['models'])}")
     metadata = json.loads((app_dir / "model" / name / "configs" / "metadata.json").read_text())  # the installed copy
-    expected = {v.lower(): int(k) for k, v in metadata["network_data_format"]["outputs"]["pred"]["channel_def"].items()
-                if v.lower() != "background"}
+    expected = {
+        v.lower(): int(k)
+        for k, v in metadata["network_data_format"]["outputs"]["pred"]["channel_def"].items()
+        if v.lower() != "background"
+    }
     if model["labels"] != expected:
         raise RuntimeError(f"/info: {name} labels {model['labels']}, the metadata says {expected}")
     print(f"{name}: /info lists it with labels {model['labels']}", flush=True)
@@ -213,14 +244,26 @@ def main(argv=None) -> int:
             weights = app_dir / "model" / name / "models" / "model.pt"
             before = weights.stat().st_mtime_ns
             start = time.perf_counter()
-            response = client.post("/train/?run_sync=True", json={"model": name, "max_epochs": args.epochs, "device": "cpu", "val_split": 0.25,
-                                                                   "multi_gpu": False, "name": f"check_{name}"})
+            response = client.post(
+                "/train/?run_sync=True",
+                json={
+                    "model": name,
+                    "max_epochs": args.epochs,
+                    "device": "cpu",
+                    "val_split": 0.25,
+                    "multi_gpu": False,
+                    "name": f"check_{name}",
+                },
+            )
             if response.status_code != 200:
                 raise RuntimeError(f"/train {name}: HTTP {response.status_code}: {response.text[:500]}")
             if weights.stat().st_mtime_ns == before:
                 raise RuntimeError(f"/train {name}: models/model.pt was not rewritten")
             result["train_seconds"] = round(time.perf_counter() - start, 1)
-            print(f"{name}: /train {args.epochs} epoch(s) in {result['train_seconds']} s, models/model.pt rewritten", flush=True)
+            print(
+                f"{name}: /train {args.epochs} epoch(s) in {result['train_seconds']} s, models/model.pt rewritten",
+                flush=True,
+            )
             result["infer_trained"] = check_infer(client, name, ids[-1], studies, expected)
             print(f"{name}: /infer after training {result['infer_trained']}", flush=True)
             result["ok"] = True

@@ -39,8 +39,12 @@ SETTINGS_3D = {"spatial_dims": 3, "patch_size": [32, 32, 32], "num_workers": 0, 
 def make_studies(folder: Path, cases: int) -> list:
     """Synthetic CT series written by the project's environment (pydicom 3), one per bundle."""
     python = ROOT / ".venv" / "bin" / "python"
-    proc = subprocess.run([str(python), str(HERE.parent / "pacs" / "make_studies.py"), str(folder), "--cases", str(cases)],
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [str(python), str(HERE.parent / "pacs" / "make_studies.py"), str(folder), "--cases", str(cases)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
 
 
@@ -57,8 +61,14 @@ def find_seg(root: str, study: str) -> list:
 
     client = DICOMwebClient(url=root)
     found = client.search_for_instances(study_instance_uid=study, search_filters={"Modality": "SEG"})
-    return [client.retrieve_instance(study_instance_uid=study, series_instance_uid=i["0020000E"]["Value"][0],
-                                     sop_instance_uid=i["00080018"]["Value"][0]) for i in found]
+    return [
+        client.retrieve_instance(
+            study_instance_uid=study,
+            series_instance_uid=i["0020000E"]["Value"][0],
+            sop_instance_uid=i["00080018"]["Value"][0],
+        )
+        for i in found
+    ]
 
 
 def check_bundle(client, root: str, name: str, case: dict, labels: dict, work: Path) -> dict:
@@ -81,17 +91,24 @@ def check_bundle(client, root: str, name: str, case: dict, labels: dict, work: P
     if not set(values) <= {0, *labels.values()}:
         raise RuntimeError(f"/infer/{name}: values {values} outside the labels {labels}")
     result.update(shape=list(data.shape), values=values)
-    print(f"{name}: /infer on series {case['series'][-12:]} in {result['infer_seconds']} s, mask {result['shape']}, values {values}", flush=True)
+    print(
+        f"{name}: /infer on series {case['series'][-12:]} in {result['infer_seconds']} s, mask {result['shape']}, values {values}",
+        flush=True,
+    )
     if values == [0]:  # an untrained network may predict nothing: save a non-empty label so the SEG has content
         data = np.zeros_like(data)
         data[10:30, 12:32, 5:15] = 1
         nib.save(nib.Nifti1Image(data.astype(np.uint8), mask.affine), str(mask_path))
         result["saved_instead"] = "a box of label 1 (the untrained prediction was empty)"
-    label_info = [{"name": n, "idx": v} for n, v in sorted(labels.items(), key=lambda kv: kv[1]) if v in set(np.unique(data))]
+    label_info = [
+        {"name": n, "idx": v} for n, v in sorted(labels.items(), key=lambda kv: kv[1]) if v in set(np.unique(data))
+    ]
     with open(mask_path, "rb") as f:
-        response = client.put(f"/datastore/label?image={case['series']}&tag=final",
-                              files={"label": (mask_path.name, f, "application/octet-stream")},
-                              data={"params": json.dumps({"label_info": label_info})})
+        response = client.put(
+            f"/datastore/label?image={case['series']}&tag=final",
+            files={"label": (mask_path.name, f, "application/octet-stream")},
+            data={"params": json.dumps({"label_info": label_info})},
+        )
     if response.status_code != 200:
         raise RuntimeError(f"PUT /datastore/label: HTTP {response.status_code}: {response.text[:500]}")
     segs = find_seg(root, case["study"])
@@ -106,9 +123,17 @@ def check_bundle(client, root: str, name: str, case: dict, labels: dict, work: P
     voxels = int(pixels.astype(bool).sum())
     if voxels != int(np.count_nonzero(data)):
         raise RuntimeError(f"the SEG holds {voxels} labelled voxels, the saved mask {int(np.count_nonzero(data))}")
-    result.update(seg_segments=written, seg_frames=int(seg.NumberOfFrames), seg_voxels=voxels, seg_series=str(seg.SeriesInstanceUID))
-    print(f"{name}: label saved back as a SEG in Orthanc: segments {written}, {seg.NumberOfFrames} frames, {voxels} voxels, "
-          f"referencing the series", flush=True)
+    result.update(
+        seg_segments=written,
+        seg_frames=int(seg.NumberOfFrames),
+        seg_voxels=voxels,
+        seg_series=str(seg.SeriesInstanceUID),
+    )
+    print(
+        f"{name}: label saved back as a SEG in Orthanc: segments {written}, {seg.NumberOfFrames} frames, {voxels} voxels, "
+        f"referencing the series",
+        flush=True,
+    )
     return result
 
 
@@ -120,7 +145,9 @@ def main(argv=None) -> int:
     import logging
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"  # dcmqi's itkimage2segimage
+    os.environ["PATH"] = (
+        f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"  # dcmqi's itkimage2segimage
+    )
     if shutil.which("itkimage2segimage") is None:
         print("dcmqi's itkimage2segimage is not installed (pip install dcmqi); MONAI Label needs it to write a SEG")
         return 2
@@ -136,8 +163,11 @@ def main(argv=None) -> int:
     with orthanc(args.work / "orthanc") as root:
         for case in cases:
             upload(root, Path(case["folder"]))
-        print(f"MONAI Label {monailabel.__version__}: Orthanc {root} with {len(cases)} CT series "
-              f"({'x'.join(map(str, cases[0]['shape']))}), bundles {args.bundles} in 3D", flush=True)
+        print(
+            f"MONAI Label {monailabel.__version__}: Orthanc {root} with {len(cases)} CT series "
+            f"({'x'.join(map(str, cases[0]['shape']))}), bundles {args.bundles} in 3D",
+            flush=True,
+        )
         os.environ["MONAI_LABEL_DICOMWEB_CACHE_PATH"] = str(args.work / "cache")
         from monailabel.config import settings
 

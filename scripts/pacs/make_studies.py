@@ -37,10 +37,22 @@ def main(argv=None) -> None:
         image, label = synthetic_case(args.size, rng)
         hu = np.clip(np.rint(-1000 + 1060 * image), -1024, 3071).astype(np.int16)
         folder = args.output / f"case{n}"
-        paths = write_dicom_series(hu, affine, folder, modality="CT", series_description=f"synthetic CT {n}", patient_id=f"SYN{n:03d}")
+        paths = write_dicom_series(
+            hu, affine, folder, modality="CT", series_description=f"synthetic CT {n}", patient_id=f"SYN{n:03d}"
+        )
         nib.save(nib.Nifti1Image(label, affine), str(args.output / f"case{n}_label.nii.gz"))
         first = pydicom.dcmread(paths[0])
-        print(json.dumps({"folder": str(folder), "study": first.StudyInstanceUID, "series": first.SeriesInstanceUID, "shape": args.size}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "folder": str(folder),
+                    "study": first.StudyInstanceUID,
+                    "series": first.SeriesInstanceUID,
+                    "shape": args.size,
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

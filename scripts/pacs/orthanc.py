@@ -39,23 +39,35 @@ def orthanc(folder: Path, timeout: float = 60.0) -> Iterator[str]:
     """
     executable = binary()
     if executable is None:
-        raise RuntimeError(f"Orthanc with its DICOMweb plugin ({PLUGIN}) is not installed: apt-get install orthanc orthanc-dicomweb")
+        raise RuntimeError(
+            f"Orthanc with its DICOMweb plugin ({PLUGIN}) is not installed: apt-get install orthanc orthanc-dicomweb"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config = {
-        "Name": "monai_ext", "StorageDirectory": str(folder / "db"), "IndexDirectory": str(folder / "db"),
-        "HttpPort": port, "DicomPort": free_port(), "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
-        "Plugins": [str(PLUGIN)], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+        "Name": "monai_ext",
+        "StorageDirectory": str(folder / "db"),
+        "IndexDirectory": str(folder / "db"),
+        "HttpPort": port,
+        "DicomPort": free_port(),
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "Plugins": [str(PLUGIN)],
+        "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
     }
     (folder / "orthanc.json").write_text(json.dumps(config, indent=4))
     root = f"http://127.0.0.1:{port}/dicom-web"
     with open(folder / "orthanc.log", "w") as log:
-        process = subprocess.Popen([executable, str(folder / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT, cwd=folder)
+        process = subprocess.Popen(
+            [executable, str(folder / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT, cwd=folder
+        )
         try:
             deadline = time.monotonic() + timeout
             while True:
                 if process.poll() is not None:
-                    raise RuntimeError(f"Orthanc exited with {process.returncode}: {(folder / 'orthanc.log').read_text()[-2000:]}")
+                    raise RuntimeError(
+                        f"Orthanc exited with {process.returncode}: {(folder / 'orthanc.log').read_text()[-2000:]}"
+                    )
                 with contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError):
                     with urllib.request.urlopen(f"{root}/studies", timeout=2) as response:
                         if response.status == 200:

@@ -41,12 +41,20 @@ def isolated_python(work: Path) -> Path:
     if not (env / "bin" / "python").exists():
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
     python = env / "bin" / "python"
-    target = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                 capture_output=True, text=True, check=True).stdout.strip())
+    target = Path(
+        subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
     (target / "project_dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     probe = subprocess.run([str(python), "-c", "import monai_ext"], capture_output=True, text=True, cwd=work)
     if probe.returncode == 0:
-        raise RuntimeError(f"{python}: monai_ext is importable; the check would not show that the export is self-contained")
+        raise RuntimeError(
+            f"{python}: monai_ext is importable; the check would not show that the export is self-contained"
+        )
     return python
 
 
@@ -62,8 +70,14 @@ def train_and_export(name: str, work: Path) -> Path:
     bundle = ROOT / "bundles" / name
     run_root = work / "runs" / name
     overrides = {**SMALL, **(DIFFUSION if name == "medsegdiff" else {})}
-    run(config_file=str(bundle / "configs" / "train.json"), meta_file=str(bundle / "configs" / "metadata.json"),
-        logging_file=str(bundle / "configs" / "logging.conf"), bundle_root=str(run_root), dataset_dir=str(data), **overrides)
+    run(
+        config_file=str(bundle / "configs" / "train.json"),
+        meta_file=str(bundle / "configs" / "metadata.json"),
+        logging_file=str(bundle / "configs" / "logging.conf"),
+        bundle_root=str(run_root),
+        dataset_dir=str(data),
+        **overrides,
+    )
     out = work / "models" / name
     export_bundle(bundle, out, checkpoint=run_root / "models" / "model.pt", overwrite=True)
     (out / "eval").mkdir(exist_ok=True)
@@ -93,14 +107,22 @@ def main() -> int:
         start = time.perf_counter()
         try:
             train_and_export(name, args.work)
-            proc = subprocess.run([str(python), "ci/verify_bundle.py", "-b", name, "-p", "models", "-m", "full"],
-                                  capture_output=True, text=True, cwd=args.work, timeout=1800)
+            proc = subprocess.run(
+                [str(python), "ci/verify_bundle.py", "-b", name, "-p", "models", "-m", "full"],
+                capture_output=True,
+                text=True,
+                cwd=args.work,
+                timeout=1800,
+            )
             ok = proc.returncode == 0
             tail = (proc.stdout + proc.stderr).strip().splitlines()[-12:]
         except Exception as e:  # report and go on with the next bundle
             ok, tail = False, [f"{type(e).__name__}: {e}"]
         results[name] = {"passed": ok, "seconds": round(time.perf_counter() - start, 1), "output_tail": tail}
-        print(f"{name}: {'passed' if ok else 'FAILED'} ({results[name]['seconds']} s)" + ("" if ok else "\n  " + "\n  ".join(tail)))
+        print(
+            f"{name}: {'passed' if ok else 'FAILED'} ({results[name]['seconds']} s)"
+            + ("" if ok else "\n  " + "\n  ".join(tail))
+        )
     (args.work / "zoo_check.json").write_text(json.dumps(results, indent=4) + "\n")
     return 0 if all(r["passed"] for r in results.values()) else 1
 

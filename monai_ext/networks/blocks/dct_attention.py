@@ -57,9 +57,7 @@ def _lowest(k: int, spatial_dims: int) -> List[Tuple[int, ...]]:
     return sorted(grid, key=lambda f: (sum(f), max(f), f))[:k]
 
 
-def dct_frequencies(
-    selection: FrequencySelection, spatial_dims: int, dct_size: Sequence[int]
-) -> List[Tuple[int, ...]]:
+def dct_frequencies(selection: FrequencySelection, spatial_dims: int, dct_size: Sequence[int]) -> List[Tuple[int, ...]]:
     """Resolve a frequency selection to frequency indices on a DCT grid of ``dct_size``.
 
     Args:
@@ -92,7 +90,7 @@ def dct_frequencies(
             base: List[Tuple[int, ...]] = list(FCANET_TOP_FREQUENCIES[:k])
         else:
             if not 1 <= k <= REFERENCE_GRID**spatial_dims:
-                raise ValueError(f"frequencies='{selection}': K must be in 1..{REFERENCE_GRID ** spatial_dims}.")
+                raise ValueError(f"frequencies='{selection}': K must be in 1..{REFERENCE_GRID**spatial_dims}.")
             base = _lowest(k, spatial_dims)
         scale = [max(1, s // REFERENCE_GRID) for s in dct_size]
         chosen = [tuple(f * m for f, m in zip(freq, scale)) for freq in base]
@@ -127,7 +125,12 @@ class _DCTAttention(nn.Module):
     ``C -> C // reduction -> C`` (ReLU between) that both papers use."""
 
     def __init__(
-        self, spatial_dims: int, channels: int, dct_size: Union[int, Sequence[int]], frequencies: FrequencySelection, reduction: int
+        self,
+        spatial_dims: int,
+        channels: int,
+        dct_size: Union[int, Sequence[int]],
+        frequencies: FrequencySelection,
+        reduction: int,
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):

@@ -24,7 +24,10 @@ __all__ = ["MultiResBlock", "ResPath", "DWTFusionDown", "DualModeAttentionGate"]
 
 
 def _conv_bn(spatial_dims: int, cin: int, cout: int, kernel: int, act: bool = True) -> nn.Sequential:
-    layers = [Conv[Conv.CONV, spatial_dims](cin, cout, kernel, padding=kernel // 2), Norm[Norm.BATCH, spatial_dims](cout)]
+    layers = [
+        Conv[Conv.CONV, spatial_dims](cin, cout, kernel, padding=kernel // 2),
+        Norm[Norm.BATCH, spatial_dims](cout),
+    ]
     if act:
         layers.append(Act[Act.RELU](inplace=True))
     return nn.Sequential(*layers)
@@ -66,11 +69,13 @@ class ResPath(nn.Module):
     def __init__(self, spatial_dims: int, channels: int, length: int) -> None:
         super().__init__()
         self.units = nn.ModuleList(
-            nn.ModuleDict({
-                "conv": _conv_bn(spatial_dims, channels, channels, 3),
-                "shortcut": _conv_bn(spatial_dims, channels, channels, 1, act=False),
-                "norm": Norm[Norm.BATCH, spatial_dims](channels),
-            })
+            nn.ModuleDict(
+                {
+                    "conv": _conv_bn(spatial_dims, channels, channels, 3),
+                    "shortcut": _conv_bn(spatial_dims, channels, channels, 1, act=False),
+                    "norm": Norm[Norm.BATCH, spatial_dims](channels),
+                }
+            )
             for _ in range(length)
         )
         self.act = Act[Act.RELU](inplace=True)
@@ -94,7 +99,9 @@ class DWTFusionDown(nn.Module):
     ``(B, C_img * 2**d, ...)``, or ``None`` when built with ``image_channels=0`` (features only).
     """
 
-    def __init__(self, spatial_dims: int, feature_channels: int, image_channels: int, out_channels: int, wavelet: str = "haar") -> None:
+    def __init__(
+        self, spatial_dims: int, feature_channels: int, image_channels: int, out_channels: int, wavelet: str = "haar"
+    ) -> None:
         super().__init__()
         bands = 2**spatial_dims
         self.dwt = DWT(spatial_dims, wavelet, levels=1, mode="periodization")
@@ -127,7 +134,9 @@ class DualModeAttentionGate(nn.Module):
         reduction: SE reduction ratio.
     """
 
-    def __init__(self, spatial_dims: int, skip_channels: int, gate_channels: int, inter_channels: int, reduction: int = 8) -> None:
+    def __init__(
+        self, spatial_dims: int, skip_channels: int, gate_channels: int, inter_channels: int, reduction: int = 8
+    ) -> None:
         super().__init__()
         self.spatial = AttentionBlock(spatial_dims, inter_channels, gate_channels, skip_channels)
         self.channel = ChannelSELayer(spatial_dims, skip_channels, r=max(1, min(reduction, skip_channels)))

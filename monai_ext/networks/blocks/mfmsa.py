@@ -25,8 +25,15 @@ class _ScaleBranch(nn.Module):
     and background) and a 3x3 convolution back to the block's width."""
 
     def __init__(
-        self, spatial_dims: int, channels: int, scale: int, branch_channels: int, dct_size, frequencies: FrequencySelection,
-        groups: int, min_resolution: int,
+        self,
+        spatial_dims: int,
+        channels: int,
+        scale: int,
+        branch_channels: int,
+        dct_size,
+        frequencies: FrequencySelection,
+        groups: int,
+        min_resolution: int,
     ) -> None:
         super().__init__()
         conv, norm, act = Conv[Conv.CONV, spatial_dims], Norm[Norm.BATCH, spatial_dims], Act[Act.RELU]
@@ -35,15 +42,20 @@ class _ScaleBranch(nn.Module):
         self.spatial_dims = spatial_dims
         self.features = nn.Sequential(
             conv(channels, channels, 3, padding=1 + scale, dilation=1 + scale, groups=groups, bias=False),
-            norm(channels), act(inplace=True),
-            conv(channels, branch_channels, 1, bias=False), norm(branch_channels), act(inplace=True),
+            norm(channels),
+            act(inplace=True),
+            conv(channels, branch_channels, 1, bias=False),
+            norm(branch_channels),
+            act(inplace=True),
         )
         self.mfca = MultiFrequencyChannelAttention(spatial_dims, branch_channels, dct_size, frequencies, reduction=16)
         # MSSA: a one-channel spatial map F; alpha weights the background term (1 - F), beta the foreground F
         self.spatial = nn.Sequential(conv(branch_channels, 1, 1, bias=False), nn.Sigmoid())
         self.alpha = nn.Parameter(torch.ones(1))
         self.beta = nn.Parameter(torch.ones(1))
-        self.project = nn.Sequential(conv(branch_channels, channels, 3, padding=1, bias=False), norm(channels), act(inplace=True))
+        self.project = nn.Sequential(
+            conv(branch_channels, channels, 3, padding=1, bias=False), norm(channels), act(inplace=True)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[2:]
@@ -100,7 +112,16 @@ class MFMSABlock(nn.Module):
         if channels % groups != 0:
             raise ValueError(f"channels ({channels}) must be divisible by groups ({groups}).")
         self.branches = nn.ModuleList(
-            _ScaleBranch(spatial_dims, channels, s, max(channels // 2**s, min_channel), dct_size, frequencies, groups, min_resolution)
+            _ScaleBranch(
+                spatial_dims,
+                channels,
+                s,
+                max(channels // 2**s, min_channel),
+                dct_size,
+                frequencies,
+                groups,
+                min_resolution,
+            )
             for s in range(scale_branches)
         )
 

@@ -210,8 +210,13 @@ class PairedPatchDiscriminator(nn.Module):
     wrapped in DistributedDataParallel (one forward per backward)."""
 
     def __init__(
-        self, num_discriminators: int = 2, spatial_dims: int = 2, in_channels: int = 1, mask_channels: int = 2,
-        channels: int = 64, num_layers_d: int = 3,
+        self,
+        num_discriminators: int = 2,
+        spatial_dims: int = 2,
+        in_channels: int = 1,
+        mask_channels: int = 2,
+        channels: int = 64,
+        num_layers_d: int = 3,
     ) -> None:
         super().__init__()
         self.num_layers_d = num_layers_d

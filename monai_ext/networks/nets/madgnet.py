@@ -47,7 +47,15 @@ class _ResNetFeatures(StagedEncoder):
 
     def __init__(self, spatial_dims: int, in_channels: int) -> None:
         super().__init__()
-        net = ResNet("bottleneck", [3, 4, 6, 3], [64, 128, 256, 512], spatial_dims, in_channels, num_classes=1, bias_downsample=False)
+        net = ResNet(
+            "bottleneck",
+            [3, 4, 6, 3],
+            [64, 128, 256, 512],
+            spatial_dims,
+            in_channels,
+            num_classes=1,
+            bias_downsample=False,
+        )
         self.stem = nn.Sequential(net.conv1, net.bn1, net.act)
         self.maxpool = net.maxpool
         self.stages = nn.ModuleList([net.layer1, net.layer2, net.layer3, net.layer4])
@@ -57,13 +65,19 @@ class _ResNetFeatures(StagedEncoder):
 class _DecoderStage(nn.Module):
     """x2 upsampling, concatenation with the skip, 3x3 conv-BN-ReLU, MFMSA, 3x3 conv-BN-ReLU."""
 
-    def __init__(self, spatial_dims: int, in_channels: int, skip_channels: int, out_channels: int, attention: MFMSABlock) -> None:
+    def __init__(
+        self, spatial_dims: int, in_channels: int, skip_channels: int, out_channels: int, attention: MFMSABlock
+    ) -> None:
         super().__init__()
         conv, norm, act = Conv[Conv.CONV, spatial_dims], Norm[Norm.BATCH, spatial_dims], Act[Act.RELU]
         self.mode = "bilinear" if spatial_dims == 2 else "trilinear"
-        self.conv1 = nn.Sequential(conv(in_channels + skip_channels, out_channels, 3, padding=1), norm(out_channels), act(inplace=True))
+        self.conv1 = nn.Sequential(
+            conv(in_channels + skip_channels, out_channels, 3, padding=1), norm(out_channels), act(inplace=True)
+        )
         self.attention = attention
-        self.conv2 = nn.Sequential(conv(out_channels, out_channels, 3, padding=1), norm(out_channels), act(inplace=True))
+        self.conv2 = nn.Sequential(
+            conv(out_channels, out_channels, 3, padding=1), norm(out_channels), act(inplace=True)
+        )
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         x = F.interpolate(x, size=skip.shape[2:], mode=self.mode, align_corners=False)
@@ -141,15 +155,20 @@ class MADGNet(nn.Module):
         conv, norm, act = Conv[Conv.CONV, spatial_dims], Norm[Norm.BATCH, spatial_dims], Act[Act.RELU]
         enc = self.encoder.out_channels  # [f1, f2, f3, f4, f5]
         self.skips = nn.ModuleList(
-            nn.Sequential(conv(c, skip_channels, 1), norm(skip_channels), act(inplace=True)) for c in (enc[3], enc[2], enc[1], enc[0])
+            nn.Sequential(conv(c, skip_channels, 1), norm(skip_channels), act(inplace=True))
+            for c in (enc[3], enc[2], enc[1], enc[0])
         )
         self.decoder = nn.ModuleList()
         previous = enc[4]
         for width, dct in zip(decoder_channels, dct_sizes):
-            attention = MFMSABlock(spatial_dims, width, scale_branches, frequencies, dct, min_channel, min_resolution, groups)
+            attention = MFMSABlock(
+                spatial_dims, width, scale_branches, frequencies, dct, min_channel, min_resolution, groups
+            )
             self.decoder.append(_DecoderStage(spatial_dims, previous, skip_channels, width, attention))
             previous = width
-        self.heads = nn.ModuleList(ESDM(spatial_dims, c, out_channels, 2 ** (4 - i)) for i, c in enumerate(decoder_channels))
+        self.heads = nn.ModuleList(
+            ESDM(spatial_dims, c, out_channels, 2 ** (4 - i)) for i, c in enumerate(decoder_channels)
+        )
 
     def load_backbone(self, path: Union[str, Path]) -> None:
         """Load encoder weights from a local file (a state dict, or a dict with ``state_dict``/``model``)."""
@@ -160,14 +179,18 @@ class MADGNet(nn.Module):
             state = convert_resnest_state_dict(state)
         missing, unexpected = self.encoder.load_state_dict(state, strict=False)
         if missing or unexpected:
-            raise ValueError(f"{path}: not weights of this encoder (missing {missing[:3]}..., unexpected {unexpected[:3]}...).")
+            raise ValueError(
+                f"{path}: not weights of this encoder (missing {missing[:3]}..., unexpected {unexpected[:3]}...)."
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         sizes: List[int] = [int(s) for s in x.shape[2:]]
         for s in sizes:
             if s % 32 != 0:
                 valid = [max(32, (v // 32) * 32) for v in sizes]
-                raise ValueError(f"MADGNet needs spatial sizes divisible by 32 (5 down-samplings), got {sizes}; e.g. {valid}.")
+                raise ValueError(
+                    f"MADGNet needs spatial sizes divisible by 32 (5 down-samplings), got {sizes}; e.g. {valid}."
+                )
         if x.shape[1] == 1 and self.encoder_channels == 3:
             x = x.repeat_interleave(3, dim=1)
         features = self.encoder(x)

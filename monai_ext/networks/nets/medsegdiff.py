@@ -71,8 +71,12 @@ class _ImageBlock(nn.Module):
         super().__init__()
         conv = Conv[Conv.CONV, spatial_dims]
         self.body = nn.Sequential(
-            nn.GroupNorm(groups, in_channels), nn.SiLU(), conv(in_channels, out_channels, 3, padding=1),
-            nn.GroupNorm(groups, out_channels), nn.SiLU(), conv(out_channels, out_channels, 3, padding=1),
+            nn.GroupNorm(groups, in_channels),
+            nn.SiLU(),
+            conv(in_channels, out_channels, 3, padding=1),
+            nn.GroupNorm(groups, out_channels),
+            nn.SiLU(),
+            conv(out_channels, out_channels, 3, padding=1),
         )
         self.skip = conv(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
 
@@ -84,7 +88,9 @@ class _Fusion(nn.Module):
     """Dynamic conditional encoding at one scale: FF-Parser on the mask feature, then
     ``(LN(c) * LN(m)) * c`` and a time-conditioned residual block."""
 
-    def __init__(self, spatial_dims: int, channels: int, size: Sequence[int], temb: int, groups: int, ff_parser: bool) -> None:
+    def __init__(
+        self, spatial_dims: int, channels: int, size: Sequence[int], temb: int, groups: int, ff_parser: bool
+    ) -> None:
         super().__init__()
         self.parser = FFParser(spatial_dims, channels, size) if ff_parser else nn.Identity()
         self.norm_image = _ChannelLayerNorm(channels)
@@ -163,8 +169,12 @@ class MedSegDiff(nn.Module):
         self.mask_attention = nn.ModuleList()
         previous = channels[0]
         for level, width in enumerate(channels):
-            blocks = [DiffusionUNetResnetBlock(spatial_dims, previous if i == 0 else width, temb, width, norm_num_groups=norm_num_groups)
-                      for i in range(num_res_blocks)]
+            blocks = [
+                DiffusionUNetResnetBlock(
+                    spatial_dims, previous if i == 0 else width, temb, width, norm_num_groups=norm_num_groups
+                )
+                for i in range(num_res_blocks)
+            ]
             self.mask_down.append(nn.ModuleList(blocks))
             self.image_down.append(_ImageBlock(spatial_dims, previous, width, norm_num_groups))
             self.mask_attention.append(
@@ -172,28 +182,38 @@ class MedSegDiff(nn.Module):
             )
             level_size = [s // 2**level for s in size]
             self.fusions.append(
-                _Fusion(spatial_dims, width, level_size, temb, norm_num_groups, ff_parser) if dynamic_encoding else nn.Identity()
+                _Fusion(spatial_dims, width, level_size, temb, norm_num_groups, ff_parser)
+                if dynamic_encoding
+                else nn.Identity()
             )
             previous = width
         self.pool = Pool[Pool.AVG, spatial_dims](2)
-        self.mid = nn.ModuleList([
-            DiffusionUNetResnetBlock(spatial_dims, previous, temb, previous, norm_num_groups=norm_num_groups),
-            DiffusionUNetResnetBlock(spatial_dims, previous, temb, previous, norm_num_groups=norm_num_groups),
-        ])
+        self.mid = nn.ModuleList(
+            [
+                DiffusionUNetResnetBlock(spatial_dims, previous, temb, previous, norm_num_groups=norm_num_groups),
+                DiffusionUNetResnetBlock(spatial_dims, previous, temb, previous, norm_num_groups=norm_num_groups),
+            ]
+        )
         self.mid_attention = _SelfAttention(spatial_dims, previous, norm_num_groups)
 
         self.up = nn.ModuleList()
         self.up_attention = nn.ModuleList()
         for level in range(levels - 1, -1, -1):
             width = channels[level]
-            blocks = [DiffusionUNetResnetBlock(spatial_dims, (previous + width) if i == 0 else width, temb, width, norm_num_groups=norm_num_groups)
-                      for i in range(num_res_blocks)]
+            blocks = [
+                DiffusionUNetResnetBlock(
+                    spatial_dims, (previous + width) if i == 0 else width, temb, width, norm_num_groups=norm_num_groups
+                )
+                for i in range(num_res_blocks)
+            ]
             self.up.append(nn.ModuleList(blocks))
             self.up_attention.append(
                 _SelfAttention(spatial_dims, width, norm_num_groups) if attention[level] else nn.Identity()
             )
             previous = width
-        self.out = nn.Sequential(nn.GroupNorm(norm_num_groups, previous), nn.SiLU(), conv(previous, mask_channels, 3, padding=1))
+        self.out = nn.Sequential(
+            nn.GroupNorm(norm_num_groups, previous), nn.SiLU(), conv(previous, mask_channels, 3, padding=1)
+        )
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
 
@@ -245,7 +265,9 @@ class MedSegDiff(nn.Module):
             m = attention(m)
         return self.out(m)
 
-    def forward(self, x: torch.Tensor, timesteps: Optional[torch.Tensor] = None, context: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, timesteps: Optional[torch.Tensor] = None, context: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         x_t, image = x[:, : self.mask_channels], x[:, self.mask_channels :]
         if image.shape[1] != self.image_channels:
             raise ValueError(

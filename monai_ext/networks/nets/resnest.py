@@ -53,14 +53,23 @@ class SplitAttentionConv(nn.Module):
     """
 
     def __init__(
-        self, spatial_dims: int, in_channels: int, channels: int, kernel_size: int = 3, stride: int = 1, radix: int = 2,
-        cardinality: int = 1, reduction_factor: int = 4,
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        radix: int = 2,
+        cardinality: int = 1,
+        reduction_factor: int = 4,
     ) -> None:
         super().__init__()
         conv, norm = Conv[Conv.CONV, spatial_dims], Norm[Norm.BATCH, spatial_dims]
         inter = max(in_channels * radix // reduction_factor, 32)
         self.radix, self.cardinality, self.channels = radix, cardinality, channels
-        self.conv = conv(in_channels, channels * radix, kernel_size, stride, kernel_size // 2, groups=cardinality * radix, bias=False)
+        self.conv = conv(
+            in_channels, channels * radix, kernel_size, stride, kernel_size // 2, groups=cardinality * radix, bias=False
+        )
         self.bn0 = norm(channels * radix)
         self.fc1 = conv(channels, inter, 1, groups=cardinality)
         self.bn1 = norm(inter)
@@ -104,7 +113,9 @@ class ResNeStBottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, spatial_dims: int, in_channels: int, planes: int, stride: int = 1, radix: int = 2, cardinality: int = 1) -> None:
+    def __init__(
+        self, spatial_dims: int, in_channels: int, planes: int, stride: int = 1, radix: int = 2, cardinality: int = 1
+    ) -> None:
         super().__init__()
         conv, norm = Conv[Conv.CONV, spatial_dims], Norm[Norm.BATCH, spatial_dims]
         avg = Pool[Pool.AVG, spatial_dims]
@@ -146,16 +157,27 @@ class ResNeSt(StagedEncoder):
     """
 
     def __init__(
-        self, spatial_dims: int = 2, in_channels: int = 3, layers: Sequence[int] = (3, 4, 6, 3), stem_width: int = 32,
-        radix: int = 2, cardinality: int = 1,
+        self,
+        spatial_dims: int = 2,
+        in_channels: int = 3,
+        layers: Sequence[int] = (3, 4, 6, 3),
+        stem_width: int = 32,
+        radix: int = 2,
+        cardinality: int = 1,
     ) -> None:
         super().__init__()
         conv, norm = Conv[Conv.CONV, spatial_dims], Norm[Norm.BATCH, spatial_dims]
         act = Act[Act.RELU]
         self.stem = nn.Sequential(
-            conv(in_channels, stem_width, 3, 2, 1, bias=False), norm(stem_width), act(inplace=True),
-            conv(stem_width, stem_width, 3, 1, 1, bias=False), norm(stem_width), act(inplace=True),
-            conv(stem_width, stem_width * 2, 3, 1, 1, bias=False), norm(stem_width * 2), act(inplace=True),
+            conv(in_channels, stem_width, 3, 2, 1, bias=False),
+            norm(stem_width),
+            act(inplace=True),
+            conv(stem_width, stem_width, 3, 1, 1, bias=False),
+            norm(stem_width),
+            act(inplace=True),
+            conv(stem_width, stem_width * 2, 3, 1, 1, bias=False),
+            norm(stem_width * 2),
+            act(inplace=True),
         )
         self.maxpool = Pool[Pool.MAX, spatial_dims](3, 2, 1)
         self.stages = nn.ModuleList()

@@ -57,13 +57,18 @@ class ResUNet(nn.Module):
         unit = PreActivationResidualUnit
         self.encoder = nn.ModuleList(
             [unit(spatial_dims, in_channels, channels[0], norm=norm, act=act, first=True)]
-            + [unit(spatial_dims, channels[i - 1], channels[i], strides=2, norm=norm, act=act) for i in range(1, len(channels))]
+            + [
+                unit(spatial_dims, channels[i - 1], channels[i], strides=2, norm=norm, act=act)
+                for i in range(1, len(channels))
+            ]
         )
         self.upsample = nn.ModuleList()
         self.decoder = nn.ModuleList()
         for i in range(len(channels) - 1, 0, -1):
             self.upsample.append(
-                UpSample(spatial_dims, channels[i], channels[i], 2, mode=upsample, interp_mode="nearest", align_corners=None)
+                UpSample(
+                    spatial_dims, channels[i], channels[i], 2, mode=upsample, interp_mode="nearest", align_corners=None
+                )
             )
             self.decoder.append(unit(spatial_dims, channels[i] + channels[i - 1], channels[i - 1], norm=norm, act=act))
         self.head = Conv[Conv.CONV, spatial_dims](channels[0], out_channels, kernel_size=1)

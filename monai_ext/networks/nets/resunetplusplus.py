@@ -37,12 +37,20 @@ class SummedASPP(nn.Module):
     """
 
     def __init__(
-        self, spatial_dims: int, in_channels: int, out_channels: int, dilations: Sequence[int] = (1, 6, 12, 18), norm: Union[str, tuple] = "batch"
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        dilations: Sequence[int] = (1, 6, 12, 18),
+        norm: Union[str, tuple] = "batch",
     ) -> None:
         super().__init__()
         conv = Conv[Conv.CONV, spatial_dims]
         self.branches = nn.ModuleList(
-            nn.Sequential(conv(in_channels, out_channels, 3, padding=d, dilation=d), get_norm_layer(norm, spatial_dims, out_channels))
+            nn.Sequential(
+                conv(in_channels, out_channels, 3, padding=d, dilation=d),
+                get_norm_layer(norm, spatial_dims, out_channels),
+            )
             for d in dilations
         )
         self.project = conv(out_channels, out_channels, 1)
@@ -62,12 +70,21 @@ class ResUNetPlusPlusAttention(nn.Module):
     the official model (unlike the additive gate of Attention U-Net).
     """
 
-    def __init__(self, spatial_dims: int, g_channels: int, x_channels: int, norm: Union[str, tuple] = "batch", act: Union[str, tuple] = "relu") -> None:
+    def __init__(
+        self,
+        spatial_dims: int,
+        g_channels: int,
+        x_channels: int,
+        norm: Union[str, tuple] = "batch",
+        act: Union[str, tuple] = "relu",
+    ) -> None:
         super().__init__()
         conv = Conv[Conv.CONV, spatial_dims]
 
         def nac(cin: int) -> nn.Sequential:
-            return nn.Sequential(ADN("NA", cin, act=act, norm=norm, norm_dim=spatial_dims), conv(cin, x_channels, 3, padding=1))
+            return nn.Sequential(
+                ADN("NA", cin, act=act, norm=norm, norm_dim=spatial_dims), conv(cin, x_channels, 3, padding=1)
+            )
 
         self.g_path = nn.Sequential(nac(g_channels), Pool[Pool.MAX, spatial_dims](2))
         self.x_path = nac(x_channels)
@@ -123,7 +140,15 @@ class ResUNetPlusPlus(nn.Module):
         self.encoder = nn.ModuleList()
         for i, width in enumerate(enc):
             first = i == 0
-            block = unit(spatial_dims, in_channels if first else enc[i - 1], width, strides=1 if first else 2, norm=norm, act=act, first=first)
+            block = unit(
+                spatial_dims,
+                in_channels if first else enc[i - 1],
+                width,
+                strides=1 if first else 2,
+                norm=norm,
+                act=act,
+                first=first,
+            )
             self.encoder.append(nn.Sequential(block, _squeeze_excitation(spatial_dims, width, se_ratio)))
         self.bridge = SummedASPP(spatial_dims, enc[-1], channels[-1], aspp_dilations, norm)
 

@@ -73,10 +73,23 @@ class UNetPlusPlus(nn.Module):
         self.deep_supervision = deep_supervision
         self.ensemble = "" if ensemble is None else ensemble
         net = BasicUNetPlusPlus(
-            spatial_dims, in_channels, out_channels, fea + [fea[0]], deep_supervision, act, norm, True, dropout, upsample
+            spatial_dims,
+            in_channels,
+            out_channels,
+            fea + [fea[0]],
+            deep_supervision,
+            act,
+            norm,
+            True,
+            dropout,
+            upsample,
         )
         for j in range(1, 5):
-            setattr(net, f"upcat_0_{j}", UpCat(spatial_dims, fea[1], fea[0] * j, fea[0], act, norm, True, dropout, upsample, halves=True))
+            setattr(
+                net,
+                f"upcat_0_{j}",
+                UpCat(spatial_dims, fea[1], fea[0] * j, fea[0], act, norm, True, dropout, upsample, halves=True),
+            )
         if not deep_supervision:
             for j in range(1, 4):
                 setattr(net, f"final_conv_0_{j}", nn.Identity())
