@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from typing import List, Optional
 
@@ -98,6 +99,23 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+# what the data layer's messages call an argument, as the command line spells it
+_FLAGS = (
+    (re.compile(r"\ballow_gaps=True"), "--allow-gaps"),
+    (re.compile(r"\beach_series=True"), "--each-series"),
+    (re.compile(r"\bseries=UID"), "--series UID"),
+    (re.compile(r"\bseries="), "--series"),
+)
+
+
+def _in_flags(message: object) -> str:
+    """``message`` as one line, with the arguments it names written as this command line's flags."""
+    text = one_line(message)
+    for pattern, flag in _FLAGS:
+        text = pattern.sub(flag, text)
+    return text
+
+
 def _key_values(items: Optional[List[str]]) -> dict:
     """``["a=1", "b=[2, 3]", "c=text"]`` -> ``{"a": 1, "b": [2, 3], "c": "text"}`` (values JSON-parsed when they can be)."""
     out = {}
@@ -160,7 +178,7 @@ def _segment(args: argparse.Namespace) -> int:
         f"segment: {written} written, {len(skipped)} skipped, {len(failed)} failed of {len(results)} case(s), in {args.output}"
     )
     for r in failed:
-        print(f"error: {one_line(r.error)}", file=sys.stderr)
+        print(f"error: {_in_flags(r.error)}", file=sys.stderr)
     if not failed:
         return 0
     return 1 if written or skipped else 2
@@ -400,7 +418,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return args.func(args) or 0
     except (ReportedError, ValueError, OSError) as e:  # ours, and a bad value or file met inside a library
-        print(f"error: {one_line(e)}", file=sys.stderr)
+        print(f"error: {_in_flags(e)}", file=sys.stderr)
         return 2
 
 

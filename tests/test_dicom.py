@@ -247,7 +247,7 @@ def test_several_series_are_listed_chosen_or_each_segmented(tmp_path):
     _ge_like_series(study, series_description="T2 AX", series_number=7, file_name=lambda k: f"MR{k:03d}")
     with pytest.raises(
         InputError,
-        match=r"study: 2 DICOM series; choose one with --series UID or segment each with --each-series: "
+        match=r"study: 2 DICOM series; choose one with series=UID or segment each with each_series=True: "
         r".*\(#5 CT 'SmartScore - Gated 0.5 sec', 5 image\(s\)\); .*\(#7 MR 'T2 AX', 20 image\(s\)\)",
     ):
         find_cases(study)

@@ -519,7 +519,7 @@ def series_geometry(series: Series, tolerance: Optional[float] = None, allow_gap
                 f"and {slices[k + 1].path.name} where the pitch is {pitch:.3f} mm"
             )
             if not allow_gaps:
-                raise InputError(text + " (pass --allow-gaps to interpolate them)")
+                raise InputError(text + " (pass allow_gaps=True to interpolate them)")
             warnings.append(text + "; interpolated along the slice normal")
         # a tilted (gantry tilt) or sheared stack: the positions drift across the plane
         lateral = np.array(
@@ -745,7 +745,7 @@ def read_series(
     for name, problem in sorted(problems.items()):
         if problem:
             raise InputError(f"{name}: {problem}")
-    if len(geometry.index) != depth:  # --allow-gaps: linear interpolation along the normal
+    if len(geometry.index) != depth:  # allow_gaps: linear interpolation along the normal
         known = np.array(geometry.index)
         for k in sorted(set(range(depth)) - set(geometry.index)):
             after = int(np.searchsorted(known, k))

@@ -90,7 +90,7 @@ def download(url: str, folder: Path, series: Optional[str] = None, each_series: 
     root, study, url_series, credentials = parse_url(url)
     client = _client(root, credentials)
     if url_series and series and url_series != series:
-        raise InputError(f"{shown(url)}: names series {url_series}, and --series asks for {series}")
+        raise InputError(f"{shown(url)}: names series {url_series}, and series= asks for {series}")
     wanted = url_series or series
     found = _call(url, "QIDO-RS series search", client.search_for_series, study_instance_uid=study)
 
@@ -111,7 +111,8 @@ def download(url: str, folder: Path, series: Optional[str] = None, each_series: 
             for uid, i in uids.items()
         )
         raise InputError(
-            f"{shown(url)}: {len(uids)} series; choose one with --series UID or a series URL, or segment each with --each-series: {listing}"
+            f"{shown(url)}: {len(uids)} series; choose one with series=UID or a series URL, "
+            f"or segment each with each_series=True: {listing}"
         )
     folder.mkdir(parents=True, exist_ok=True)
     for uid in [wanted] if wanted else list(uids):

@@ -87,7 +87,7 @@ def find_cases(path: Union[str, Path], series: Optional[str] = None, each_series
         return _dicom_cases(path, series, each_series)
     if path.is_file():
         if series is not None:
-            raise InputError(f"{path}: --series selects a DICOM series, and this is not a DICOM input")
+            raise InputError(f"{path}: series= selects a DICOM series, and this is not a DICOM input")
         return [Case(path, _stem(path))]
     cases: List[Case] = []
     for p in sorted(path.iterdir()):
@@ -123,7 +123,7 @@ def _dicom_cases(path: Path, uid: Optional[str], each_series: bool, missing_ok: 
         return [Case(path, name, found[0])]
     if not each_series:
         raise InputError(
-            f"{path}: {len(found)} DICOM series; choose one with --series UID or segment each with --each-series: {listing}"
+            f"{path}: {len(found)} DICOM series; choose one with series=UID or segment each with each_series=True: {listing}"
         )
     numbers = [s.number for s in found]
     unique = None not in numbers and len(set(numbers)) == len(numbers)
