@@ -22,7 +22,7 @@ from typing import List, Optional
 from tqdm import tqdm
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))  # the benchmark scripts import each other as top-level modules
+ACCURACY = ("train_synthetic", "learning_curves", "planned_training")  # benchmarks.accuracy: experiments, not timings
 
 BENCHMARKS = [
     "bench_layers",
@@ -43,12 +43,17 @@ def run(name: str, results: Path, extra: List[str]) -> Path:
     """Run one benchmark script in a fresh process; returns the JSON it wrote."""
     device = "cuda" if _cuda() else "cpu"
     output = results / f"{name}_{device}.json"
-    command = [sys.executable, str(HERE / f"{name}.py"), *extra, "--output", str(output)]
+    command = [sys.executable, "-m", module_name(name), *extra, "--output", str(output)]
     logger.info("%s: %s", name, " ".join(command[1:]))
     start = time.perf_counter()
-    subprocess.run(command, check=True)
+    subprocess.run(command, check=True, cwd=HERE.parent)
     logger.info("%s: done in %.0f s", name, time.perf_counter() - start)
     return output
+
+
+def module_name(name: str) -> str:
+    """The module of benchmark ``name``: ``benchmarks.<name>``, or ``benchmarks.accuracy.<name>`` for an experiment."""
+    return f"benchmarks.accuracy.{name}" if name in ACCURACY else f"benchmarks.{name}"
 
 
 def _cuda() -> bool:
@@ -81,7 +86,7 @@ def table(results: Path) -> str:
         name = report.get("benchmark", path.stem)
         if name not in BENCHMARKS:
             continue
-        module = importlib.import_module(name)
+        module = importlib.import_module(module_name(name))
         torch_version = report.get("torch") or report.get("versions", {}).get("torch")
         machine = report.get("device", "?") + (f", torch {torch_version}" if torch_version else "")
         date = report.get("date", "-")
@@ -110,7 +115,7 @@ def main(argv: Optional[List[str]] = None) -> Path:
     args.results.mkdir(parents=True, exist_ok=True)
     if not args.table_only:
         for name in tqdm(args.only, desc="benchmarks"):
-            run(name, args.results, importlib.import_module(name).SMOKE if args.smoke else [])
+            run(name, args.results, importlib.import_module(module_name(name)).SMOKE if args.smoke else [])
     tmp = args.output.with_name(args.output.name + ".tmp")
     tmp.write_text(table(args.results))
     tmp.replace(args.output)

@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import torch
-from common import row, time_step, write_report
 from monai.bundle import ConfigParser
 from tqdm import tqdm
 
+from benchmarks.common import row, time_step, write_report
 from monai_ext.errors import InputError
 from monai_ext.inferers import CompiledNetwork
 from monai_ext.threads import available_threads
@@ -208,8 +208,8 @@ def end_to_end(size: List[int]) -> List[dict]:
 
     import nibabel as nib
     import numpy as np
-    from bench_sliding_window import _make_ct, _zoo_way
 
+    from benchmarks.bench_sliding_window import _make_ct, _zoo_way
     from monai_ext.apps.segment import segment
     from monai_ext.data.dicom_export import write_dicom_series
 

@@ -29,9 +29,9 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import torch
-from common import row, write_report
 from tqdm import tqdm
 
+from benchmarks.common import row, write_report
 from monai_ext.data.dicom_export import write_dicom_series
 from monai_ext.data.volume_io import read_volume
 

@@ -11,7 +11,7 @@
 
 Writes ``benchmarks/results/bench_higmisnet_<device>.json``.
 
-Run: ``python benchmarks/bench_higmisnet.py [--minutes 5] [--size 96] [--batch 4]``.
+Run: ``python -m benchmarks.bench_higmisnet [--minutes 5] [--size 96] [--batch 4]``.
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import List, Optional
 
 import torch
-from common import in_fresh_process, row, time_step, write_report
 from monai.bundle import ConfigParser
 from tqdm import tqdm
+
+from benchmarks.common import in_fresh_process, row, time_step, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("bench_higmisnet")
@@ -104,8 +105,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
         )
         logger.info("%s: %s", bundle, speed[bundle])
 
-    from train_synthetic import train_bundle
-
+    from benchmarks.accuracy.train_synthetic import train_bundle
     from monai_ext.data import make_synthetic_dataset
 
     runs = {}

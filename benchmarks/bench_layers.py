@@ -14,7 +14,7 @@ warm-up, the contenders run round-robin so that a change of machine load affects
 ratio printed is the reference's time divided by ours (above 1: we are faster). Results
 go to a JSON file (``--output``, default ``benchmarks/results/bench_layers_<device>.json``).
 
-Run: ``python benchmarks/bench_layers.py [--device cuda] [--batch 8 --channels 16] [--levels 1]``.
+Run: ``python -m benchmarks.bench_layers [--device cuda] [--batch 8 --channels 16] [--levels 1]``.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from typing import Callable, Dict, List, Optional
 
 import pywt
 import torch
-from common import row, write_report
 from tqdm import tqdm
 
+from benchmarks.common import row, write_report
 from monai_ext.networks.blocks import DWT, IDWT
 
 logger = logging.getLogger("bench_layers")

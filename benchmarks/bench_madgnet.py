@@ -10,7 +10,7 @@
 
 Ratios are MADGNet / U-Net. Writes ``benchmarks/results/bench_madgnet_<device>.json``.
 
-Run: ``python benchmarks/bench_madgnet.py [--size 352] [--batch 4] [--minutes 5]``.
+Run: ``python -m benchmarks.bench_madgnet [--size 352] [--batch 4] [--minutes 5]``.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import List, Optional
 
 import torch
-from common import in_fresh_process, row, time_step, write_report
 from monai.bundle import ConfigParser
 from tqdm import tqdm
+
+from benchmarks.common import in_fresh_process, row, time_step, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("bench_madgnet")
@@ -91,8 +92,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
             else in_fresh_process(_measure, bundle, mode, args.size, args.batch, args.repeats, device)
         )
 
-    from train_synthetic import train_bundle
-
+    from benchmarks.accuracy.train_synthetic import train_bundle
     from monai_ext.data import make_synthetic_dataset
 
     dice = {}

@@ -14,7 +14,7 @@
 
 Writes ``benchmarks/results/bench_medsegdiff_<device>.json``.
 
-Run: ``python benchmarks/bench_medsegdiff.py [--minutes 5] [--images 3] [--ensemble 5]``.
+Run: ``python -m benchmarks.bench_medsegdiff [--minutes 5] [--images 3] [--ensemble 5]``.
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import torch
-from common import row, write_report
 from monai.bundle import ConfigParser
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 from tqdm import tqdm
 
+from benchmarks.common import row, write_report
 from monai_ext.inferers import DiffusionSegmentationInferer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,8 +79,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     logging.getLogger("ignite").setLevel(logging.WARNING)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
-    from train_synthetic import train_bundle
-
+    from benchmarks.accuracy.train_synthetic import train_bundle
     from monai_ext.data import make_synthetic_dataset
 
     results: Dict[str, dict] = {}

@@ -37,12 +37,12 @@ from typing import Callable, Dict, List, Optional
 import nibabel as nib
 import numpy as np
 import torch
-from common import row, write_report
 from monai.bundle import ConfigParser
 from monai.inferers import sliding_window_inference
 from monai.networks.nets import SegResNet, UNet
 from tqdm import tqdm
 
+from benchmarks.common import row, write_report
 from monai_ext.apps import segment
 from monai_ext.inferers import StreamingSlidingWindowInferer
 

@@ -9,12 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks import bench_layers
+from benchmarks.accuracy import train_synthetic
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-sys.path.insert(0, str(BENCHMARKS))
-
-import bench_layers  # noqa: E402
-import train_synthetic  # noqa: E402
-
 ROOT = BENCHMARKS.parent
 
 
@@ -52,8 +50,8 @@ def test_train_synthetic_trains_a_bundle_for_its_budget(tmp_path):
 
 
 def test_learning_curves_record_dice_against_steps_images_and_seconds_and_plot_them(tmp_path, monkeypatch, capsys):
-    import learning_curves
-    from learning_curves import train_bundle
+    from benchmarks.accuracy import learning_curves
+    from benchmarks.accuracy.learning_curves import train_bundle
 
     out = tmp_path / "curves.json"
     variants = [{"variant": "a run recorded by hand", "steps": 3, "best": 0.5}]
@@ -103,7 +101,7 @@ def test_learning_curves_record_dice_against_steps_images_and_seconds_and_plot_t
 
 
 def test_bench_sliding_window_compares_with_monai_and_the_zoo_way(tmp_path):
-    import bench_sliding_window
+    from benchmarks import bench_sliding_window
 
     out = tmp_path / "sw.json"
     bench_sliding_window.main(bench_sliding_window.SMOKE + ["--output", str(out)])
@@ -116,7 +114,7 @@ def test_bench_sliding_window_compares_with_monai_and_the_zoo_way(tmp_path):
 
 
 def test_bench_madgnet_compares_with_the_unet_bundle(tmp_path):
-    import bench_madgnet
+    from benchmarks import bench_madgnet
 
     out = tmp_path / "madgnet.json"
     bench_madgnet.main(bench_madgnet.SMOKE + ["--output", str(out)])
@@ -130,7 +128,7 @@ def test_bench_madgnet_compares_with_the_unet_bundle(tmp_path):
 
 
 def test_bench_medsegdiff_compares_samplers_after_a_training_budget(tmp_path):
-    import bench_medsegdiff
+    from benchmarks import bench_medsegdiff
 
     out = tmp_path / "medsegdiff.json"
     bench_medsegdiff.main(bench_medsegdiff.SMOKE + ["--output", str(out)])
@@ -146,7 +144,7 @@ def test_bench_medsegdiff_compares_samplers_after_a_training_budget(tmp_path):
 
 
 def test_bench_higmisnet_compares_with_the_unet_bundle_with_and_without_adversarial_terms(tmp_path):
-    import bench_higmisnet
+    from benchmarks import bench_higmisnet
 
     out = tmp_path / "higmisnet.json"
     bench_higmisnet.main(bench_higmisnet.SMOKE + ["--output", str(out)])
@@ -202,7 +200,7 @@ def test_the_committed_report_is_built_from_the_committed_results(tmp_path):
 
 
 def test_bench_dicom_read_compares_with_itk_and_pydicom(tmp_path):
-    import bench_dicom_read
+    from benchmarks import bench_dicom_read
 
     out = tmp_path / "dicom.json"
     bench_dicom_read.main(bench_dicom_read.SMOKE + ["--output", str(out)])
@@ -214,7 +212,7 @@ def test_bench_dicom_read_compares_with_itk_and_pydicom(tmp_path):
 
 
 def test_bench_cpu_inference_compares_each_backend_with_eager(tmp_path):
-    import bench_cpu_inference
+    from benchmarks import bench_cpu_inference
 
     out = tmp_path / "cpu.json"
     bench_cpu_inference.main(bench_cpu_inference.SMOKE + ["--output", str(out)])

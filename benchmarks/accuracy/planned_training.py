@@ -14,7 +14,7 @@ volumes with ``segment`` and scores them (Dice per tissue, mean of the two):
   (96^3) so that the batch stacks;
 - ``hand: ...``: hand-tuned settings, with everything else as planned; the best of them is the reference.
 
-Run: ``python benchmarks/planned_training.py`` (about 75 minutes on 2 cores: 8 runs of 8 minutes and their
+Run: ``python -m benchmarks.accuracy.planned_training`` (about 75 minutes on 2 cores: 8 runs of 8 minutes and their
 evaluation); ``--bundles unet``, ``--settings`` and ``--minutes`` shorten it, ``--merge`` adds to the
 results already written. Writes JSON and a plot (validation Dice
 against training minutes, one panel per bundle) into ``benchmarks/results/``.
@@ -36,9 +36,10 @@ from typing import Dict, List, Optional
 
 import numpy as np
 import torch
-from common import RESULTS, row, write_report
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.common import RESULTS, row, write_report
+
+ROOT = Path(__file__).resolve().parents[2]
 SMOKE = [
     "--cases",
     "6",

@@ -16,7 +16,7 @@ bundles can be run in turns (``--bundles resunet --append``).
 Writes ``benchmarks/results/learning_curves_<device>.json`` and ``benchmarks/results/learning_curves.png`` (one
 curve per bundle, against steps, images and seconds; a row per task).
 
-Run: ``python benchmarks/learning_curves.py [--steps 1000] [--bundles unet madgnet] [--dims 2]``.
+Run: ``python -m benchmarks.accuracy.learning_curves [--steps 1000] [--bundles unet madgnet] [--dims 2]``.
 """
 
 from __future__ import annotations
@@ -29,13 +29,13 @@ from pathlib import Path
 from typing import List, Optional
 
 import torch
-from common import RESULTS, row, write_report
 from tqdm import tqdm
-from train_synthetic import train_bundle
 
+from benchmarks.accuracy.train_synthetic import train_bundle
+from benchmarks.common import RESULTS, row, write_report
 from monai_ext.data import make_synthetic_dataset
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]  # benchmarks/
 BUNDLES = ["unet", "unetplusplus", "resunet", "resunetplusplus", "madgnet", "higmisnet", "medsegdiff"]
 TARGETS = {2: 0.90, 3: 0.85}
 SETTINGS = {"medsegdiff": {"validate_steps": 25}}  # the issue's sampler for the targets: DDIM, 25 steps

@@ -13,7 +13,7 @@ runs the bundle's validation evaluator once and reports:
 The reference is the issue's target: Dice >= 0.90 within 5 minutes on 2 CPU cores. Writes
 ``benchmarks/results/train_synthetic_<device>.json``.
 
-Run: ``python benchmarks/train_synthetic.py [--minutes 5] [--bundles unet resunet] [--cases 60]``.
+Run: ``python -m benchmarks.accuracy.train_synthetic [--minutes 5] [--bundles unet resunet] [--cases 60]``.
 """
 
 from __future__ import annotations
@@ -26,14 +26,14 @@ from pathlib import Path
 from typing import List, Optional
 
 import torch
-from common import row, write_report
 from ignite.engine import Events
 from monai.bundle import ConfigParser
 from tqdm import tqdm
 
+from benchmarks.common import row, write_report
 from monai_ext.data import make_synthetic_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CLASSIC = ["unet", "unetplusplus", "resunet", "resunetplusplus"]
 logger = logging.getLogger("train_synthetic")
 
