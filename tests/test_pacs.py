@@ -102,7 +102,7 @@ def test_a_study_url_lists_its_series_or_segments_each(orthanc, random_unet_3d, 
     url = f"{orthanc}/studies/{study}"
     with pytest.raises(
         InputError,
-        match=rf"2 series; choose one with series=UID .*{first} \(#3 CT 'CT 3'\); {second} \(#4 CT 'CT 4'\)",
+        match=rf"2 DICOM series; choose one with series=UID \(or a series URL\) .*{first} \(#3 CT 'CT 3'\); {second} \(#4 CT 'CT 4'\)",
     ):
         segment(random_unet_3d, url, tmp_path / "out", device="cpu", overrides=SMALL_3D, progress=False)
     results = segment(

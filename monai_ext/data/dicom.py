@@ -27,7 +27,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -38,6 +38,8 @@ __all__ = [
     "Series",
     "Geometry",
     "find_series",
+    "choose_series",
+    "series_summary",
     "is_dicom_file",
     "series_geometry",
     "fit_slice_grid",
@@ -142,12 +144,42 @@ class Series:
 
     def summary(self) -> str:
         frames = sum(int(h.get("NumberOfFrames", 1) or 1) for h in self.headers)
-        label = f"#{self.number} " if self.number is not None else ""
-        return f"{self.uid} ({label}{self.modality} '{self.description}', {frames} image(s))"
+        return series_summary(self.uid, self.number, self.modality, self.description, frames)
 
     def slices(self) -> List[Slice]:
         """Every image plane of the series, with its geometry (see :func:`_slices_of`)."""
         return [s for h in self.headers for s in _slices_of(h)]
+
+
+def series_summary(uid: str, number: Any, modality: str, description: str, images: Optional[int] = None) -> str:
+    """How a series is listed where one must be chosen: ``UID (#number MODALITY 'description', N image(s))``."""
+    label = f"#{number} " if number is not None else ""
+    count = f", {images} image(s)" if images is not None else ""
+    return f"{uid} ({label}{modality} '{description}'{count})"
+
+
+def choose_series(
+    where: str, listing: Dict[str, str], series: Optional[str] = None, each_series: bool = False, other_way: str = ""
+) -> List[str]:
+    """The series to read among ``listing`` (SeriesInstanceUID -> :func:`series_summary`, in series order), for a
+    local folder, a ``DICOMDIR`` and a DICOMweb study alike: ``series`` alone, the only one, or with
+    ``each_series`` every one.
+
+    Raises:
+        InputError: ``series`` is not among them, or there are several and neither argument chooses; the line
+            names ``where`` and lists the series (``other_way``: another way to choose, e.g. a series URL).
+    """
+    text = "; ".join(listing.values())
+    if series is not None:
+        if series not in listing:
+            raise InputError(f"{where}: no series {series}; it holds {text}")
+        return [series]
+    if len(listing) <= 1 or each_series:
+        return list(listing)
+    raise InputError(
+        f"{where}: {len(listing)} DICOM series; choose one with series=UID{other_way} or segment each with "
+        f"each_series=True: {text}"
+    )
 
 
 @dataclass

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Optional, Tuple
 from urllib.parse import urlsplit, urlunsplit
 
+from monai_ext.data.dicom import choose_series, series_summary
 from monai_ext.errors import InputError, first_line
 
 __all__ = ["is_url", "parse_url", "base_url", "download", "store"]
@@ -103,19 +104,13 @@ def download(url: str, folder: Path, series: Optional[str] = None, each_series: 
     }
     if not uids:
         raise InputError(f"{shown(url)}: no such study on the server (QIDO-RS found no series)")
-    if wanted is not None and wanted not in uids:
-        raise InputError(f"{shown(url)}: no series {wanted} in study {study}")
-    if wanted is None and len(uids) > 1 and not each_series:
-        listing = "; ".join(
-            f"{uid} (#{_value(i, '00200011', '?')} {_value(i, '00080060')} '{_value(i, '0008103E')}')"
-            for uid, i in uids.items()
-        )
-        raise InputError(
-            f"{shown(url)}: {len(uids)} series; choose one with series=UID or a series URL, "
-            f"or segment each with each_series=True: {listing}"
-        )
+    listing = {
+        uid: series_summary(uid, _value(i, "00200011", "") or None, _value(i, "00080060"), _value(i, "0008103E"))
+        for uid, i in uids.items()
+    }
+    chosen = choose_series(shown(url), listing, wanted, each_series, other_way=" (or a series URL)")
     folder.mkdir(parents=True, exist_ok=True)
-    for uid in [wanted] if wanted else list(uids):
+    for uid in chosen:
         target = folder / uid
         target.mkdir(exist_ok=True)
         instances = _call(

@@ -21,7 +21,7 @@ from typing import List, Optional, Union
 
 import torch
 
-from monai_ext.data.dicom import Geometry, Series, find_series, is_dicom_file, read_series
+from monai_ext.data.dicom import Geometry, Series, choose_series, find_series, is_dicom_file, read_series
 from monai_ext.data.image_checks import check_file_kind, check_image
 from monai_ext.errors import InputError, first_line
 
@@ -111,20 +111,12 @@ def _dicom_cases(path: Path, uid: Optional[str], each_series: bool, missing_ok: 
         if path.is_file() and path.name.upper() != "DICOMDIR"
         else (path.parent.name if path.is_file() else path.name)
     )
-    listing = "; ".join(s.summary() for s in found)
-    if uid is not None:
-        chosen = [s for s in found if s.uid == uid]
-        if not chosen:
-            if missing_ok:
-                return []
-            raise InputError(f"{path}: no series {uid}; it holds {listing}")
+    if uid is not None and missing_ok and all(s.uid != uid for s in found):
+        return []  # a folder of cases, only some of which hold the series asked for
+    by_uid = {s.uid: s for s in found}
+    chosen = [by_uid[u] for u in choose_series(str(path), {s.uid: s.summary() for s in found}, uid, each_series)]
+    if len(chosen) == 1:
         return [Case(path, name, chosen[0])]
-    if len(found) == 1:
-        return [Case(path, name, found[0])]
-    if not each_series:
-        raise InputError(
-            f"{path}: {len(found)} DICOM series; choose one with series=UID or segment each with each_series=True: {listing}"
-        )
     numbers = [s.number for s in found]
     unique = None not in numbers and len(set(numbers)) == len(numbers)
     return [
