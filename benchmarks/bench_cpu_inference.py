@@ -211,7 +211,7 @@ def end_to_end(size: List[int]) -> List[dict]:
 
     from benchmarks.bench_sliding_window import _make_ct, _zoo_way
     from monai_ext.apps.segment import segment
-    from monai_ext.data.dicom_export import write_dicom_series
+    from monai_ext.data.dicom.export import write_dicom_series
 
     results = []
     with tempfile.TemporaryDirectory(prefix="bench_cpu_e2e_") as tmp:

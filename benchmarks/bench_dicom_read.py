@@ -1,7 +1,7 @@
 """Reading a DICOM series: our reader against ITK's series reader and pydicom's own decode, in the same run.
 
 A CT series is generated (default 512x512x300, 0.7x0.7x1.0 mm, a body phantom with organs and noise) with
-``monai_ext.data.dicom_export.write_dicom_series``, uncompressed and JPEG 2000 lossless, and read with
+``monai_ext.data.dicom.export.write_dicom_series``, uncompressed and JPEG 2000 lossless, and read with
 
 - ``ours``: ``monai_ext.data.volume_io.read_volume`` (series discovery, geometry fit and checks, parallel
   decode, rescale, a RAS ``MetaTensor``; the voxels in the stored integer type where it holds the rescaled
@@ -32,7 +32,7 @@ import torch
 from tqdm import tqdm
 
 from benchmarks.common import row, write_report
-from monai_ext.data.dicom_export import write_dicom_series
+from monai_ext.data.dicom.export import write_dicom_series
 from monai_ext.data.volume_io import read_volume
 
 logger = logging.getLogger("bench_dicom_read")

@@ -21,7 +21,7 @@ import pydicom
 import pytest
 import torch
 
-from monai_ext.data.dicom_export import write_dicom_series
+from monai_ext.data.dicom.export import write_dicom_series
 
 ROOT = Path(__file__).resolve().parents[1]
 NIB_DATA = Path(nib.__file__).parent / "tests" / "data"

@@ -14,7 +14,7 @@ import pydicom.data
 import pytest
 import torch
 
-from monai_ext.data.dicom_export import TRANSFER_SYNTAXES, write_dicom_series
+from monai_ext.data.dicom.export import TRANSFER_SYNTAXES, write_dicom_series
 from monai_ext.data.volume_io import find_cases, read_volume
 from monai_ext.errors import InputError
 

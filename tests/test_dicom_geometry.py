@@ -24,7 +24,7 @@ import pytest
 from test_dicom import DICOMDIR_TESTS, FILES, LPS_TO_RAS, _with_geometry
 
 from monai_ext.data import dicom
-from monai_ext.data.dicom_export import write_dicom_series
+from monai_ext.data.dicom.export import write_dicom_series
 from monai_ext.data.volume_io import read_volume
 from monai_ext.errors import InputError
 

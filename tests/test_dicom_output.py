@@ -1,4 +1,4 @@
-"""DICOM out (``monai_ext.data.dicom_seg``): every SEG and RTSTRUCT we write passes dciodvfy with zero errors,
+"""DICOM out (``monai_ext.data.dicom.seg``): every SEG and RTSTRUCT we write passes dciodvfy with zero errors,
 reads back with highdicom, pydicom and rt-utils onto the source slices, takes its geometry from the fitted
 series and its segments from the bundle's (trained) labels."""
 
@@ -14,8 +14,8 @@ from conftest import SMALL_3D
 from test_dicom import CT5N, _ge_like_series
 
 from monai_ext.apps import segment
-from monai_ext.data.dicom_export import write_dicom_series
-from monai_ext.data.dicom_seg import coded_concepts, write_dicom_seg, write_rtstruct
+from monai_ext.data.dicom.export import write_dicom_series
+from monai_ext.data.dicom.seg import coded_concepts, write_dicom_seg, write_rtstruct
 from monai_ext.data.volume_io import read_volume
 
 NAMES = {0: "background", 1: "liver", 2: "lesion"}

@@ -16,7 +16,7 @@ import pytest
 from conftest import SMALL_3D
 
 from monai_ext.apps import segment
-from monai_ext.data.dicom_export import write_dicom_series
+from monai_ext.data.dicom.export import write_dicom_series
 from monai_ext.errors import InputError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "pacs"))

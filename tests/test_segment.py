@@ -129,7 +129,7 @@ def test_bad_inputs_end_with_one_line_and_a_non_zero_exit(bundle, tmp_path):
     flat = _write_nifti(tmp_path / "flat.nii.gz", np.zeros((12, 12, 12), np.float32))
     nan = _write_nifti(tmp_path / "nan.nii.gz", np.full((12, 12, 12), np.nan, np.float32))
     image2d = _write_nifti(tmp_path / "slice.nii.gz", np.random.rand(20, 20).astype(np.float32))
-    from monai_ext.data.dicom_export import write_dicom_series
+    from monai_ext.data.dicom.export import write_dicom_series
 
     series = np.random.default_rng(0).integers(0, 500, size=(40, 40, 8)).astype(np.int16)
     for name in ("gap", "nopixels", "truncated"):  # 8 slices at 2.5 mm, each broken one way

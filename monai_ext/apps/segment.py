@@ -16,7 +16,7 @@ run them. This module only
 - writes what the bundle's ``SaveImaged`` steps would write, under the same names
   (``<case>_<output_postfix>``), with its own writers: atomic NIfTI with the input's affine, or a DICOM SEG
   or RT Structure Set referencing the source series for the ``pred`` key (``--format dicom-seg`` or
-  ``rtstruct``; :mod:`monai_ext.data.dicom_seg`), stored back on a DICOMweb input's server with ``store``.
+  ``rtstruct``; :mod:`monai_ext.data.dicom.seg`), stored back on a DICOMweb input's server with ``store``.
   A diffusion bundle's probability and uncertainty maps are simply more ``SaveImaged`` keys of its
   postprocessing.
 
@@ -44,7 +44,7 @@ from tqdm import tqdm
 from monai_ext.atomic import stale_temporaries
 from monai_ext.bundle.overrides import check_device, check_overrides
 from monai_ext.bundle.trained import SettingsMismatch, check_fits, differing_settings, load_state, record_of
-from monai_ext.data.dicom_seg import write_dicom_seg, write_rtstruct
+from monai_ext.data.dicom.seg import write_dicom_seg, write_rtstruct
 from monai_ext.data.image_checks import check_image
 from monai_ext.data.nifti import nifti_header_codes, write_nifti
 from monai_ext.data.volume_io import Case, Volume, find_cases, read_volume
@@ -481,7 +481,7 @@ def segment(
         raise InputError(
             "--overwrite and --skip-existing exclude each other: replace existing outputs, or keep them and skip their cases"
         )
-    from monai_ext.data import dicomweb
+    from monai_ext.data.dicom import web as dicomweb
 
     url = str(input_path)
     web = dicomweb.is_url(url)

@@ -6,7 +6,7 @@
   own orientation kept: DICOM with :mod:`monai_ext.data.dicom` (geometry checked, decoded in parallel),
   NIfTI with nibabel, NRRD and MetaImage with ITK, each checked first (:mod:`monai_ext.data.image_checks`).
 
-Writing is :mod:`monai_ext.data.nifti` (NIfTI) and :mod:`monai_ext.data.dicom_seg` (DICOM SEG, RTSTRUCT).
+Writing is :mod:`monai_ext.data.nifti` (NIfTI) and :mod:`monai_ext.data.dicom.seg` (DICOM SEG, RTSTRUCT).
 
 Every problem with an input raises :class:`InputError` with one line that names the file and the problem.
 """

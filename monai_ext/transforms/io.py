@@ -8,7 +8,7 @@ from typing import Any, Dict, Hashable, Mapping, Optional
 from monai.data import MetaTensor
 from monai.transforms import LoadImaged
 
-from monai_ext.data.dicom_reader import DicomSeriesReader
+from monai_ext.data.dicom.reader import DicomSeriesReader
 from monai_ext.data.image_checks import check_affine, check_file_kind
 
 __all__ = ["LoadImageSeriesd"]
@@ -16,7 +16,7 @@ __all__ = ["LoadImageSeriesd"]
 
 class LoadImageSeriesd(LoadImaged):
     """MONAI's ``LoadImaged`` (same arguments), which reads a DICOM input with
-    :class:`~monai_ext.data.dicom_reader.DicomSeriesReader`: one series, its geometry checked, the same voxels
+    :class:`~monai_ext.data.dicom.reader.DicomSeriesReader`: one series, its geometry checked, the same voxels
     and affine as ``python -m monai_ext segment`` reads. Everything else goes to the readers MONAI picks
     (``reader``, or by file suffix), as before, after two checks that ``segment`` makes too: a NIfTI, NRRD
     or MetaImage file must hold what its name says (a PNG renamed ``.nii`` is refused, not read with an

@@ -2,7 +2,7 @@
 
 Each case is ``monai_ext.data.synthetic.synthetic_case`` (blobs and tubes) scaled to CT numbers (background
 -1000 HU, blobs about 60 HU) on an oblique-free 0.8 x 0.8 x 2.5 mm grid, written with
-``monai_ext.data.dicom_export.write_dicom_series``; its label map is written beside it as NIfTI on the same
+``monai_ext.data.dicom.export.write_dicom_series``; its label map is written beside it as NIfTI on the same
 grid (``<folder>/<n>_label.nii.gz``). Run with the project's environment::
 
     .venv/bin/python scripts/pacs/make_studies.py OUTPUT [--cases 7] [--size 48 48 24]
@@ -20,7 +20,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 
-from monai_ext.data.dicom_export import write_dicom_series
+from monai_ext.data.dicom.export import write_dicom_series
 from monai_ext.data.synthetic import synthetic_case
 
 

@@ -16,8 +16,9 @@ import numpy as np
 from monai.data import ImageReader
 from monai.utils import ensure_tuple
 
-from monai_ext.data.dicom import read_series
 from monai_ext.data.volume_io import find_cases, is_dicom_input
+
+from .decode import read_series
 
 __all__ = ["DicomSeriesReader"]
 

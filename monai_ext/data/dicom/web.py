@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Optional, Tuple
 from urllib.parse import urlsplit, urlunsplit
 
-from monai_ext.data.dicom import choose_series, series_summary
 from monai_ext.errors import InputError, first_line
+
+from .series import choose_series, series_summary
 
 __all__ = ["is_url", "parse_url", "base_url", "download", "store"]
 

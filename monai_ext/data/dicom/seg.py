@@ -21,9 +21,10 @@ import numpy as np
 import torch
 
 from monai_ext.atomic import write_atomically
-from monai_ext.data.dicom import Geometry
 from monai_ext.data.volume_io import Volume
 from monai_ext.errors import InputError
+
+from .geometry import Geometry
 
 __all__ = ["write_dicom_seg", "write_rtstruct", "coded_concepts"]
 
