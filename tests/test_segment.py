@@ -487,18 +487,16 @@ def test_segment_runs_the_network_on_openvino_and_caches_it_beside_the_weights(b
 
 
 def test_label_maps_stay_uint8_from_the_arg_max_to_the_writer(bundle, tmp_path, monkeypatch):
-    import importlib
-
-    app = importlib.import_module("monai_ext.apps.segment")
+    from monai_ext.apps.segment import OutputWriter
 
     handed = {}
-    write = app._write
+    write = OutputWriter.write
 
-    def spy(outputs, *args):
+    def spy(self, outputs, *args):
         handed.update(outputs)
-        return write(outputs, *args)
+        return write(self, outputs, *args)
 
-    monkeypatch.setattr(app, "_write", spy)
+    monkeypatch.setattr(OutputWriter, "write", spy)
     source = NIB_DATA / "anatomical.nii"  # LAS, 2 x 2 x 2.2 mm: reoriented and resampled to 1.5 mm and back
     (result,) = segment(
         bundle, source, tmp_path, device="cpu", overrides={**SMALL_3D, "pixdim": [1.5, 1.5, 1.5]}, progress=False

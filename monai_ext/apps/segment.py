@@ -159,18 +159,21 @@ class OutputWriter:
         return mask_path
 
 
-def _outputs(parser, steps: Sequence[Any]) -> List[_Output]:
+def _outputs(parser) -> List[_Output]:
     """What the bundle's ``SaveImaged`` steps write, read from their config entries (``keys``, ``output_postfix``,
     ``output_dtype``, with ``SaveImaged``'s own defaults), not from the transforms' private state; ``pred`` as
-    ``<case>_seg`` when no step writes it."""
+    ``<case>_seg`` when no step writes it. A step is found by what its entry builds, so a disabled entry
+    (``_disabled_``) before it changes nothing."""
     import inspect
 
     defaults = {k: p.default for k, p in inspect.signature(SaveImaged).parameters.items()}
     raw = parser.get("postprocessing")
-    base = "postprocessing#transforms" if isinstance(raw, dict) else "postprocessing"
+    base, entries = (
+        ("postprocessing#transforms", raw["transforms"]) if isinstance(raw, dict) else ("postprocessing", raw)
+    )
     outputs = []
-    for i, step in enumerate(steps):
-        if not isinstance(step, SaveImaged):
+    for i in range(len(entries or [])):
+        if not isinstance(parser.get_parsed_content(f"{base}#{i}"), SaveImaged):
             continue
         value = {
             k: parser.get_parsed_content(f"{base}#{i}#{k}") if f"{base}#{i}#{k}" in parser else defaults[k]
@@ -258,7 +261,7 @@ class BundleSegmenter:
         self.loader = Compose(loaders) if loaders else None
         self.preprocessing = Compose([t for t in preprocessing if not isinstance(t, LoadImaged)])
         self.postprocessing = Compose([t for t in postprocessing if not isinstance(t, SaveImaged)])
-        self.outputs = _outputs(parser, postprocessing)
+        self.outputs = _outputs(parser)
         self._load_weights(weights, parser)  # weights that do not fit name the trained settings first
         self._check_built(parser, files[0])
 
