@@ -329,3 +329,17 @@ def test_volumes_cut_into_foreground_slices_for_2d_protocols(name, tmp_path):
         assert label.ndim == 2 and np.asarray(label.dataobj).any()
         assert nib.load(case["image"]).shape == label.shape
     assert len(d["training"]) >= len(d["validation"]) >= 1
+
+
+def test_the_public_data_sets_are_described_in_one_place():
+    """datasets/README.md lists every overlay, each overlay has a builder, and the bundles' docs point there."""
+    import re
+
+    from monai_ext.data.public import DATASETS
+
+    root = Path(__file__).resolve().parents[1]
+    overlays = sorted(p.stem for p in (root / "datasets").glob("*.json"))
+    listed = re.findall(r"^\| `([a-z0-9_]+)` \|", (root / "datasets" / "README.md").read_text(), flags=re.M)
+    assert listed == overlays == sorted(DATASETS)
+    for docs in (root / "bundles").glob("*/docs/README.md"):
+        assert "| `kvasir_seg` | Kvasir-SEG" not in docs.read_text(), f"{docs}: the table belongs in datasets/README.md"
