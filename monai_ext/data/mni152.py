@@ -19,6 +19,8 @@ from typing import Sequence, Tuple, Union
 import nibabel as nib
 import numpy as np
 
+from monai_ext.errors import MissingPackageError
+
 __all__ = ["make_mni152_cases", "MNI152_LABELS", "FSL_SHAPE"]
 
 MNI152_LABELS = {0: "background", 1: "grey_matter", 2: "white_matter"}
@@ -29,7 +31,7 @@ def _template():
     try:
         from nilearn import datasets
     except ImportError as e:  # tests and benchmarks only
-        raise ImportError("the MNI152 cases need nilearn (pip install nilearn): it ships the template") from e
+        raise MissingPackageError("the MNI152 cases need nilearn (pip install nilearn): it ships the template") from e
     t1 = datasets.load_mni152_template(resolution=2)
     gm = datasets.load_mni152_gm_template(resolution=2)
     wm = datasets.load_mni152_wm_template(resolution=2)
