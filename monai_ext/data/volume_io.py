@@ -21,11 +21,11 @@ from typing import List, Optional, Union
 
 import torch
 
-from monai_ext.data.dicom import Geometry, Series, choose_series, find_series, is_dicom_file, read_series
+from monai_ext.data.dicom import Geometry, Series, choose_series, find_series, is_dicom_input, read_series
 from monai_ext.data.image_checks import check_file_kind, check_image
 from monai_ext.errors import InputError, first_line
 
-__all__ = ["Case", "Volume", "find_cases", "read_volume", "is_dicom_input", "VOLUME_SUFFIXES"]
+__all__ = ["Case", "Volume", "find_cases", "read_volume", "VOLUME_SUFFIXES"]
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
@@ -63,13 +63,6 @@ class Volume:
 
     def __post_init__(self) -> None:
         self.name = self.name or _stem(self.path)
-
-
-def is_dicom_input(path: Path) -> bool:
-    """A DICOM file (``DICOMDIR`` included), or a folder with a DICOM file or a ``DICOMDIR`` directly inside."""
-    if path.is_file():
-        return is_dicom_file(path)
-    return path.is_dir() and any(p.is_file() and is_dicom_file(p) for p in path.iterdir())
 
 
 def find_cases(path: Union[str, Path], series: Optional[str] = None, each_series: bool = False) -> List[Case]:

@@ -27,7 +27,16 @@ QIDO-RS, WADO-RS, STOW-RS), :mod:`.export` (a volume written as a DICOM series).
 
 from .decode import read_series
 from .geometry import Geometry, SliceGrid, default_tolerance, fit_slice_grid, series_geometry
-from .series import NON_IMAGE_MODALITIES, Series, Slice, choose_series, find_series, is_dicom_file, series_summary
+from .series import (
+    NON_IMAGE_MODALITIES,
+    Series,
+    Slice,
+    choose_series,
+    find_series,
+    is_dicom_file,
+    is_dicom_input,
+    series_summary,
+)
 
 __all__ = [
     "Slice",
@@ -37,6 +46,7 @@ __all__ = [
     "choose_series",
     "series_summary",
     "is_dicom_file",
+    "is_dicom_input",
     "series_geometry",
     "fit_slice_grid",
     "SliceGrid",

@@ -16,9 +16,8 @@ import numpy as np
 from monai.data import ImageReader
 from monai.utils import ensure_tuple
 
-from monai_ext.data.volume_io import find_cases, is_dicom_input
-
 from .decode import read_series
+from .series import choose_series, find_series, is_dicom_input
 
 __all__ = ["DicomSeriesReader"]
 
@@ -59,8 +58,9 @@ class DicomSeriesReader(ImageReader):
         Raises:
             InputError: several series and none chosen, or a series that is not one regular volume.
         """
-        (case,) = find_cases(img, self.series)
-        image, geometry = read_series(case.series, self.slice_tolerance, self.allow_gaps)
+        found = {s.uid: s for s in find_series(img)}
+        (uid,) = choose_series(str(img), {u: s.summary() for u, s in found.items()}, self.series)
+        image, geometry = read_series(found[uid], self.slice_tolerance, self.allow_gaps)
         array = image.numpy()
         colour = array.shape[0] > 1
         meta = {k: v for k, v in image.meta.items() if k != "affine"}

@@ -15,7 +15,16 @@ import numpy as np
 
 from monai_ext.errors import InputError, first_line
 
-__all__ = ["Slice", "Series", "find_series", "choose_series", "series_summary", "is_dicom_file", "NON_IMAGE_MODALITIES"]
+__all__ = [
+    "Slice",
+    "Series",
+    "find_series",
+    "choose_series",
+    "series_summary",
+    "is_dicom_file",
+    "is_dicom_input",
+    "NON_IMAGE_MODALITIES",
+]
 
 logger = logging.getLogger("monai_ext.dicom")
 logging.getLogger("openjpeg").setLevel(logging.WARNING)  # the JPEG 2000 plugin logs every tile at INFO
@@ -49,6 +58,13 @@ _NON_IMAGE_CLASSES = (
 def is_dicom_file(path: Path) -> bool:
     """A Part 10 file (``DICM`` after the 128-byte preamble), or a ``.dcm`` file (some writers omit the preamble)."""
     return path.suffix.lower() == ".dcm" or _has_preamble(path)
+
+
+def is_dicom_input(path: Path) -> bool:
+    """A DICOM file (``DICOMDIR`` included), or a folder with a DICOM file or a ``DICOMDIR`` directly inside."""
+    if path.is_file():
+        return is_dicom_file(path)
+    return path.is_dir() and any(p.is_file() and is_dicom_file(p) for p in path.iterdir())
 
 
 def _has_preamble(path: Path) -> bool:
