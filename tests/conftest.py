@@ -51,6 +51,8 @@ def _pristine_bundles() -> Path:
 
 
 BUNDLES_DIR = _pristine_bundles()
+# every bundle the source renders (bundles/_source/<name>.json): a new architecture is tested by adding its delta
+BUNDLES = sorted(p.stem for p in (BUNDLES_DIR / "_source").glob("*.json"))
 
 
 @pytest.fixture(autouse=True)

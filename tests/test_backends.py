@@ -5,14 +5,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import BUNDLES_DIR
+from conftest import BUNDLES, BUNDLES_DIR
 from monai.bundle import ConfigParser
 
 from monai_ext.errors import InputError
 from monai_ext.inferers import CompiledNetwork, cpu_has_native_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
-BUNDLES = ["unet", "unetplusplus", "resunet", "resunetplusplus", "madgnet", "medsegdiff", "higmisnet"]
 PATCH = {2: [32, 32], 3: [16, 16, 16]}
 PATCH_32 = {2: [32, 32], 3: [32, 32, 32]}  # MADGNet down-samples 5 times
 # the same blocks, fewer of them: conversion covers every operation at a fraction of the time

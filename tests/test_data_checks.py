@@ -7,7 +7,7 @@ import forkserver
 import numpy as np
 import pytest
 import torch
-from conftest import BUNDLES_DIR
+from conftest import BUNDLES, BUNDLES_DIR
 from monai.data import MetaTensor
 
 from monai_ext.data import LazyDatalist, require_cases
@@ -15,7 +15,6 @@ from monai_ext.errors import InputError
 from monai_ext.transforms import CheckSameGeometryd, IntensityNormalizationd
 
 ROOT = Path(__file__).resolve().parents[1]
-BUNDLES = ["unet", "unetplusplus", "resunet", "resunetplusplus", "madgnet", "medsegdiff", "higmisnet"]
 
 
 def test_intensity_schemes_equal_numpy():

@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import BUNDLES_DIR
+from conftest import BUNDLES, BUNDLES_DIR
 from monai.bundle import ConfigParser
 from monai.transforms import LoadImage
 from PIL import Image
@@ -19,7 +19,6 @@ from monai_ext.data.public import prepare_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 OVERLAYS = ROOT / "datasets"
-BUNDLES = ["unet", "unetplusplus", "resunet", "resunetplusplus", "madgnet", "medsegdiff", "higmisnet"]
 
 
 def _parser(bundle: str, config: str, overlay: str, **overrides) -> ConfigParser:

@@ -12,14 +12,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import BUNDLES_DIR
+from conftest import BUNDLES, BUNDLES_DIR
 from monai.bundle import ConfigParser
 
 from monai_ext.apps import segment
 
 ROOT = Path(__file__).resolve().parents[1]
 VOLUME = Path(nib.__file__).parent / "tests" / "data" / "anatomical.nii"  # T1 crop, int16, LAS
-BUNDLES = ["unet", "unetplusplus", "resunet", "resunetplusplus", "madgnet", "medsegdiff", "higmisnet"]
 SMALL = {"medsegdiff": {"num_inference_steps": 2, "ensemble": 2}}
 # random weights large enough that the untrained network's labels vary over the volume
 WEIGHT_STD = {"higmisnet": 0.5}

@@ -14,7 +14,7 @@ import numpy as np
 import pydicom
 import pytest
 import torch
-from conftest import BUNDLES_DIR
+from conftest import BUNDLES, BUNDLES_DIR
 
 from monai_ext.apps import segment
 from monai_ext.bundle import read_record
@@ -22,7 +22,6 @@ from monai_ext.bundle.plan import plan_training
 from monai_ext.data.folder import prepare_folder
 from monai_ext.data.mni152 import MNI152_LABELS, make_mni152_cases
 
-BUNDLES = ["unet", "unetplusplus", "resunet", "resunetplusplus", "madgnet", "medsegdiff", "higmisnet"]
 # the same blocks, fewer or narrower, where the default network would take minutes per MNI152 volume on a test
 # core (the U-Net runs as it is); and MedSegDiff's sampler with few steps (its validation samples every window)
 LIGHT = {

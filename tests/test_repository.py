@@ -36,3 +36,29 @@ def test_the_code_is_formatted_and_lint_clean():
             [sys.executable, "-m", "ruff", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
         )
         assert proc.returncode == 0, f"ruff {' '.join(args)}:\n{proc.stdout[-3000:]}{proc.stderr[-2000:]}"
+
+
+def test_the_packages_import_one_another_without_a_cycle():
+    """monai_ext's packages form floors (docs/architecture.md): a package imports only those below it."""
+    package = ROOT / "monai_ext"
+    imports = {}
+    for path in package.rglob("*.py"):
+        parts = path.relative_to(package).parts
+        name = parts[0] if len(parts) > 1 else parts[0][:-3]
+        found = set(re.findall(r"^\s*(?:from|import) monai_ext\.([a-z_]+)", path.read_text(), flags=re.M))
+        imports.setdefault(name, set()).update(found - {name})
+    done, visiting = set(), []
+
+    def visit(name):
+        assert name not in visiting, f"import cycle: {' -> '.join(visiting[visiting.index(name) :] + [name])}"
+        if name in done:
+            return
+        visiting.append(name)
+        for other in sorted(imports.get(name, ())):
+            visit(other)
+        visiting.pop()
+        done.add(name)
+
+    for name in sorted(imports):
+        visit(name)
+    assert {"errors", "atomic", "threads"} <= done and not imports["errors"] and not imports["atomic"]
