@@ -210,33 +210,21 @@ class CompiledNetwork(torch.nn.Module):
             import contextlib
             import io
 
+            kwargs = {
+                "input_names": names,
+                "output_names": ["pred"],
+                "filename": str(tmp),
+                "verify": False,
+                "opset_version": 18,
+            }
             try:  # TorchScript tracing: quick and quiet
-                convert_to_onnx(
-                    self.network,
-                    example,
-                    input_names=names,
-                    output_names=["pred"],
-                    filename=str(tmp),
-                    verify=False,
-                    opset_version=18,
-                    dynamo=False,
-                )
+                convert_to_onnx(self.network, example, dynamo=False, **kwargs)
                 return
             except Exception as e:  # e.g. adaptive pooling to a size that does not divide the input (MADGNet)
                 logger.info("tracing did not export (%s); exporting with torch.export", first_line(e)[:120])
             try:
                 with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its steps
-                    convert_to_onnx(
-                        self.network,
-                        example,
-                        input_names=names,
-                        output_names=["pred"],
-                        filename=str(tmp),
-                        verify=False,
-                        opset_version=18,
-                        dynamo=True,
-                        verbose=False,
-                    )
+                    convert_to_onnx(self.network, example, dynamo=True, verbose=False, **kwargs)
             except Exception as e:
                 raise InputError(
                     f"backend onnxruntime: {type(self.network).__name__} does not export to ONNX ({first_line(e)[:160]}); "

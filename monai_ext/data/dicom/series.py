@@ -337,6 +337,24 @@ def _find(groups: Sequence, keyword: str):
     return None
 
 
+def _plane(
+    path: Path, frame: Optional[int], sources: Tuple, size: Tuple[int, int], rescale: Tuple[float, float], where: str
+):
+    """One image plane: its position, orientation and spacing read from ``sources`` (the dataset, or an enhanced
+    object's plane position, orientation and pixel measures items)."""
+    position, orientation, measures = sources
+    return Slice(
+        path,
+        frame,
+        _vector(position, "ImagePositionPatient", 3, where),
+        _vector(orientation, "ImageOrientationPatient", 6, where),
+        _vector(measures, "PixelSpacing", 2, where),
+        size,
+        rescale,
+        _scalar(measures, "SliceThickness"),
+    )
+
+
 def _slices_of(ds) -> List[Slice]:
     """The planes of one header: one for a classic image, one per frame for an enhanced multi-frame one."""
     path = Path(ds.filename)
@@ -356,18 +374,7 @@ def _slices_of(ds) -> List[Slice]:
                 (_vector(ds, k, 2, where) for k in ("PixelSpacing", "ImagerPixelSpacing") if k in ds), np.ones(2)
             )
             return [Slice(path, None, None, None, spacing, (rows, columns), (slope, intercept))]
-        return [
-            Slice(
-                path,
-                None,
-                _vector(ds, "ImagePositionPatient", 3, where),
-                _vector(ds, "ImageOrientationPatient", 6, where),
-                _vector(ds, "PixelSpacing", 2, where),
-                (rows, columns),
-                (slope, intercept),
-                _scalar(ds, "SliceThickness"),
-            )
-        ]
+        return [_plane(path, None, (ds, ds, ds), (rows, columns), (slope, intercept), where)]
     shared = ds["SharedFunctionalGroupsSequence"][0] if "SharedFunctionalGroupsSequence" in ds else None
     per_frame = ds["PerFrameFunctionalGroupsSequence"]
     if len(per_frame.value) != frames:
@@ -381,16 +388,5 @@ def _slices_of(ds) -> List[Slice]:
         if position is None or orientation is None or measures is None:
             raise InputError(f"{where}: no plane position, orientation or pixel spacing; not part of a volume")
         slope, intercept = _rescale(rescale if rescale is not None else ds, where)
-        slices.append(
-            Slice(
-                path,
-                f,
-                _vector(position, "ImagePositionPatient", 3, where),
-                _vector(orientation, "ImageOrientationPatient", 6, where),
-                _vector(measures, "PixelSpacing", 2, where),
-                (rows, columns),
-                (slope, intercept),
-                _scalar(measures, "SliceThickness"),
-            )
-        )
+        slices.append(_plane(path, f, (position, orientation, measures), (rows, columns), (slope, intercept), where))
     return slices
