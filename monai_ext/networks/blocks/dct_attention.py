@@ -128,9 +128,9 @@ class _DCTAttention(nn.Module):
         self,
         spatial_dims: int,
         channels: int,
-        dct_size: Union[int, Sequence[int]],
-        frequencies: FrequencySelection,
-        reduction: int,
+        dct_size: Union[int, Sequence[int]] = 7,
+        frequencies: FrequencySelection = "top16",
+        reduction: int = 16,
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -153,6 +153,11 @@ class _DCTAttention(nn.Module):
             nn.ReLU(inplace=True),
             nn.Linear(channels // reduction, channels, bias=False),
         )
+        self.register_buffer("basis", self._basis(), persistent=False)
+
+    def _basis(self) -> torch.Tensor:
+        """The DCT basis images the pooling multiplies by (each paper its own)."""
+        raise NotImplementedError
 
     def _to_grid(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != self.spatial_dims + 2 or x.shape[1] != self.channels:
@@ -185,23 +190,15 @@ class MultiSpectralChannelAttention(_DCTAttention):
             or an invalid frequency selection.
     """
 
-    def __init__(
-        self,
-        spatial_dims: int,
-        channels: int,
-        dct_size: Union[int, Sequence[int]] = 7,
-        frequencies: FrequencySelection = "top16",
-        reduction: int = 16,
-    ) -> None:
-        super().__init__(spatial_dims, channels, dct_size, frequencies, reduction)
+    def _basis(self) -> torch.Tensor:
+        """One basis image per channel: frequency ``k`` for the ``k``-th of ``K`` equal channel groups."""
         k = len(self.frequencies)
-        if channels % k != 0:
+        if self.channels % k != 0:
             raise ValueError(
-                f"channels ({channels}) must be divisible by the number of frequencies ({k}): FcaNet assigns "
+                f"channels ({self.channels}) must be divisible by the number of frequencies ({k}): FcaNet assigns "
                 "one frequency to each equal channel group."
             )
-        basis = dct_basis(self.dct_size, self.frequencies)
-        self.register_buffer("basis", basis.repeat_interleave(channels // k, dim=0), persistent=False)
+        return dct_basis(self.dct_size, self.frequencies).repeat_interleave(self.channels // k, dim=0)
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         """The pooled descriptor ``(B, C)``: each channel's DCT coefficient at its group's frequency."""
@@ -234,16 +231,9 @@ class MultiFrequencyChannelAttention(_DCTAttention):
         ValueError: ``channels // reduction < 1`` or an invalid frequency selection.
     """
 
-    def __init__(
-        self,
-        spatial_dims: int,
-        channels: int,
-        dct_size: Union[int, Sequence[int]] = 7,
-        frequencies: FrequencySelection = "top16",
-        reduction: int = 16,
-    ) -> None:
-        super().__init__(spatial_dims, channels, dct_size, frequencies, reduction)
-        self.register_buffer("basis", dct_basis(self.dct_size, self.frequencies), persistent=False)
+    def _basis(self) -> torch.Tensor:
+        """The ``K`` basis images, each applied to every channel."""
+        return dct_basis(self.dct_size, self.frequencies)
 
     def frequency_pooling(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Average, max and min over space of ``x * B_k`` for every channel and frequency: 3 x ``(B, C, K)``."""
