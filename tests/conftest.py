@@ -51,8 +51,8 @@ def _pristine_bundles() -> Path:
 
 
 BUNDLES_DIR = _pristine_bundles()
-# every bundle the source renders (bundles/_source/<name>.json): a new architecture is tested by adding its delta
-BUNDLES = sorted(p.stem for p in (BUNDLES_DIR / "_source").glob("*.json"))
+# every bundle the source renders (bundle_source/<name>.json): a new architecture is tested by adding its delta
+BUNDLES = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "bundle_source").glob("*.json"))
 
 
 @pytest.fixture(autouse=True)

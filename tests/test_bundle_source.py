@@ -1,4 +1,4 @@
-"""The seven bundles come from one source (``bundles/_source``: a template and a delta per bundle): every
+"""The seven bundles come from one source (``bundle_source/``: a template and a delta per bundle): every
 committed bundle file is its rendering, a delta that does not fit the template is refused in one line, and an
 eighth architecture is one delta file that trains through ``python -m monai.bundle``."""
 
@@ -16,7 +16,7 @@ from monai.bundle import verify_metadata, verify_net_in_out
 from monai_ext.bundle.render import REQUIRED, RenderError, bundle_names, render, render_all
 from monai_ext.data import make_synthetic_dataset
 
-SOURCE = BUNDLES_DIR / "_source"
+SOURCE = Path(__file__).resolve().parents[1] / "bundle_source"
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "meta_schema_20240725.json"
 
 
@@ -25,7 +25,7 @@ def test_every_committed_bundle_file_is_its_rendering_from_the_source():
         ["unet", "unetplusplus", "resunet", "resunetplusplus", "madgnet", "medsegdiff", "higmisnet"]
     )
     differ = render_all(check=True)
-    assert not differ, f"{[str(p) for p in differ]} differ from bundles/_source: run python -m monai_ext.bundle.render"
+    assert not differ, f"{[str(p) for p in differ]} differ from bundle_source/: run python -m monai_ext.bundle.render"
     # and the check is a real one: a changed committed file is found, and the command says so
     proc = subprocess.run(
         [sys.executable, "-m", "monai_ext.bundle.render", "--check"], capture_output=True, text=True, timeout=120
@@ -36,6 +36,7 @@ def test_every_committed_bundle_file_is_its_rendering_from_the_source():
 def test_a_hand_edit_of_a_bundle_file_is_found_and_rendering_puts_it_back(tmp_path):
     bundles = tmp_path / "bundles"
     shutil.copytree(BUNDLES_DIR, bundles)
+    shutil.copytree(SOURCE, tmp_path / "bundle_source")  # the source beside the bundles, as in the checkout
     edited = bundles / "resunet" / "configs" / "evaluate.json"
     edited.write_text(edited.read_text().replace('"val_interval"', '"val_interval_typo"', 1) + " ")
     assert render_all(bundles, check=True) == [edited]
@@ -69,8 +70,8 @@ def test_the_shared_pipeline_is_written_once():
 
 def _source_with(tmp_path, name, delta):
     bundles = tmp_path / "bundles"
-    shutil.copytree(SOURCE, bundles / "_source")
-    (bundles / "_source" / f"{name}.json").write_text(json.dumps(delta, indent=4))
+    shutil.copytree(SOURCE, tmp_path / "bundle_source")
+    (tmp_path / "bundle_source" / f"{name}.json").write_text(json.dumps(delta, indent=4))
     return bundles
 
 
@@ -116,7 +117,7 @@ SEGRESNET = {
 def test_a_delta_that_does_not_fit_the_template_is_refused_naming_the_delta_and_the_place(tmp_path, delta, message):
     bundles = _source_with(tmp_path, "broken", {**SEGRESNET, **delta})
     with pytest.raises(RenderError, match="broken.json") as raised:
-        render("broken", bundles / "_source")
+        render("broken", tmp_path / "bundle_source")
     assert message in str(raised.value)
     proc = subprocess.run(
         [sys.executable, "-m", "monai_ext.bundle.render", "--folder", str(bundles), "broken"],
@@ -131,9 +132,9 @@ def test_a_delta_that_does_not_fit_the_template_is_refused_naming_the_delta_and_
 
 
 def test_a_delta_must_set_what_the_template_leaves_to_each_bundle(tmp_path):
-    bundles = _source_with(tmp_path, "nonet", {"train.json": {"set": {"patch_multiple": 8}}, "metadata.json": METADATA})
+    _source_with(tmp_path, "nonet", {"train.json": {"set": {"patch_multiple": 8}}, "metadata.json": METADATA})
     with pytest.raises(RenderError, match="set \\['network_def'\\]"):
-        render("nonet", bundles / "_source")
+        render("nonet", tmp_path / "bundle_source")
     assert REQUIRED in (SOURCE / "template" / "configs" / "train.json").read_text()
 
 

@@ -1,8 +1,8 @@
 """The seven bundles from one source: a template and a small delta per bundle.
 
-``bundles/_source/template/`` holds the pipeline every bundle shares (``train.json``, ``inference.json``,
+``bundle_source/template/`` holds the pipeline every bundle shares (``train.json``, ``inference.json``,
 ``evaluate.json``, ``multi_gpu_train.json``, ``metadata.json``, ``logging.conf``, ``LICENSE``);
-``bundles/_source/<name>.json`` holds what one bundle changes: its network, its paper's recipe and its
+``bundle_source/<name>.json`` holds what one bundle changes: its network, its paper's recipe and its
 metadata text. :func:`render` writes each bundle's files into ``bundles/<name>/`` as self-contained configs
 (the model zoo and MONAI Label read a bundle folder on its own, so nothing is merged at run time), and
 ``tests/test_bundle_source.py`` fails when a committed file differs from its rendering.
@@ -34,9 +34,10 @@ from monai_ext.atomic import write_text
 from monai_ext.bundle.shipped import shipped
 from monai_ext.errors import ReportedError
 
-__all__ = ["render", "render_all", "bundle_names", "REQUIRED", "PIPELINE"]
+__all__ = ["render", "render_all", "bundle_names", "REQUIRED", "PIPELINE", "SOURCE"]
 
 REQUIRED = "<bundle>"
+SOURCE = Path(__file__).resolve().parents[2] / "bundle_source"  # in the repository, beside bundles/
 PIPELINE = ("train.json", "inference.json")  # the files a delta's "configs" edits
 _OPERATIONS = ("set", "remove", "insert")
 
@@ -46,8 +47,8 @@ class RenderError(ReportedError, ValueError):
 
 
 def bundle_names(source: Optional[Path] = None) -> List[str]:
-    """The bundles that ``source`` (default ``bundles/_source``) has a delta for."""
-    source = source or shipped("bundles") / "_source"
+    """The bundles that ``source`` (default :data:`SOURCE`) has a delta for."""
+    source = source or SOURCE
     return sorted(p.stem for p in source.glob("*.json"))
 
 
@@ -118,7 +119,7 @@ def _required(config: Any, path: str = "") -> List[str]:
 
 def render(name: str, source: Optional[Path] = None) -> Dict[str, str]:
     """The files of bundle ``name`` (relative path -> text) from the template and its delta in ``source``."""
-    source = source or shipped("bundles") / "_source"
+    source = source or SOURCE
     delta_file = source / f"{name}.json"
     delta = json.loads(delta_file.read_text())
     template = source / "template"
@@ -148,15 +149,19 @@ def render(name: str, source: Optional[Path] = None) -> Dict[str, str]:
 
 
 def render_all(
-    bundles: Optional[Path] = None, check: bool = False, names: Optional[Sequence[str]] = None
+    bundles: Optional[Path] = None,
+    check: bool = False,
+    names: Optional[Sequence[str]] = None,
+    source: Optional[Path] = None,
 ) -> List[Path]:
-    """Render every bundle with a delta into ``bundles`` (default: the checkout's ``bundles/``); returns the files
-    that differed from their rendering (with ``check``, left as they are)."""
-    bundles = bundles or shipped("bundles")
-    source = bundles / "_source"
+    """Render every bundle with a delta in ``source`` (default: ``bundle_source/`` beside ``bundles``) into
+    ``bundles`` (default: the checkout's ``bundles/``); returns the files that differed from their rendering (with
+    ``check``, left as they are)."""
+    bundles = Path(bundles) if bundles else shipped("bundles")
+    source = Path(source) if source else bundles.parent / "bundle_source"
     if not (source / "template").is_dir():
         raise RenderError(
-            f"{source}: no bundle source here (it is in the repository's bundles/_source, not in an installed package)"
+            f"{source}: no bundle source here (it is the repository's bundle_source/, not in an installed package)"
         )
     rendered = {
         bundles / name / relative: text
@@ -180,7 +185,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         "--check", action="store_true", help="list the files that differ from their rendering; write nothing"
     )
     parser.add_argument(
-        "--folder", type=Path, default=None, help="the bundles folder (default: the checkout's bundles/)"
+        "--folder",
+        type=Path,
+        default=None,
+        help="the bundles folder (default: the checkout's bundles/; the source beside it)",
     )
     args = parser.parse_args(argv)
     try:
