@@ -12,15 +12,13 @@ import numpy as np
 import onnxruntime
 import pytest
 import torch
-from conftest import BUNDLES_DIR
+from conftest import BUNDLES, BUNDLES_DIR
 from monai.bundle import ConfigParser, onnx_export, verify_metadata, verify_net_in_out
 
 from monai_ext.data import make_synthetic_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "schemas" / "meta_schema_20240725.json"
-CLASSIC = ["unet", "unetplusplus", "resunet", "resunetplusplus"]
-BUNDLES = CLASSIC + ["madgnet", "medsegdiff", "higmisnet"]
 # sampling settings that keep the diffusion bundle's evaluation and inference to seconds
 FAST = {
     "medsegdiff": {

@@ -164,7 +164,6 @@ def plan_training(
             "threads": torch.get_num_threads(),
             "target_seconds_per_step": step_seconds,
             "seconds_per_patch": round(probe["seconds_per_patch"], 4),
-            "seconds_per_step": round(max(2, min(MAX_PATCHES, patches)) * probe["seconds_per_patch"], 2),
         }
     else:
         total = torch.cuda.get_device_properties(device).total_memory
@@ -184,6 +183,8 @@ def plan_training(
     )  # few training cases: more patches each
     while batch_size * num_samples > patches and batch_size > 1:  # rounded up: never past the memory or time target
         batch_size -= 1
+    if device.type == "cpu":  # what a step of the planned batch takes, against the target
+        sized["seconds_per_step"] = round(batch_size * num_samples * probe["seconds_per_patch"], 2)
     values = {
         "patch_size": shape["patch_size"],
         "batch_size": batch_size,
