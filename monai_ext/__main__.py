@@ -299,22 +299,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     g.add_argument("--output", required=True, help="folder for <case>_seg.nii.gz / <case>_seg.dcm")
     g.add_argument("--device", default="auto", help="auto: the bundle's device (CUDA when present); cpu, cuda, cuda:N")
-    g.add_argument(
-        "--amp",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="mixed precision (default: the bundle's amp value)",
-    )
+    g.add_argument("--amp", action=argparse.BooleanOptionalAction, help="mixed precision (default: the bundle's amp)")
     g.add_argument(
         "--backend",
-        default=None,
         choices=("torch", "openvino", "onnxruntime"),
         help="what runs the network (default: the bundle's, torch); openvino and onnxruntime run on the CPU, compiled once "
         "and cached beside the weights (models/compiled/)",
     )
     g.add_argument(
         "--precision",
-        default=None,
         choices=("fp32", "bf16", "int8"),
         help="fp32 (default); bf16 with --backend torch on CPUs with bfloat16 instructions; int8 with --backend openvino "
         "(NNCF quantisation calibrated on the bundle's validation cases)",
@@ -328,18 +321,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         choices=("nifti", "dicom-seg", "rtstruct"),
         help="NIfTI mask (default), DICOM SEG or RT Structure Set (DICOM inputs) referencing the source series",
     )
-    g.add_argument(
-        "--series",
-        default=None,
-        metavar="UID",
-        help="the DICOM series to segment (SeriesInstanceUID), where the input holds several",
-    )
+    g.add_argument("--series", metavar="UID", help="the SeriesInstanceUID to segment where a DICOM input holds several")
     g.add_argument("--each-series", action="store_true", help="segment every series of a DICOM input, one output each")
-    g.add_argument(
-        "--allow-gaps",
-        action="store_true",
-        help="interpolate missing DICOM slices along the slice normal (with a warning) instead of refusing the series",
-    )
+    g.add_argument("--allow-gaps", action="store_true", help="interpolate missing DICOM slices rather than refuse")
     g.add_argument(
         "--slice-tolerance",
         type=float,
@@ -348,9 +332,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         help="how far a DICOM slice may lie off the fitted slice grid (default: 0.1 mm or 2%% of the pitch)",
     )
     g.add_argument(
-        "--store",
-        action="store_true",
-        help="store the DICOM output back on the DICOMweb server of the --input URL (STOW-RS)",
+        "--store", action="store_true", help="store the DICOM output on the input's DICOMweb server (STOW-RS)"
     )
     g.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     g.add_argument(
@@ -359,11 +341,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         help="skip the cases whose outputs all exist (finish a folder run that was stopped); "
         "without it or --overwrite an existing output fails its case",
     )
-    g.add_argument(
-        "--checkpoint",
-        default=None,
-        help="weights (default <bundle>/models/model.pt); they carry their trained settings",
-    )
+    g.add_argument("--checkpoint", help="weights (default <bundle>/models/model.pt); they carry their trained settings")
     g.add_argument(
         "--config", action="append", help="config file merged on inference.json (e.g. datasets/promise12.json)"
     )

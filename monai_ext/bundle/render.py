@@ -181,14 +181,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("bundles", nargs="*", help="the bundles to render (default: every one with a delta)")
+    parser.add_argument("--check", action="store_true", help="list the files that differ from their rendering")
     parser.add_argument(
-        "--check", action="store_true", help="list the files that differ from their rendering; write nothing"
-    )
-    parser.add_argument(
-        "--folder",
-        type=Path,
-        default=None,
-        help="the bundles folder (default: the checkout's bundles/; the source beside it)",
+        "--folder", type=Path, help="the bundles folder (default: the checkout's; the source beside it)"
     )
     args = parser.parse_args(argv)
     try:

@@ -45,6 +45,8 @@ __all__ = ["DatasetLayoutError", "DATASETS", "prepare_dataset"] + [
 ]
 
 PathLike = Union[str, Path]
+Split = Sequence[float]
+SPLIT = (0.8, 0.1, 0.1)  # training, validation, test, where a release has no official split
 
 
 class DatasetLayoutError(ReportedError, ValueError):
@@ -158,9 +160,7 @@ def _binary_2d(
 # ----------------------------------------------------------------------------------------- data sets
 
 
-def prepare_isic2018(
-    source_dir: PathLike, output_dir: PathLike, seed: int = 0, split: Sequence[float] = (0.8, 0.1, 0.1)
-) -> Path:
+def prepare_isic2018(source_dir: PathLike, output_dir: PathLike, seed: int = 0, split: Split = SPLIT) -> Path:
     """ISIC 2018 Task 1 (lesion boundary segmentation).
 
     Layout: ``ISIC2018_Task1-2_Training_Input/ISIC_<id>.jpg`` and
@@ -178,9 +178,7 @@ def prepare_isic2018(
     return _binary_2d("ISIC2018_Task1", "lesion", pairs, Path(output_dir), seed, split)
 
 
-def prepare_kvasir_seg(
-    source_dir: PathLike, output_dir: PathLike, seed: int = 0, split: Sequence[float] = (0.8, 0.1, 0.1)
-) -> Path:
+def prepare_kvasir_seg(source_dir: PathLike, output_dir: PathLike, seed: int = 0, split: Split = SPLIT) -> Path:
     """Kvasir-SEG: ``images/<id>.jpg`` and ``masks/<id>.jpg`` (JPEG masks, thresholded at 127)."""
     root = Path(source_dir)
     if (root / "Kvasir-SEG").is_dir():
@@ -191,9 +189,7 @@ def prepare_kvasir_seg(
     return _binary_2d("Kvasir-SEG", "polyp", pairs, Path(output_dir), seed, split)
 
 
-def prepare_cvc_clinicdb(
-    source_dir: PathLike, output_dir: PathLike, seed: int = 0, split: Sequence[float] = (0.8, 0.1, 0.1)
-) -> Path:
+def prepare_cvc_clinicdb(source_dir: PathLike, output_dir: PathLike, seed: int = 0, split: Split = SPLIT) -> Path:
     """CVC-ClinicDB: ``Original/<n>.tif`` and ``Ground Truth/<n>.tif`` (TIFF, 0/255); the PNG release's
     ``PNG/Original`` and ``PNG/Ground Truth`` are accepted too."""
     root = Path(source_dir)
@@ -214,11 +210,7 @@ def prepare_cvc_clinicdb(
 
 
 def prepare_busi(
-    source_dir: PathLike,
-    output_dir: PathLike,
-    seed: int = 0,
-    split: Sequence[float] = (0.8, 0.1, 0.1),
-    include_normal: bool = True,
+    source_dir: PathLike, output_dir: PathLike, seed: int = 0, split: Split = SPLIT, include_normal: bool = True
 ) -> Path:
     """BUSI (Dataset_BUSI_with_GT): ``benign/``, ``malignant/``, ``normal/`` with ``<class> (<n>).png`` and one or
     more ``<class> (<n>)_mask[_k].png``; a case's masks are merged. The normal class (empty masks) is kept
@@ -244,9 +236,7 @@ def prepare_busi(
     return _binary_2d("BUSI", "lesion", pairs, Path(output_dir), seed, split, case_fields=fields)
 
 
-def prepare_glas(
-    source_dir: PathLike, output_dir: PathLike, seed: int = 0, split: Sequence[float] = (0.85, 0.15, 0.0)
-) -> Path:
+def prepare_glas(source_dir: PathLike, output_dir: PathLike, seed: int = 0, split: Split = (0.85, 0.15, 0.0)) -> Path:
     """GlaS (Warwick-QU): ``train_<n>.bmp`` / ``train_<n>_anno.bmp`` (instance masks: 0 background, 1..N glands)
     are split into training and validation; ``testA_*`` and ``testB_*`` are the official test set."""
     root = Path(source_dir)
@@ -287,9 +277,7 @@ def _monuseg_mask(xml_path: Path, shape: Tuple[int, int], out: Path) -> Path:
     return out
 
 
-def prepare_monuseg(
-    source_dir: PathLike, output_dir: PathLike, seed: int = 0, split: Sequence[float] = (0.8, 0.2, 0.0)
-) -> Path:
+def prepare_monuseg(source_dir: PathLike, output_dir: PathLike, seed: int = 0, split: Split = (0.8, 0.2, 0.0)) -> Path:
     """MoNuSeg 2018: ``MoNuSeg 2018 Training Data/Tissue Images/<id>.tif`` with ``Annotations/<id>.xml``
     (nucleus polygons, rasterised to a binary mask) split into training and validation; the official test
     set ``MoNuSegTestData/<id>.tif`` + ``<id>.xml`` is the test list."""
@@ -323,9 +311,7 @@ def prepare_monuseg(
     )
 
 
-def prepare_drive(
-    source_dir: PathLike, output_dir: PathLike, seed: int = 0, split: Sequence[float] = (0.8, 0.2, 0.0)
-) -> Path:
+def prepare_drive(source_dir: PathLike, output_dir: PathLike, seed: int = 0, split: Split = (0.8, 0.2, 0.0)) -> Path:
     """DRIVE: ``training/images/<n>_training.tif``, ``training/1st_manual/<n>_manual1.gif`` (vessels) and
     ``training/mask/<n>_training_mask.gif`` (field of view, stored as ``fov``), split into training and
     validation; ``test/`` (with ``1st_manual``) is the test list. Masks are GIF, 0/255."""
@@ -360,9 +346,7 @@ def prepare_drive(
     return _write_datalist(out, "DRIVE", {"0": "background", "1": "vessel"}, cases, (train, val, test), {"seed": seed})
 
 
-def prepare_montgomery(
-    source_dir: PathLike, output_dir: PathLike, seed: int = 0, split: Sequence[float] = (0.8, 0.1, 0.1)
-) -> Path:
+def prepare_montgomery(source_dir: PathLike, output_dir: PathLike, seed: int = 0, split: Split = SPLIT) -> Path:
     """Montgomery County chest X-rays: ``CXR_png/<id>.png`` with ``ManualMask/leftMask/<id>.png`` and
     ``ManualMask/rightMask/<id>.png``, merged into one lung mask."""
     root = Path(source_dir)
@@ -378,11 +362,7 @@ def prepare_montgomery(
 
 
 def prepare_promise12(
-    source_dir: PathLike,
-    output_dir: PathLike,
-    seed: int = 0,
-    split: Sequence[float] = (0.8, 0.1, 0.1),
-    slices: bool = False,
+    source_dir: PathLike, output_dir: PathLike, seed: int = 0, split: Split = SPLIT, slices: bool = False
 ) -> Path:
     """PROMISE12: ``Case<nn>.mhd`` (+ ``.raw``/``.zraw``) with ``Case<nn>_segmentation.mhd`` (0/1), in the
     source folder or its ``TrainingData_Part*`` / ``training_data`` sub-folders. The challenge's test cases
@@ -413,11 +393,7 @@ def prepare_promise12(
 
 
 def prepare_physionet_ich(
-    source_dir: PathLike,
-    output_dir: PathLike,
-    seed: int = 0,
-    split: Sequence[float] = (0.8, 0.1, 0.1),
-    slices: bool = False,
+    source_dir: PathLike, output_dir: PathLike, seed: int = 0, split: Split = SPLIT, slices: bool = False
 ) -> Path:
     """PhysioNet CT-ICH (Hssayeni et al. 2020): ``ct_scans/<nnn>.nii`` with ``masks/<nnn>.nii``; masks are
     made 0/1 (uint8, same affine) under ``output_dir/labels``. ``slices``: 2D slices with haemorrhage

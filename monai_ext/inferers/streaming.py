@@ -123,24 +123,15 @@ class StreamingSlidingWindowInferer(Inferer):
             if amp_dtype not in _AMP:
                 raise ValueError(f"amp_dtype must be 'bfloat16', 'float16' or a torch dtype, got {amp_dtype!r}.")
             amp_dtype = _AMP[amp_dtype]
-        self.roi_size = roi_size
-        self.sw_batch_size = sw_batch_size
-        self.overlap = overlap
-        self.mode = mode
-        self.sigma_scale = sigma_scale
-        self.padding_mode = padding_mode
-        self.cval = cval
-        self.sw_device = sw_device
-        self.device = device
-        self.progress = progress
-        self.amp_dtype = amp_dtype
-        self.output = output
-        self.activation = activation
-        self.tta_axes = list(tta_axes or [])
-        self.buffer_dim = buffer_dim
+        # the settings, a line per concept: windows, blending, padding, devices, output, axes
+        self.roi_size, self.sw_batch_size, self.overlap = roi_size, sw_batch_size, overlap
+        self.mode, self.sigma_scale = mode, sigma_scale
+        self.padding_mode, self.cval = padding_mode, cval
+        self.sw_device, self.device, self.amp_dtype, self.progress = sw_device, device, amp_dtype, progress
+        self.output, self.activation = output, activation
         if spatial_dim not in (0, 1, 2):
             raise ValueError(f"spatial_dim must be 0, 1 or 2, got {spatial_dim}.")
-        self.spatial_dim = spatial_dim
+        self.tta_axes, self.buffer_dim, self.spatial_dim = list(tta_axes or []), buffer_dim, spatial_dim
         self._cache: "OrderedDict[tuple, Tuple[List[Tuple[slice, ...]], torch.Tensor, torch.Tensor]]" = OrderedDict()
 
     # ------------------------------------------------------------------------------------- set-up

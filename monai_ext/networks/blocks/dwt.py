@@ -74,24 +74,23 @@ def _extension_index(n: int, left: int, right: int, mode: str, device: torch.dev
     return torch.where(m < n, m, period - m)
 
 
-def _conv(x: torch.Tensor, weight: torch.Tensor, stride: List[int], padding: List[int], groups: int) -> torch.Tensor:
+def _conv(
+    x: torch.Tensor, weight: torch.Tensor, stride: List[int], padding: List[int], groups: int, transposed: bool = False
+) -> torch.Tensor:
+    """A 1D, 2D or 3D (transposed) convolution, spelled out per dimension: TorchScript cannot pick a function at
+    run time, and ``torch.convolution``, which could, is not on autocast's lists."""
     nd = x.dim() - 2
+    if transposed:
+        if nd == 1:
+            return F.conv_transpose1d(x, weight, stride=stride, padding=padding, groups=groups)
+        if nd == 2:
+            return F.conv_transpose2d(x, weight, stride=stride, padding=padding, groups=groups)
+        return F.conv_transpose3d(x, weight, stride=stride, padding=padding, groups=groups)
     if nd == 1:
         return F.conv1d(x, weight, stride=stride, padding=padding, groups=groups)
     if nd == 2:
         return F.conv2d(x, weight, stride=stride, padding=padding, groups=groups)
     return F.conv3d(x, weight, stride=stride, padding=padding, groups=groups)
-
-
-def _conv_transpose(
-    x: torch.Tensor, weight: torch.Tensor, stride: List[int], padding: List[int], groups: int
-) -> torch.Tensor:
-    nd = x.dim() - 2
-    if nd == 1:
-        return F.conv_transpose1d(x, weight, stride=stride, padding=padding, groups=groups)
-    if nd == 2:
-        return F.conv_transpose2d(x, weight, stride=stride, padding=padding, groups=groups)
-    return F.conv_transpose3d(x, weight, stride=stride, padding=padding, groups=groups)
 
 
 def _axis_kernel(filters: torch.Tensor, axis: int, nd: int, groups: int) -> torch.Tensor:
@@ -336,7 +335,7 @@ class IDWT(nn.Module):
         if self.product_kernel:
             groups = c.shape[1] >> nd
             weight = self.kernel.to(c.dtype).repeat([groups] + [1] * (nd + 1))
-            y = _conv_transpose(c, weight, [2] * nd, crop, groups)
+            y = _conv(c, weight, [2] * nd, crop, groups, transposed=True)
         else:
             # undo the axes in reverse order: the last axis was filtered last
             filters = self.filters.to(c.dtype)
@@ -347,7 +346,7 @@ class IDWT(nn.Module):
                 stride[axis] = 2
                 pad = [0] * nd
                 pad[axis] = crop[axis]
-                y = _conv_transpose(y, _axis_kernel(filters, axis, nd, groups), stride, pad, groups)
+                y = _conv(y, _axis_kernel(filters, axis, nd, groups), stride, pad, groups, transposed=True)
         for axis in range(nd):
             if target[axis] < y.shape[axis + 2]:
                 y = y.narrow(axis + 2, 0, target[axis])
