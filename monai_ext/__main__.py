@@ -15,6 +15,8 @@
   DICOMDIR, file, DICOMweb URL) or a folder of cases with a bundle (``monai_ext.apps.segment``).
 - ``export --bundle DIR --output DIR``: a self-contained, distributable bundle with the trained weights and
   settings baked in (``monai_ext.bundle.export``).
+- ``convert madgnet-official CHECKPOINT OUTPUT``: the authors' published MADGNet weights as a checkpoint the
+  MADGNet bundle loads, with its settings recorded (``monai_ext.networks.nets.madgnet_official``).
 
 Errors are one line naming the file and the problem. Exit status: 0 when everything was done (for
 ``segment``: every case written, or skipped with ``--skip-existing``), 1 when some cases of a folder failed
@@ -226,6 +228,29 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from monai_ext.atomic import write_atomically
+    from monai_ext.bundle.trained import with_record
+    from monai_ext.networks.nets.madgnet_official import OFFICIAL_SETTINGS, load_official_checkpoint
+
+    source, output = Path(args.checkpoint), Path(args.output)
+    if output.exists() and (output.resolve() == source.resolve() or not args.overwrite):
+        raise ReportedError(f"{output}: exists (--overwrite replaces it; never the input itself)")
+    state = load_official_checkpoint(source)
+    settings = dict(OFFICIAL_SETTINGS, class_names={"0": "background", "1": args.class_name})
+    state = with_record(state, settings, converted_from=f"{args.source}:{source.name}")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(output, lambda tmp: torch.save(state, tmp))
+    print(
+        f"{output}: MADGNet weights with their settings; run them with --bundle bundles/madgnet --checkpoint {output}"
+    )
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     from monai_ext.data.public import DATASETS
 
@@ -367,6 +392,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     x.add_argument("--overwrite", action="store_true", help="replace an existing export")
     x.set_defaults(func=_export)
+
+    c = sub.add_parser("convert", help="published weights as a checkpoint of our bundle (MADGNet's authors' file)")
+    c.add_argument("source", choices=("madgnet-official",), help="whose weights: the MADGNet authors' checkpoint")
+    c.add_argument("checkpoint", help="the published file (.pth.tar with model_state_dict)")
+    c.add_argument("output", help="the converted checkpoint, e.g. bundles/madgnet/models/model.pt")
+    c.add_argument("--class-name", default="foreground", help="the name of the segmented class (default foreground)")
+    c.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    c.set_defaults(func=_convert)
 
     ls = sub.add_parser("list", help="the bundles: task, parameters, dimensions, trained or not")
     ls.add_argument(
