@@ -34,6 +34,12 @@ from typing import List, Optional
 
 from monai_ext.errors import ReportedError, install_excepthook, one_line
 
+# monai_ext.data.public.DATASETS, named here so that parsing the command line imports neither MONAI nor torch
+# (a test keeps the two the same)
+PUBLIC_DATASETS = (
+    "busi", "cvc_clinicdb", "drive", "glas", "isic2018", "kvasir_seg", "montgomery", "monuseg", "physionet_ich", "promise12"
+)  # fmt: skip
+
 
 def _prepare(args: argparse.Namespace) -> int:
     split = tuple(args.split) if args.split else None
@@ -252,15 +258,13 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from monai_ext.data.public import DATASETS
-
     parser = argparse.ArgumentParser(
         prog="python -m monai_ext", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("prepare", help="check and split your own data (folder), or build a public data set's datalist")
-    p.add_argument("name", choices=["folder"] + sorted(DATASETS))
+    p.add_argument("name", choices=["folder", *PUBLIC_DATASETS])
     p.add_argument(
         "paths", nargs="+", metavar="PATH", help="folder: OUTPUT; a public data set: SOURCE (its release folder) OUTPUT"
     )
