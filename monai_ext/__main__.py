@@ -228,6 +228,7 @@ def _export(args: argparse.Namespace) -> int:
         version=args.version,
         changelog=args.changelog,
         large_files_url=args.large_files_url,
+        local_only=args.local_only,
         overwrite=args.overwrite,
     )
     print(f"bundle exported to {out}")
@@ -392,8 +393,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     x.add_argument(
         "--large-files-url",
         default=None,
-        help="base URL the files over 25 MB will be published under (written to large_files.yml)",
+        help="base URL the weight files will be published under (each at URL/<path>; written to large_files.yml, "
+        "which a model-zoo pull request needs); required unless --local-only",
     )
+    x.add_argument("--local-only", action="store_true", help="an export that keeps its weights, not for publishing")
     x.add_argument("--overwrite", action="store_true", help="replace an existing export")
     x.set_defaults(func=_export)
 

@@ -5,6 +5,7 @@ installed). The model zoo's own ``ci/verify_bundle.py`` runs on exports when its
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -116,16 +117,16 @@ def test_export_bakes_the_training_into_a_bundle_that_runs_without_monai_ext(
     assert meta["eval_metrics"] == {"mean_dice_prostate": 0.8123} and meta["supported_apps"] == {"monai-label": "0.8.5"}
     assert "monai-ext" not in meta["required_packages_version"] and meta["data_source"].startswith("PROMISE12")
     assert "PROMISE12" in (out / "docs" / "data_license.txt").read_text()
-    large = out / "large_files.yml"
-    if (out / "models" / "model.pt").stat().st_size > 25 * 1024 * 1024:  # MADGNet: 33 M parameters
-        (entry,) = yaml.safe_load(large.read_text())["large_files"]
-        assert entry["path"] == "models/model.pt" and entry["url"] == "https://example.org/b/models/model.pt"
-        assert (
-            entry["hash_type"] == "sha256"
-            and entry["hash_val"] == hashlib.sha256((out / "models" / "model.pt").read_bytes()).hexdigest()
-        )
-    else:
-        assert not large.exists()
+    # every weight file, whatever its size, so that a zoo pull request can leave them out
+    (entry,) = yaml.safe_load((out / "large_files.yml").read_text())["large_files"]
+    assert entry["path"] == "models/model.pt" and entry["url"] == "https://example.org/b/models/model.pt"
+    assert (
+        entry["hash_type"] == "sha256"
+        and entry["hash_val"] == hashlib.sha256((out / "models" / "model.pt").read_bytes()).hexdigest()
+    )
+    readme = (out / "docs" / "README.md").read_text()
+    assert f"bundles/{name}" not in readme and "../../" not in readme and "From this folder" in readme
+    assert "Last evaluation: mean_dice_prostate 0.8123" in readme and "Trained on PROMISE12" in readme
     assert not any(p.stat().st_size > 1024 * 1024 for p in out.rglob("*") if p.is_file() and p.parent.name != "models")
     proc = subprocess.run(
         [str(python_without_monai_ext), "-c", SELF_CHECK, str(out)],
@@ -138,13 +139,28 @@ def test_export_bakes_the_training_into_a_bundle_that_runs_without_monai_ext(
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
+def test_a_local_export_lists_its_weights_without_an_address_and_says_it_has_no_scores(tmp_path, caplog):
+    weights = _trained("unet", tmp_path / "run", {"spatial_dims": 3, "patch_size": [16, 16, 16]})
+    shutil.rmtree(tmp_path / "run" / "eval")  # trained, never evaluated
+    with caplog.at_level("WARNING", logger="monai_ext.export"):
+        out = export_bundle(BUNDLES_DIR / "unet", tmp_path / "unet_local", checkpoint=weights, local_only=True)
+    (entry,) = yaml.safe_load((out / "large_files.yml").read_text())["large_files"]
+    assert entry["path"] == "models/model.pt" and entry["url"] == "" and len(entry["hash_val"]) == 64
+    assert json.loads((out / "configs" / "metadata.json").read_text())["eval_metrics"] == {}
+    assert any("eval_metrics is empty" in r.getMessage() for r in caplog.records)
+    readme = (out / "docs" / "README.md").read_text()
+    assert "No evaluation was recorded" in readme and "a local export" in readme and "../../" not in readme
+
+
 def test_export_refuses_what_it_cannot_do_well(tmp_path):
     bundle = BUNDLES_DIR / "unet"
     with pytest.raises(ExportError, match="missing checkpoint"):
         export_bundle(bundle, tmp_path / "out", checkpoint=tmp_path / "none.pt")
     weights = _trained("unet", tmp_path / "run", {"spatial_dims": 3, "patch_size": [16, 16, 16]})
     with pytest.raises(ExportError, match="spatial_dims: trained 3, configured 2"):
-        export_bundle(bundle, tmp_path / "out", checkpoint=weights, overrides={"spatial_dims": 2})
+        export_bundle(bundle, tmp_path / "out", checkpoint=weights, overrides={"spatial_dims": 2}, local_only=True)
+    with pytest.raises(ExportError, match="no large_files_url: a model-zoo pull request leaves the weights out"):
+        export_bundle(bundle, tmp_path / "out", checkpoint=weights)
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "file").write_text("keep me")
     with pytest.raises(ExportError, match="exists and is not empty"):
@@ -183,7 +199,7 @@ def test_export_checks_its_set_values_as_segment_does(unet_3d_with_settings, tmp
     from monai_ext.errors import InputError
 
     with pytest.raises(InputError, match=r"--set nope=1: the bundle's config has no 'nope'"):
-        export_bundle(unet_3d_with_settings, tmp_path / "out", overrides={"nope": 1})
+        export_bundle(unet_3d_with_settings, tmp_path / "out", overrides={"nope": 1}, local_only=True)
     with pytest.raises(InputError, match=r"--set sw_batch_size=\"four\": expected a number"):
-        export_bundle(unet_3d_with_settings, tmp_path / "out", overrides={"sw_batch_size": "four"})
+        export_bundle(unet_3d_with_settings, tmp_path / "out", overrides={"sw_batch_size": "four"}, local_only=True)
     assert not (tmp_path / "out").exists()

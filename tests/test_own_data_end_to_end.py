@@ -164,6 +164,7 @@ def test_own_data_prepare_train_segment_export(tmp_path, python_without_monai_ex
             str(run / "models" / "model.pt"),
             "--output",
             str(exported),
+            "--local-only",
         ],
         timeout=600,
     )

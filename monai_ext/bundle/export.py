@@ -11,7 +11,10 @@ that runs on a machine where ``monai_ext`` is not installed, as the MONAI model 
   counts and patch shape, a new version with its changelog entry, ``required_packages_version`` from
   what the code actually imports, ``supported_apps``, and ``eval_metrics`` from the last evaluation
   (``<run>/eval/metrics_summary.json`` beside the weights' ``models`` folder);
-- ``large_files.yml`` with the SHA-256 of every file over the zoo's 25 MB limit;
+- ``large_files.yml`` listing every weight file (``models/`` but the settings) and any other file over the
+  zoo's 25 MB limit, each with its URL and SHA-256, so that a zoo pull request can leave them all out: the
+  URL is required (``large_files_url``) unless the export is ``local_only`` (kept with its weights, not for
+  the zoo);
 - ``docs/data_license.txt`` when the training data set is a public one with recorded terms;
 - ``monai_ext/``: the package's modules the configs import, found by importing them in a fresh process
   (the zoo puts the bundle folder on ``sys.path``).
@@ -209,6 +212,73 @@ def _eval_metrics(weights: Path) -> Dict[str, float]:
     return out
 
 
+def _large_files(folder: Path, url: Optional[str]) -> List[Dict[str, str]]:
+    """Write ``large_files.yml`` for the weight files under ``models/`` (all but the settings) and any other
+    file over 25 MB; each entry is the zoo's ``path``, ``url`` (``<url>/<path>``; empty without ``url``),
+    ``hash_val`` and ``hash_type``."""
+    import yaml
+
+    large = []
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = f.relative_to(folder).as_posix()
+        weights = rel.startswith("models/") and f.name != SETTINGS_FILE
+        if weights or f.stat().st_size > LARGE_FILE_BYTES:
+            link = f"{url.rstrip('/')}/{rel}" if url else ""
+            large.append({"path": rel, "url": link, "hash_val": _sha256(f), "hash_type": "sha256"})
+    (folder / "large_files.yml").write_text(yaml.safe_dump({"large_files": large}, sort_keys=False))
+    return large
+
+
+# sections of a bundle's README that speak of the repository it lives in; an export gets its own
+_REPOSITORY_SECTIONS = ("Data", "Additional Usage Steps")
+
+
+def _readme(text: str, name: str, meta: Dict[str, Any], values: Dict[str, Any], local_only: bool) -> str:
+    """The exported bundle's ``docs/README.md``: the bundle's own, less the sections about the repository
+    (its data builders and commands run from ``bundles/<name>``), with this export's settings, data and
+    commands, all run from the export's folder."""
+    kept = [
+        part
+        for part in re.split(r"(?m)^(?=## )", text)
+        if not any(part.startswith(f"## {title}\n") for title in _REPOSITORY_SECTIONS)
+    ]
+    body = re.sub(r"\.\./\.\./(\w+)/", r"<monai_ext repository>/\1/", "".join(kept)).rstrip() + "\n"
+    rows = "\n".join(f"| `{k}` | `{json.dumps(v)}` |" for k, v in values.items())
+    scores = ", ".join(f"{k} {v}" for k, v in meta["eval_metrics"].items())
+    weights = (
+        "The weights are in `models/` (a local export: `large_files.yml` lists them without an address)."
+        if local_only
+        else "The weights are listed in `large_files.yml` with their address and SHA-256; a copy without them "
+        "fetches them with `python -m monai.bundle download` or the model zoo's tools."
+    )
+    return (
+        f"{body}\n## This export (version {meta['version']})\n\n"
+        f"Exported on {time.strftime('%Y-%m-%d')} from the `{name}` bundle of `monai_ext` with `python -m monai_ext "
+        "export`, from weights trained with these settings (baked into `configs/inference.json` and "
+        f"`configs/train.json`):\n\n| setting | value |\n|---|---|\n{rows}\n\n"
+        + (
+            f"Last evaluation: {scores}.\n\n"
+            if scores
+            else "No evaluation was recorded beside the weights, so `eval_metrics` in the metadata is empty.\n\n"
+        )
+        + "## Data\n\n"
+        + (f"Trained on {meta['data_source']}.\n\n" if meta.get("data_source") else "")
+        + "Any image the settings above describe (channels, spatial dimensions; DICOM series, NIfTI and the other "
+        "formats MONAI's `LoadImage` reads). Inference reads a datalist: a JSON file with a list of cases under a "
+        'key, `{"test": [{"image": "/path/case.nii.gz"}]}`; training and evaluation read `datalist.json` in '
+        "`dataset_dir` with `training`, `validation` and `test` lists of `image`/`label` pairs.\n\n"
+        "## Additional Usage Steps\n\n"
+        "From this folder. The `monai_ext` modules the configs use are inside it (`monai_ext/`): install the packages "
+        f"of `required_packages_version` in `configs/metadata.json`, not `monai_ext`. {weights}\n\n"
+        "```bash\n"
+        "python -m monai.bundle run --config_file configs/inference.json --datalist_file cases.json --output_dir masks\n"
+        "python -m monai.bundle run --config_file configs/train.json --dataset_dir DIR            # fine-tune on DIR\n"
+        "python -m monai.bundle run --config_file \"['configs/train.json','configs/evaluate.json']\" --dataset_dir DIR\n"
+        "python -m monai.bundle verify_metadata --meta_file configs/metadata.json\n"
+        "```\n"
+    )
+
+
 def _data_license(source: Dict[str, Any]) -> str:
     terms = source.get("terms") or (
         "not recorded in this bundle: read them at the address above before using or sharing weights trained on these data"
@@ -233,6 +303,7 @@ def export_bundle(
     large_files_url: Optional[str] = None,
     overwrite: bool = False,
     supported_apps: Optional[Dict[str, str]] = None,
+    local_only: bool = False,
 ) -> Path:
     """Export a trained bundle; see the module docstring.
 
@@ -244,13 +315,17 @@ def export_bundle(
         overrides: config values, as ``--set`` gives them.
         version: the export's version (default: the bundle's with the patch number increased).
         changelog: that version's changelog entry.
-        large_files_url: base URL under which the files over 25 MB will be published.
+        large_files_url: base URL under which the weight files (and any file over 25 MB) will be published,
+            each at ``<url>/<path in the bundle>``.
         overwrite: replace an existing export.
         supported_apps: the metadata's ``supported_apps`` (default: MONAI Label 0.8.5, which
             ``scripts/monailabel/check.py`` runs every bundle in).
+        local_only: an export that keeps its weights and is not published: ``large_files.yml`` lists them
+            without a URL.
 
     Raises:
-        ExportError: missing weights, weights that do not fit, an existing output, or a failed check.
+        ExportError: missing weights, weights that do not fit, an existing output, no ``large_files_url``
+            for an export that is not ``local_only``, or a failed check.
     """
     from monai.bundle import ConfigParser, verify_metadata, verify_net_in_out
 
@@ -260,6 +335,12 @@ def export_bundle(
         raise ExportError(f"{weights}: missing checkpoint (train the bundle first, or pass --checkpoint)")
     if output.exists() and any(output.iterdir()) and not overwrite:
         raise ExportError(f"{output}: exists and is not empty (pass --overwrite to replace it)")
+    if not large_files_url and not local_only:
+        raise ExportError(
+            f"{output}: no large_files_url: a model-zoo pull request leaves the weights out and fetches them from "
+            "the URLs of large_files.yml; give the address they will be published under, or ask for a local_only "
+            "export that keeps them"
+        )
     configs = [Path(c) for c in configs]
     overrides = dict(overrides or {})
     for c in configs:
@@ -327,22 +408,7 @@ def export_bundle(
                 }
             )
         )
-        large = []
-        for f in sorted(p for p in tmp.rglob("*") if p.is_file()):
-            if f.stat().st_size > LARGE_FILE_BYTES:
-                rel = f.relative_to(tmp).as_posix()
-                url = f"{large_files_url.rstrip('/')}/{rel}" if large_files_url else ""
-                large.append({"path": rel, "url": url, "hash_val": _sha256(f), "hash_type": "sha256"})
-                if not url:
-                    logger.warning(
-                        "%s is over the zoo's 25 MB limit: large_files.yml lists it; fill in its url (or pass "
-                        "--large-files-url) before publishing",
-                        rel,
-                    )
-        if large:
-            import yaml
-
-            (tmp / "large_files.yml").write_text(yaml.safe_dump({"large_files": large}, sort_keys=False))
+        large = _large_files(tmp, large_files_url)
 
         # ------------------------------------------------------------------------------- code
         modules = _modules([inference, train])
@@ -367,6 +433,12 @@ def export_bundle(
         meta["required_packages_version"] = dict(sorted(pins.items()))
         meta["supported_apps"] = supported_apps if supported_apps is not None else {"monai-label": "0.8.5"}
         meta["eval_metrics"] = _eval_metrics(weights)
+        if not meta["eval_metrics"]:
+            logger.warning(
+                "no evaluation beside the weights (%s): eval_metrics is empty; run evaluate.json on the run "
+                "and export again to publish its scores",
+                weights.parent.parent / "eval" / "metrics_summary.json",
+            )
         fmt = meta["network_data_format"]
         image, pred = fmt["inputs"]["image"], fmt["outputs"]["pred"]
         default_names = [v for _, v in sorted(pred.get("channel_def", {}).items())]
@@ -392,23 +464,13 @@ def export_bundle(
 
         # ------------------------------------------------------------------------- docs, licence
         shutil.copyfile(bundle / "LICENSE", tmp / "LICENSE")
-        readme = (
-            (bundle / "docs" / "README.md").read_text()
-            if (bundle / "docs" / "README.md").is_file()
-            else f"# {meta.get('name')}\n"
-        )
-        rows = "\n".join(f"| `{k}` | `{json.dumps(v)}` |" for k, v in values.items())
-        readme += (
-            f"\n## This export (version {meta['version']})\n\n"
-            f"Exported on {time.strftime('%Y-%m-%d')} with `python -m monai_ext export` from weights trained with these settings "
-            f"(baked into `configs/inference.json` and `configs/train.json`):\n\n| setting | value |\n|---|---|\n{rows}\n\n"
-            + (
-                f"Last evaluation: {', '.join(f'{k} {v}' for k, v in meta['eval_metrics'].items())}.\n\n"
-                if meta["eval_metrics"]
-                else ""
-            )
-            + "The `monai_ext` modules the configs use are inside the bundle (`monai_ext/`); the bundle needs the packages "
-            "of `required_packages_version`, not the `monai_ext` package.\n"
+        source_readme = bundle / "docs" / "README.md"
+        readme = _readme(
+            source_readme.read_text() if source_readme.is_file() else f"# {meta.get('name')}\n",
+            bundle.name,
+            meta,
+            values,
+            local_only,
         )
         (tmp / "docs" / "README.md").write_text(readme)
 

@@ -120,7 +120,7 @@ def install_exported(model_dir: Path, work: Path) -> None:
         bundle_root=str(work / "own_run"),
         **{"train#trainer#max_epochs": 2, "num_workers": 0, "batch_size": 2},
     )
-    export_bundle(bundle, model_dir / EXPORTED, checkpoint=work / "own_run" / "models" / "model.pt")
+    export_bundle(bundle, model_dir / EXPORTED, checkpoint=work / "own_run" / "models" / "model.pt", local_only=True)
 
 
 def create_client(app_dir: Path, studies: Path, work: Path, models: list):

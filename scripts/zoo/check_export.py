@@ -1,9 +1,10 @@
 """Run the MONAI model zoo's own ``ci/verify_bundle.py`` (full mode) on exported bundles, without monai_ext.
 
 For each bundle: train briefly on a small synthetic data set through its own ``train.json``, export it
-with ``python -m monai_ext export``, lay it out as the zoo's repository does (``models/<bundle>/``, an
-empty ``models/model_info.json``, the metadata schema at ``models/<bundle>/eval/schema.json`` as
-``ci/prepare_schema.py`` puts it), and run ``verify_bundle.py -b <bundle> -p models -m full`` in an
+with ``python -m monai_ext export`` and a ``file://`` address for its weights, move the weights there (a
+zoo pull request leaves them out; the zoo's CI fetches them from ``large_files.yml``), lay it out as the
+zoo's repository does (``models/<bundle>/``, an empty ``models/model_info.json``, the metadata schema at
+``models/<bundle>/eval/schema.json`` as ``ci/prepare_schema.py`` puts it), and run ``verify_bundle.py -b <bundle> -p models -m full`` in an
 interpreter that has this project's dependencies but not ``monai_ext`` itself (a virtual environment whose
 only link to ours is a ``.pth`` line naming our site-packages, so our editable install's hook is not
 loaded). The exported bundle must bring the code it needs.
@@ -58,6 +59,17 @@ def isolated_python(work: Path) -> Path:
     return python
 
 
+def publish(bundle: Path, store: Path) -> None:
+    """Move every file ``large_files.yml`` lists to its ``file://`` address, as a zoo pull request leaves the
+    weights out: the zoo's CI must fetch them back from there, and check their hashes, before the bundle runs."""
+    import yaml
+
+    for entry in yaml.safe_load((bundle / "large_files.yml").read_text())["large_files"]:
+        target = store / entry["path"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(bundle / entry["path"], target)
+
+
 def train_and_export(name: str, work: Path) -> Path:
     from monai.bundle import run
 
@@ -79,7 +91,11 @@ def train_and_export(name: str, work: Path) -> Path:
         **overrides,
     )
     out = work / "models" / name
-    export_bundle(bundle, out, checkpoint=run_root / "models" / "model.pt", overwrite=True)
+    published = work / "published" / name
+    export_bundle(
+        bundle, out, checkpoint=run_root / "models" / "model.pt", overwrite=True, large_files_url=published.as_uri()
+    )
+    publish(out, published)
     (out / "eval").mkdir(exist_ok=True)
     shutil.copyfile(ROOT / "schemas" / "meta_schema_20240725.json", out / "eval" / "schema.json")
     return out
