@@ -332,9 +332,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     g.add_argument("--amp", action=argparse.BooleanOptionalAction, help="mixed precision (default: the bundle's amp)")
     g.add_argument(
         "--backend",
-        choices=("torch", "openvino", "onnxruntime"),
-        help="what runs the network (default: the bundle's, torch); openvino and onnxruntime run on the CPU, compiled once "
-        "and cached beside the weights (models/compiled/)",
+        choices=("torch", "pt2", "openvino", "onnxruntime"),
+        help="what runs the network (default: the bundle's, torch); pt2: its torch.export program (an export's "
+        "models/model.pt2); openvino and onnxruntime run on the CPU; compiled once and cached in models/compiled/",
     )
     g.add_argument(
         "--precision",

@@ -1,4 +1,5 @@
-"""Every bundle's network runs on OpenVINO and ONNX Runtime with the logits of PyTorch eager (fp32, 1e-4),
+"""Every bundle's network runs on OpenVINO, ONNX Runtime and as a torch.export program with the logits of PyTorch
+eager (fp32, 1e-4),
 through ``CompiledNetwork``, which the bundles' ``inference.json`` uses; compiled models are cached."""
 
 from pathlib import Path
@@ -33,15 +34,17 @@ def _network(name: str, dims: int):
     return net, inputs
 
 
-# every bundle in 2D and 3D on OpenVINO and in 2D on ONNX Runtime; ONNX Runtime in 3D for the U-Net, and
-# MADGNet's refusal (the ONNX export is the same code for every network and dimension: it keeps CI short)
+# every bundle in 2D and 3D on OpenVINO and in 2D on ONNX Runtime and as a torch.export program; ONNX Runtime
+# in 3D for the U-Net, and MADGNet's refusal (the ONNX export is the same code for every network and
+# dimension: it keeps CI short); the program in 3D for the U-Net
 CASES = [
     (n, d, b)
     for n in BUNDLES
     for d in (2, 3)
-    for b in ("openvino", "onnxruntime")
-    if b == "openvino" or d == 2 or n in ("unet", "madgnet")
+    for b in ("openvino", "onnxruntime", "pt2")
+    if b == "openvino" or d == 2 or n == "unet" or (n, b) == ("madgnet", "onnxruntime")
 ]
+SUFFIX = {"openvino": "*.xml", "onnxruntime": "*.onnx", "pt2": "*.pt2"}
 
 
 @pytest.mark.parametrize("name,dims,backend", CASES)
@@ -62,7 +65,7 @@ def test_every_bundle_runs_on_the_cpu_backends_with_eager_logits(name, dims, bac
         torch.testing.assert_close(compiled(*one), expected[:1], atol=1e-4, rtol=1e-4)
         three = tuple(torch.cat([x, x[:1]]) for x in inputs)  # more windows than the compiled batch
         torch.testing.assert_close(compiled(*three), torch.cat([expected, expected[:1]]), atol=1e-4, rtol=1e-4)
-    assert len(list(tmp_path.glob("*.onnx" if backend == "onnxruntime" else "*.xml"))) == 1
+    assert len(list(tmp_path.glob(SUFFIX[backend]))) == 1
 
 
 def test_compiled_models_are_cached_by_weights_and_window(tmp_path, monkeypatch):
@@ -87,6 +90,25 @@ def test_compiled_models_are_cached_by_weights_and_window(tmp_path, monkeypatch)
     assert len(list(tmp_path.glob("*.xml"))) == 3 and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+def test_a_shipped_program_of_these_weights_runs_as_it_is_and_one_of_other_weights_is_not_used(tmp_path, monkeypatch):
+    from monai_ext.inferers import export_program, save_program, weights_digest
+
+    net, (x,) = _network("unet", 2)
+    models = tmp_path / "models"
+    save_program(export_program(net, (x,)), models / "model.pt2", weights_digest(net))  # as an export ships it
+    with torch.no_grad():
+        monkeypatch.setattr(torch.export, "export", lambda *a, **k: pytest.fail("exported again"))
+        shipped = CompiledNetwork(net, "pt2", cache_dir=models / "compiled")
+        torch.testing.assert_close(shipped(x), net(x), atol=1e-4, rtol=1e-4)
+        monkeypatch.undo()
+        assert not (models / "compiled").exists()
+        torch.manual_seed(1)
+        other, _ = _network("unet", 2)
+        retrained = CompiledNetwork(other, "pt2", cache_dir=models / "compiled")
+        torch.testing.assert_close(retrained(x), other(x), atol=1e-4, rtol=1e-4)  # not the shipped program's
+    assert len(list((models / "compiled").glob("program-*.pt2"))) == 1
+
+
 def test_the_wrapper_carries_the_networks_weights_under_their_own_names(tmp_path, monkeypatch):
     net, (x,) = _network("unet", 2)
     compiled = CompiledNetwork(net, "onnxruntime")
@@ -109,12 +131,16 @@ def test_the_wrapper_carries_the_networks_weights_under_their_own_names(tmp_path
 
 def test_options_that_cannot_work_are_one_line():
     net, inputs = _network("unet", 2)
-    with pytest.raises(InputError, match=r"backend 'tensorrt': one of torch, openvino, onnxruntime"):
+    with pytest.raises(InputError, match=r"backend 'tensorrt': one of torch, pt2, openvino, onnxruntime"):
         CompiledNetwork(net, "tensorrt")
     with pytest.raises(
         InputError, match=r"channels_last: a torch backend option; the openvino backend chooses its own"
     ):
         CompiledNetwork(net, "openvino", channels_last=True)
+    with pytest.raises(InputError, match=r"channels_last: a torch backend option; the pt2 backend chooses its own"):
+        CompiledNetwork(net, "pt2", channels_last=True)
+    with pytest.raises(InputError, match=r"precision 'int8': the pt2 backend runs fp32"):
+        CompiledNetwork(net, "pt2", "int8")
     with pytest.raises(InputError, match=r"precision 'int8': the onnxruntime backend runs fp32"):
         CompiledNetwork(net, "onnxruntime", "int8")
     with pytest.raises(InputError, match=r"precision int8: no calibration cases"):

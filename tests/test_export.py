@@ -118,8 +118,10 @@ def test_export_bakes_the_training_into_a_bundle_that_runs_without_monai_ext(
     assert "monai-ext" not in meta["required_packages_version"] and meta["data_source"].startswith("PROMISE12")
     assert "PROMISE12" in (out / "docs" / "data_license.txt").read_text()
     # every weight file, whatever its size, so that a zoo pull request can leave them out
-    (entry,) = yaml.safe_load((out / "large_files.yml").read_text())["large_files"]
-    assert entry["path"] == "models/model.pt" and entry["url"] == "https://example.org/b/models/model.pt"
+    listed = {e["path"]: e for e in yaml.safe_load((out / "large_files.yml").read_text())["large_files"]}
+    assert sorted(listed) == ["models/model.pt", "models/model.pt2"]
+    entry = listed["models/model.pt"]
+    assert entry["url"] == "https://example.org/b/models/model.pt"
     assert (
         entry["hash_type"] == "sha256"
         and entry["hash_val"] == hashlib.sha256((out / "models" / "model.pt").read_bytes()).hexdigest()
@@ -137,6 +139,38 @@ def test_export_bakes_the_training_into_a_bundle_that_runs_without_monai_ext(
         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # the torch.export program: loaded and run where neither monai_ext nor the bundle's code is importable
+    shape = [2, meta["network_data_format"]["inputs"]["image"]["num_channels"], *settings["patch_size"]]
+    proc = subprocess.run(
+        [str(python_without_monai_ext), "-c", PROGRAM_CHECK, str(out / "models" / "model.pt2"), json.dumps(shape)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    net = ConfigParser(json.loads((out / "configs" / "inference.json").read_text())).get_parsed_content("network_def")
+    net.load_state_dict(torch.load(out / "models" / "model.pt", weights_only=True))
+    x = torch.load(tmp_path / "program_input.pt")
+    with torch.no_grad():
+        expected = net.eval()(x)
+    found = torch.load(tmp_path / "program_output.pt")
+    torch.testing.assert_close(found, expected, atol=1e-4 * float(expected.abs().max()), rtol=1e-4)
+    assert "`torch.export.load('models/model.pt2').module()(x)` runs it" in readme
+
+
+PROGRAM_CHECK = """
+import json, sys
+import torch
+program = torch.export.load(sys.argv[1]).module()
+x = torch.randn(json.loads(sys.argv[2]))
+with torch.no_grad():
+    y = program(x)
+assert "monai_ext" not in sys.modules
+torch.save(x, "program_input.pt")
+torch.save(y, "program_output.pt")
+"""
 
 
 def test_a_local_export_lists_its_weights_without_an_address_and_says_it_has_no_scores(tmp_path, caplog):
@@ -144,8 +178,9 @@ def test_a_local_export_lists_its_weights_without_an_address_and_says_it_has_no_
     shutil.rmtree(tmp_path / "run" / "eval")  # trained, never evaluated
     with caplog.at_level("WARNING", logger="monai_ext.export"):
         out = export_bundle(BUNDLES_DIR / "unet", tmp_path / "unet_local", checkpoint=weights, local_only=True)
-    (entry,) = yaml.safe_load((out / "large_files.yml").read_text())["large_files"]
-    assert entry["path"] == "models/model.pt" and entry["url"] == "" and len(entry["hash_val"]) == 64
+    listed = yaml.safe_load((out / "large_files.yml").read_text())["large_files"]
+    assert [e["path"] for e in listed] == ["models/model.pt", "models/model.pt2"]
+    assert all(e["url"] == "" and len(e["hash_val"]) == 64 for e in listed)
     assert json.loads((out / "configs" / "metadata.json").read_text())["eval_metrics"] == {}
     assert any("eval_metrics is empty" in r.getMessage() for r in caplog.records)
     readme = (out / "docs" / "README.md").read_text()

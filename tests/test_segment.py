@@ -470,10 +470,10 @@ def test_a_full_disk_fails_the_case_it_hits_names_the_file_and_keeps_earlier_out
     assert nib.load(str(out / "a_seg.nii.gz")).shape == (20, 18, 12)
 
 
-def test_segment_runs_the_network_on_openvino_and_caches_it_beside_the_weights(bundle, tmp_path):
+def test_segment_runs_the_network_on_each_backend_and_caches_it_beside_the_weights(bundle, tmp_path):
     source = NIB_DATA / "anatomical.nii"
     (eager,) = segment(bundle, source, tmp_path / "torch", device="cpu", overrides=SMALL_3D, progress=False)
-    for backend in ("openvino", "onnxruntime"):
+    for backend in ("openvino", "onnxruntime", "pt2"):
         (result,) = segment(
             bundle, source, tmp_path / backend, device="cpu", overrides=SMALL_3D, progress=False, backend=backend
         )
@@ -482,7 +482,7 @@ def test_segment_runs_the_network_on_openvino_and_caches_it_beside_the_weights(b
         assert (a == b).mean() > 0.999  # the same logits to 1e-4: only exact ties may differ
         np.testing.assert_allclose(nib.load(str(result.output)).affine, nib.load(str(eager.output)).affine)
     cached = sorted(p.suffix for p in (bundle / "models" / "compiled").iterdir())
-    assert ".xml" in cached and ".onnx" in cached
+    assert ".xml" in cached and ".onnx" in cached and ".pt2" in cached
     shutil.rmtree(bundle / "models" / "compiled")  # the bundle fixture is shared
 
 

@@ -211,7 +211,8 @@ class BundleSegmenter:
         overrides: config values, as ``python -m monai.bundle run --<id> <value>`` sets them.
         sw_batch_size: the inferer's windows per network call (default: the bundle's).
         overlap: the inferer's window overlap (default: the bundle's).
-        backend: what runs the network: ``torch``, ``openvino`` or ``onnxruntime`` (the bundle's ``backend``;
+        backend: what runs the network: ``torch``, ``pt2`` (its ``torch.export`` program), ``openvino`` or
+            ``onnxruntime`` (the bundle's ``backend``;
             :class:`~monai_ext.inferers.CompiledNetwork`).
         precision: ``fp32``, ``bf16`` (torch) or ``int8`` (openvino) (the bundle's ``precision``).
 
@@ -336,7 +337,7 @@ class BundleSegmenter:
 
     def _check_built(self, parser, config: Path) -> None:
         chosen = parser.get_parsed_content("backend", default="torch") if "backend" in parser else "torch"
-        if chosen != "torch" and self.device.type != "cpu":
+        if chosen in ("openvino", "onnxruntime") and self.device.type != "cpu":
             raise InputError(
                 f"--backend {chosen}: runs on the CPU, and the device is {self.device}; add --device cpu, or use --backend torch"
             )

@@ -3,7 +3,8 @@
 :func:`export_bundle` (``python -m monai_ext export --bundle bundles/<name> --output DIR``) writes a bundle
 that runs on a machine where ``monai_ext`` is not installed, as the MONAI model zoo's CI runs bundles:
 
-- ``models/model.pt`` (the trained weights) and ``models/trained.json`` (their settings, readable);
+- ``models/model.pt`` (the trained weights), ``models/model.pt2`` (the network as a ``torch.export`` program,
+  checked equal to it) and ``models/trained.json`` (their settings, readable);
 - ``configs/``: ``inference.json`` and ``train.json`` with every trained setting written in as a plain
   value (no lookup in the weights), data-set overlays and ``--set`` values merged, personal data paths
   reset to the bundle's defaults; ``evaluate.json``, ``multi_gpu_train.json``, ``logging.conf`` as they are;
@@ -212,6 +213,38 @@ def _eval_metrics(weights: Path) -> Dict[str, float]:
     return out
 
 
+def _program(
+    network: torch.nn.Module, state: Dict[str, torch.Tensor], channels: int, patch: List[int], path: Path
+) -> str:
+    """Write the trained network as a ``torch.export`` program (``models/model.pt2``, checked equal to the network
+    on a batch of two windows of the patch size) and say which shapes it takes, for the README."""
+    from monai_ext.inferers.exported_program import dynamic_axes, export_program, save_program, weights_digest
+
+    if not patch:
+        return "There is no `models/model.pt2`: the settings name no patch size to export it for."
+    network.load_state_dict(state)
+    example = torch.randn((2, channels, *patch), generator=torch.Generator().manual_seed(0))
+    try:
+        program = export_program(network, (example,))
+    except ReportedError as e:
+        logger.warning("no torch.export program in the export: %s", e)
+        return f"There is no `models/model.pt2`: {e}."
+    save_program(program, path, weights_digest(network))
+    axes = dynamic_axes(program)
+    spatial = [a for a in axes if a >= 2]
+    shapes = (
+        "any batch and any window size the network's down-sampling allows"
+        if len(spatial) == len(patch)
+        else f"{'any batch' if 0 in axes else 'a batch of 2'} of windows of {patch}"
+    )
+    return (
+        "`models/model.pt2` is the network as a `torch.export` program (PyTorch's successor to TorchScript, which "
+        "PyTorch 2.9 deprecates; the model zoo still asks for TorchScript): "
+        f"`torch.export.load('models/model.pt2').module()(x)` runs it without this code, for {shapes}; "
+        "`--backend pt2` runs the bundle's pipeline with it."
+    )
+
+
 def _large_files(folder: Path, url: Optional[str]) -> List[Dict[str, str]]:
     """Write ``large_files.yml`` for the weight files under ``models/`` (all but the settings) and any other
     file over 25 MB; each entry is the zoo's ``path``, ``url`` (``<url>/<path>``; empty without ``url``),
@@ -233,7 +266,7 @@ def _large_files(folder: Path, url: Optional[str]) -> List[Dict[str, str]]:
 _REPOSITORY_SECTIONS = ("Data", "Additional Usage Steps")
 
 
-def _readme(text: str, name: str, meta: Dict[str, Any], values: Dict[str, Any], local_only: bool) -> str:
+def _readme(text: str, name: str, meta: Dict[str, Any], values: Dict[str, Any], local_only: bool, program: str) -> str:
     """The exported bundle's ``docs/README.md``: the bundle's own, less the sections about the repository
     (its data builders and commands run from ``bundles/<name>``), with this export's settings, data and
     commands, all run from the export's folder."""
@@ -269,7 +302,7 @@ def _readme(text: str, name: str, meta: Dict[str, Any], values: Dict[str, Any], 
         "`dataset_dir` with `training`, `validation` and `test` lists of `image`/`label` pairs.\n\n"
         "## Additional Usage Steps\n\n"
         "From this folder. The `monai_ext` modules the configs use are inside it (`monai_ext/`): install the packages "
-        f"of `required_packages_version` in `configs/metadata.json`, not `monai_ext`. {weights}\n\n"
+        f"of `required_packages_version` in `configs/metadata.json`, not `monai_ext`. {weights} {program}\n\n"
         "```bash\n"
         "python -m monai.bundle run --config_file configs/inference.json --datalist_file cases.json --output_dir masks\n"
         "python -m monai.bundle run --config_file configs/train.json --dataset_dir DIR            # fine-tune on DIR\n"
@@ -408,6 +441,7 @@ def export_bundle(
                 }
             )
         )
+        program = _program(network, state, io[0], list(values.get("patch_size") or []), tmp / "models" / "model.pt2")
         large = _large_files(tmp, large_files_url)
 
         # ------------------------------------------------------------------------------- code
@@ -471,6 +505,7 @@ def export_bundle(
             meta,
             values,
             local_only,
+            program,
         )
         (tmp / "docs" / "README.md").write_text(readme)
 

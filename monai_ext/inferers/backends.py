@@ -46,8 +46,9 @@ __all__ = ["BACKENDS", "PRECISIONS", "CompiledNetwork", "calibration_windows", "
 
 logger = logging.getLogger("monai_ext.backends")
 
-BACKENDS = ("torch", "openvino", "onnxruntime")
-PRECISIONS = {"torch": ("fp32", "bf16"), "openvino": ("fp32", "int8"), "onnxruntime": ("fp32",)}
+BACKENDS = ("torch", "pt2", "openvino", "onnxruntime")
+PRECISIONS = {"torch": ("fp32", "bf16"), "pt2": ("fp32",), "openvino": ("fp32", "int8"), "onnxruntime": ("fp32",)}
+SHIPPED_PROGRAM = "model.pt2"  # beside the weights: an export's torch.export program
 
 
 def cpu_has_native_bf16() -> bool:
@@ -64,7 +65,9 @@ class CompiledNetwork(torch.nn.Module):
 
     Args:
         network: the bundle's network (``network_def``), in eval mode at inference.
-        backend: ``"torch"`` (eager), ``"openvino"`` or ``"onnxruntime"`` (CPU).
+        backend: ``"torch"`` (eager), ``"pt2"`` (the ``torch.export`` program: an export's ``model.pt2``
+            beside the weights when it holds these weights, else exported on the first call and cached),
+            ``"openvino"`` or ``"onnxruntime"`` (CPU).
         precision: ``"fp32"``; ``"bf16"`` (torch: autocast) or ``"int8"`` (openvino: NNCF quantisation).
         channels_last: torch backend: run in the channels-last memory format.
         cache_dir: where exported and compiled models are kept (``None``: compiled in memory every run).
@@ -95,11 +98,11 @@ class CompiledNetwork(torch.nn.Module):
             raise InputError(f"backend {backend!r}: one of {', '.join(BACKENDS)}")
         if precision not in PRECISIONS[backend]:
             raise InputError(f"precision {precision!r}: the {backend} backend runs {' or '.join(PRECISIONS[backend])}")
-        if backend != "torch":
-            if channels_last:
-                raise InputError(
-                    f"channels_last: a torch backend option; the {backend} backend chooses its own memory layout"
-                )
+        if backend != "torch" and channels_last:
+            raise InputError(
+                f"channels_last: a torch backend option; the {backend} backend chooses its own memory layout"
+            )
+        if backend in ("openvino", "onnxruntime"):
             _require(backend, precision)
         self.network = network
         self.backend, self.precision, self.channels_last = backend, precision, bool(channels_last)
@@ -135,7 +138,7 @@ class CompiledNetwork(torch.nn.Module):
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         if self.backend == "torch":
             return self._eager(*inputs)
-        if any(x.device.type != "cpu" for x in inputs):
+        if self.backend != "pt2" and any(x.device.type != "cpu" for x in inputs):
             raise InputError(f"backend {self.backend}: runs on the CPU; use --device cpu (or --backend torch on a GPU)")
         # compiled for the first batch size seen with this window (static shapes export every network, MADGNet's
         # adaptive pooling included); other batches are cut into and padded to that size
@@ -187,7 +190,8 @@ class CompiledNetwork(torch.nn.Module):
                 else value.float().numpy().tobytes()
             )
         h.update(repr([(tuple(x.shape), str(x.dtype)) for x in inputs]).encode())
-        h.update(f"{torch.__version__}|{self.backend}|{metadata.version(self.backend)}".encode())
+        engine = "torch" if self.backend == "pt2" else self.backend
+        h.update(f"{torch.__version__}|{self.backend}|{metadata.version(engine)}|{inputs[0].device.type}".encode())
         return h.hexdigest()[:20]
 
     def _cached(self, name: str) -> Optional[Path]:
@@ -244,6 +248,8 @@ class CompiledNetwork(torch.nn.Module):
                 finally:
                     if self.cache_dir is None:  # the session holds the model; the temporary export goes
                         shutil.rmtree(onnx.parent, ignore_errors=True)
+            if self.backend == "pt2":
+                return self._program(key, inputs)
             return self._openvino(key, inputs)
         except OSError as e:  # a read-only bundle, a full disk: compile in memory, every run
             if self.cache_dir is None:
@@ -255,6 +261,31 @@ class CompiledNetwork(torch.nn.Module):
             )
             self.cache_dir = None
             return self._compile(inputs)
+
+    def _program(self, key: str, inputs: Sequence[torch.Tensor]) -> Callable:
+        from monai_ext.inferers.exported_program import export_program, load_program, save_program, weights_digest
+
+        digest = weights_digest(self.network)
+        shipped = None if self.cache_dir is None else self.cache_dir.parent / SHIPPED_PROGRAM
+        if shipped is not None and shipped.is_file() and all(x.device.type == "cpu" for x in inputs):
+            module = load_program(shipped, digest)
+            if module is not None:
+                try:
+                    with torch.no_grad():
+                        module(*inputs)  # a program fixed to another window refuses this one
+                    logger.info("running %s (torch.export program of these weights)", shipped)
+                    return lambda xs: module(*xs)
+                except Exception as e:
+                    logger.info("%s does not take this window (%s); exporting for it", shipped, first_line(e)[:120])
+        path = self._cached(f"program-{key}.pt2")
+        module = load_program(path, digest) if path is not None and path.is_file() else None
+        if module is None:
+            logger.info("exporting the network with torch.export (window %s)", list(inputs[0].shape[2:]))
+            program = export_program(self.network, inputs)
+            if path is not None:
+                save_program(program, path, digest)
+            module = program.module()
+        return lambda xs: module(*xs)
 
     def _onnxruntime(self, onnx: Path) -> Callable:
         import onnxruntime as ort
