@@ -119,7 +119,8 @@ def test_export_bakes_the_training_into_a_bundle_that_runs_without_monai_ext(
     assert "PROMISE12" in (out / "docs" / "data_license.txt").read_text()
     # every weight file, whatever its size, so that a zoo pull request can leave them out
     listed = {e["path"]: e for e in yaml.safe_load((out / "large_files.yml").read_text())["large_files"]}
-    assert sorted(listed) == ["models/model.pt", "models/model.pt2"]
+    assert {"models/model.pt", "models/model.pt2"} <= set(listed)
+    assert all(p.startswith(("models/model.pt", "models/compiled/")) for p in listed)
     entry = listed["models/model.pt"]
     assert entry["url"] == "https://example.org/b/models/model.pt"
     assert (
@@ -173,14 +174,40 @@ torch.save(y, "program_output.pt")
 """
 
 
-def test_a_local_export_lists_its_weights_without_an_address_and_says_it_has_no_scores(tmp_path, caplog):
+def test_a_local_export_lists_its_weights_without_an_address_and_says_it_has_no_scores(tmp_path, caplog, monkeypatch):
     weights = _trained("unet", tmp_path / "run", {"spatial_dims": 3, "patch_size": [16, 16, 16]})
     shutil.rmtree(tmp_path / "run" / "eval")  # trained, never evaluated
     with caplog.at_level("WARNING", logger="monai_ext.export"):
         out = export_bundle(BUNDLES_DIR / "unet", tmp_path / "unet_local", checkpoint=weights, local_only=True)
     listed = yaml.safe_load((out / "large_files.yml").read_text())["large_files"]
-    assert [e["path"] for e in listed] == ["models/model.pt", "models/model.pt2"]
+    compiled = sorted(p.suffix for p in (out / "models" / "compiled").iterdir())
+    assert compiled == [".bin", ".onnx", ".xml"]  # OpenVINO IR and ONNX, shipped
+    assert sorted(e["path"] for e in listed) == sorted(
+        ["models/model.pt", "models/model.pt2"]
+        + [f"models/compiled/{p.name}" for p in (out / "models" / "compiled").iterdir()]
+    )
     assert all(e["url"] == "" and len(e["hash_val"]) == 64 for e in listed)
+    # the bundle's pipeline on the CPU backends loads them: nothing is converted or exported again
+    import openvino
+
+    from monai_ext.inferers import CompiledNetwork
+
+    parser = ConfigParser(json.loads((out / "configs" / "inference.json").read_text()))
+    net = parser.get_parsed_content("network_def")
+    net.load_state_dict(torch.load(out / "models" / "model.pt", weights_only=True))
+    batch = parser.get_parsed_content("sw_batch_size")
+    monkeypatch.setattr(openvino, "convert_model", lambda *a, **k: pytest.fail("converted again"))
+    monkeypatch.setattr(torch.onnx, "export", lambda *a, **k: pytest.fail("exported again"))
+    x = torch.randn(1, 1, 16, 16, 16)  # fewer windows than the compiled batch: padded to it
+    with torch.no_grad():
+        expected = net.eval()(x)
+        for backend in ("openvino", "onnxruntime"):
+            run = CompiledNetwork(net, backend, cache_dir=out / "models" / "compiled", batch_size=batch)
+            torch.testing.assert_close(run(x), expected, atol=1e-4, rtol=1e-4)
+    assert (
+        "holds the network compiled for `--backend openvino` and `--backend onnxruntime`"
+        in (out / "docs" / "README.md").read_text()
+    )
     assert json.loads((out / "configs" / "metadata.json").read_text())["eval_metrics"] == {}
     assert any("eval_metrics is empty" in r.getMessage() for r in caplog.records)
     readme = (out / "docs" / "README.md").read_text()

@@ -4,7 +4,9 @@
 that runs on a machine where ``monai_ext`` is not installed, as the MONAI model zoo's CI runs bundles:
 
 - ``models/model.pt`` (the trained weights), ``models/model.pt2`` (the network as a ``torch.export`` program,
-  checked equal to it) and ``models/trained.json`` (their settings, readable);
+  checked equal to it), ``models/compiled/`` (the network compiled for OpenVINO and ONNX Runtime as
+  ``segment`` asks for it, so that those backends convert nothing) and ``models/trained.json`` (their
+  settings, readable);
 - ``configs/``: ``inference.json`` and ``train.json`` with every trained setting written in as a plain
   value (no lookup in the weights), data-set overlays and ``--set`` values merged, personal data paths
   reset to the bundle's defaults; ``evaluate.json``, ``multi_gpu_train.json``, ``logging.conf`` as they are;
@@ -213,16 +215,13 @@ def _eval_metrics(weights: Path) -> Dict[str, float]:
     return out
 
 
-def _program(
-    network: torch.nn.Module, state: Dict[str, torch.Tensor], channels: int, patch: List[int], path: Path
-) -> str:
+def _program(network: torch.nn.Module, channels: int, patch: List[int], path: Path) -> str:
     """Write the trained network as a ``torch.export`` program (``models/model.pt2``, checked equal to the network
     on a batch of two windows of the patch size) and say which shapes it takes, for the README."""
     from monai_ext.inferers.exported_program import dynamic_axes, export_program, save_program, weights_digest
 
     if not patch:
         return "There is no `models/model.pt2`: the settings name no patch size to export it for."
-    network.load_state_dict(state)
     example = torch.randn((2, channels, *patch), generator=torch.Generator().manual_seed(0))
     try:
         program = export_program(network, (example,))
@@ -243,6 +242,36 @@ def _program(
         f"`torch.export.load('models/model.pt2').module()(x)` runs it without this code, for {shapes}; "
         "`--backend pt2` runs the bundle's pipeline with it."
     )
+
+
+def _compiled(network: torch.nn.Module, channels: int, patch: List[int], batch: int, folder: Path) -> str:
+    """The network compiled for the CPU backends as ``segment --backend openvino|onnxruntime`` will ask for it
+    (``batch`` windows of the patch size, fp32), in ``models/compiled/`` under the keys those runs look up, so
+    that they load it instead of converting; says what was shipped, for the README."""
+    from monai_ext.inferers.backends import CompiledNetwork
+
+    if not patch:
+        return ""
+    if hasattr(network, "mask_channels"):  # a diffusion denoiser: its sampler adds the timestep input
+        return "The CPU backends compile MedSegDiff's denoiser on first use (its sampler adds a timestep input)."
+    example = torch.randn((batch, channels, *patch), generator=torch.Generator().manual_seed(0))
+    shipped, refused = [], []
+    for backend in ("openvino", "onnxruntime"):
+        try:
+            with torch.no_grad():
+                CompiledNetwork(network, backend, cache_dir=folder, batch_size=batch)(example)
+            shipped.append(backend)
+        except ReportedError as e:  # e.g. a network that does not export to ONNX, or a backend not installed
+            refused.append(f"{backend} ({e})")
+    network.eval()
+    text = (
+        f"`models/compiled/` holds the network compiled for {' and '.join(f'`--backend {b}`' for b in shipped)} "
+        f"({batch} windows of {patch}, fp32; int8 is calibrated on the bundle's validation cases, so it is made "
+        "where they are): a run with the same library versions loads it and converts nothing."
+        if shipped
+        else ""
+    )
+    return text + (f" Not compiled: {'; '.join(refused)}." if refused else "")
 
 
 def _large_files(folder: Path, url: Optional[str]) -> List[Dict[str, str]]:
@@ -441,7 +470,11 @@ def export_bundle(
                 }
             )
         )
-        program = _program(network, state, io[0], list(values.get("patch_size") or []), tmp / "models" / "model.pt2")
+        patch = list(values.get("patch_size") or [])
+        network.load_state_dict(state)
+        program = _program(network, io[0], patch, tmp / "models" / "model.pt2")
+        batch = int(values.get("sw_batch_size") or 1)
+        compiled = _compiled(network, io[0], patch, batch, tmp / "models" / "compiled")
         large = _large_files(tmp, large_files_url)
 
         # ------------------------------------------------------------------------------- code
@@ -505,7 +538,7 @@ def export_bundle(
             meta,
             values,
             local_only,
-            program,
+            f"{program} {compiled}".strip(),
         )
         (tmp / "docs" / "README.md").write_text(readme)
 

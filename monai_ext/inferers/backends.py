@@ -75,6 +75,8 @@ class CompiledNetwork(torch.nn.Module):
         num_threads: the backend's threads (default :func:`monai_ext.threads.available_threads`).
         min_agreement: int8: the share of the calibration windows' arg-max labels the quantised network must
             give as the fp32 network does; below it the network does not quantise, and int8 is refused.
+        batch_size: compiled backends: the batch to compile for (a bundle's ``sw_batch_size``), whatever the
+            first call's; smaller calls are padded to it, larger ones cut into it. Default: the first call's.
 
     Raises:
         InputError: an unknown backend or precision, bf16 on a CPU without native bfloat16, or int8 for a
@@ -92,6 +94,7 @@ class CompiledNetwork(torch.nn.Module):
         calibration: Optional[Callable[[], Sequence[torch.Tensor]]] = None,
         num_threads: Optional[int] = None,
         min_agreement: float = 0.99,
+        batch_size: Optional[int] = None,
     ) -> None:
         super().__init__()
         if backend not in BACKENDS:
@@ -110,6 +113,7 @@ class CompiledNetwork(torch.nn.Module):
         self.calibration = calibration
         self.num_threads = num_threads or available_threads()
         self.min_agreement = min_agreement
+        self.batch_size = batch_size
         self._layout: Optional[torch.memory_format] = None
         self._runners: Dict[Tuple, Any] = {}  # (compiled batch, runner), or the error that refused it
 
@@ -144,8 +148,10 @@ class CompiledNetwork(torch.nn.Module):
         # adaptive pooling included); other batches are cut into and padded to that size
         signature = tuple((tuple(x.shape[1:]), str(x.dtype)) for x in inputs)
         if signature not in self._runners:
+            size = self.batch_size or inputs[0].shape[0]
+            example = [torch.cat([x] * -(-size // x.shape[0]))[:size] for x in inputs]
             try:
-                self._runners[signature] = (inputs[0].shape[0], self._compile(inputs))
+                self._runners[signature] = (size, self._compile(example))
             except InputError as e:  # refused (e.g. int8 that does not quantise): once, not again for every case
                 self._runners[signature] = e
         if isinstance(self._runners[signature], InputError):
