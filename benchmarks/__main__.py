@@ -33,6 +33,7 @@ BENCHMARKS = [
     "bench_higmisnet",
     "bench_dicom_read",
     "bench_cpu_inference",
+    "bench_startup",
     "learning_curves",
     "planned_training",
 ]
