@@ -187,14 +187,9 @@ class CompiledNetwork(torch.nn.Module):
     def _key(self, inputs: Sequence[torch.Tensor]) -> str:
         import importlib.metadata as metadata
 
-        h = hashlib.sha256()
-        for name, value in self.network.state_dict().items():
-            h.update(name.encode())
-            h.update(
-                value.detach().cpu().contiguous().numpy().tobytes()
-                if value.dtype != torch.bfloat16
-                else value.float().numpy().tobytes()
-            )
+        from monai_ext.inferers.exported_program import weights_digest
+
+        h = hashlib.sha256(weights_digest(self.network).encode())
         h.update(repr([(tuple(x.shape), str(x.dtype)) for x in inputs]).encode())
         engine = "torch" if self.backend == "pt2" else self.backend
         h.update(f"{torch.__version__}|{self.backend}|{metadata.version(engine)}|{inputs[0].device.type}".encode())
