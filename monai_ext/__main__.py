@@ -138,6 +138,20 @@ def _key_values(items: Optional[List[str]]) -> dict:
     return out
 
 
+def _bundle_options(parser: argparse.ArgumentParser, configs: str) -> None:
+    """The options that name a bundle, its weights and what is merged on ``configs`` (segment's and export's)."""
+    parser.add_argument("--bundle", required=True, help="bundle folder, e.g. bundles/unet")
+    parser.add_argument(
+        "--checkpoint", help="weights (default <bundle>/models/model.pt); they carry their trained settings"
+    )
+    parser.add_argument(
+        "--config", action="append", help=f"config file merged on {configs} (e.g. datasets/promise12.json)"
+    )
+    parser.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="config value, JSON-parsed (e.g. inferer#overlap=0.25)"
+    )
+
+
 def _synthetic(args: argparse.Namespace) -> None:
     from monai_ext.data.synthetic import make_synthetic_dataset
 
@@ -320,7 +334,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         epilog="exit status: 0 every case written (or skipped with --skip-existing); 1 some cases failed, the others "
         "were done; 2 nothing could be done (a bad option, bundle, checkpoint or input, or every case failed)",
     )
-    g.add_argument("--bundle", required=True, help="bundle folder, e.g. bundles/unet")
+    _bundle_options(g, "inference.json")
     g.add_argument(
         "--input",
         required=True,
@@ -371,21 +385,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         help="skip the cases whose outputs all exist (finish a folder run that was stopped); "
         "without it or --overwrite an existing output fails its case",
     )
-    g.add_argument("--checkpoint", help="weights (default <bundle>/models/model.pt); they carry their trained settings")
-    g.add_argument(
-        "--config", action="append", help="config file merged on inference.json (e.g. datasets/promise12.json)"
-    )
-    g.add_argument(
-        "--set", action="append", metavar="KEY=VALUE", help="config value, JSON-parsed (e.g. inferer#overlap=0.25)"
-    )
     g.set_defaults(func=_segment)
 
     x = sub.add_parser("export", help="write a self-contained bundle with the trained weights and settings baked in")
-    x.add_argument("--bundle", required=True, help="bundle folder, e.g. bundles/unet")
+    _bundle_options(x, "the bundle's configs")
     x.add_argument("--output", required=True, help="the exported bundle's folder (new, or empty)")
-    x.add_argument("--checkpoint", default=None, help="weights (default <bundle>/models/model.pt)")
-    x.add_argument("--config", action="append", help="config file merged on the bundle's configs")
-    x.add_argument("--set", action="append", metavar="KEY=VALUE", help="config value, JSON-parsed")
     x.add_argument(
         "--version", default=None, help="the exported bundle's version (default: the bundle's, with a build suffix)"
     )

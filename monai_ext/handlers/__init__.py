@@ -6,6 +6,6 @@ from .progress import TrainingProgress
 from .segmentation_report import SegmentationReport
 from .stop_at_target import StopAtTarget
 from .summary_writer import LazySummaryWriter
-from .time_budget import TimeBudget
+from .time_budget import BudgetClock, TimeBudget
 from .training_errors import TrainingError, TrainingErrors, run_training
 from .weight_average import WeightAverage

@@ -4,14 +4,13 @@ time budget."""
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any, Optional
 
 import torch
 from monai.handlers import LrScheduleHandler
 from monai.utils import min_version, optional_import
 
-from monai_ext.handlers.time_budget import rank0_value
+from monai_ext.handlers.time_budget import BudgetClock, rank0_value
 
 Events, _ = optional_import("ignite.engine", "0.4.4", min_version, "Events")
 
@@ -52,10 +51,7 @@ class LrSchedule:
         self.lr_scheduler = lr_scheduler
         self.validator = validator
         self.print_lr = print_lr
-        self.seconds = None if minutes is None or minutes <= 0 else float(minutes) * 60.0
-        self._start = 0.0
-        self._epoch_start = 0.0
-        self._epoch_seconds: list = []
+        self.clock = BudgetClock(minutes)
 
     @property
     def plateau(self) -> bool:
@@ -63,7 +59,7 @@ class LrSchedule:
 
     @property
     def anneals_over_budget(self) -> bool:
-        return self.seconds is not None and hasattr(self.lr_scheduler, "_get_closed_form_lr")
+        return self.clock.seconds is not None and hasattr(self.lr_scheduler, "_get_closed_form_lr")
 
     def attach(self, engine) -> None:
         if self.plateau:
@@ -74,22 +70,17 @@ class LrSchedule:
         if not self.anneals_over_budget:
             LrScheduleHandler(self.lr_scheduler, print_lr=self.print_lr, epoch_level=True).attach(engine)
             return
+        self.clock.attach(engine)
         engine.add_event_handler(Events.STARTED, self._started)
-        engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
         engine.add_event_handler(Events.ITERATION_STARTED, self._anneal)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
 
     def _started(self, engine) -> None:
-        self._start = time.perf_counter()
-        self._epoch_seconds = []
         logger.info(
             "learning-rate schedule: over %d epochs or %.1f min, whichever is further along",
             engine.state.max_epochs,
-            self.seconds / 60,
+            self.clock.seconds / 60,
         )
-
-    def _epoch_started(self, engine) -> None:
-        self._epoch_start = time.perf_counter()
 
     def _set(self, epochs: float) -> None:
         self.lr_scheduler.last_epoch = epochs
@@ -99,9 +90,9 @@ class LrSchedule:
 
     def _anneal(self, engine) -> None:
         done = engine.state.epoch - 1  # completed epochs: where an epoch-stepped schedule stands during this one
-        mean = sum(self._epoch_seconds) / len(self._epoch_seconds) if self._epoch_seconds else 0.0
-        horizon = max(self.seconds - mean, self.seconds / 2)
-        by_clock = min(1.0, (time.perf_counter() - self._start) / horizon) * engine.state.max_epochs
+        seconds = self.clock.seconds
+        horizon = max(seconds - self.clock.mean_epoch_seconds, seconds / 2)
+        by_clock = min(1.0, self.clock.elapsed / horizon) * engine.state.max_epochs
         by_clock = rank0_value(by_clock)
         length = engine.state.epoch_length
         # where the count will stand at the end of this iteration: a run that keeps pace with its budget never
@@ -110,7 +101,6 @@ class LrSchedule:
         self._set(by_clock if by_clock > by_count else float(done))
 
     def _epoch_completed(self, engine) -> None:
-        self._epoch_seconds.append(time.perf_counter() - self._epoch_start)
         self._set(
             float(engine.state.epoch)
         )  # as an epoch-stepped schedule stands after its step (saved with the state)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 import torch
 from monai.utils import min_version, optional_import
 
 Events, _ = optional_import("ignite.engine", "0.4.4", min_version, "Events")
 
-__all__ = ["TimeBudget", "rank0_value"]
+__all__ = ["BudgetClock", "TimeBudget", "rank0_value"]
 
 logger = logging.getLogger("monai_ext.time_budget")
 
@@ -28,7 +28,48 @@ def rank0_value(value: float) -> float:
     return value
 
 
-class TimeBudget:
+class BudgetClock:
+    """The wall clock of a run with a time budget of ``minutes``: the time since the trainer started and the
+    duration of each of its epochs, which :class:`TimeBudget` stops by and ``LrSchedule`` anneals by.
+
+    ``seconds`` is ``None`` when ``minutes`` is ``None`` or <= 0 (no budget); then nothing is attached.
+    Subclasses attach their own handlers after :meth:`attach`, so that an epoch's duration is recorded before
+    they read :attr:`mean_epoch_seconds`.
+    """
+
+    def __init__(self, minutes: Optional[float]) -> None:
+        self.seconds = None if minutes is None or minutes <= 0 else float(minutes) * 60.0
+        self.start = 0.0
+        self.epoch_seconds: List[float] = []
+        self._epoch_start = 0.0
+
+    def attach(self, engine) -> None:
+        engine.add_event_handler(Events.STARTED, self._started)
+        engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_ended)
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the trainer started."""
+        return time.perf_counter() - self.start
+
+    @property
+    def mean_epoch_seconds(self) -> float:
+        """The mean duration of the epochs completed so far (0 before the first)."""
+        return sum(self.epoch_seconds) / len(self.epoch_seconds) if self.epoch_seconds else 0.0
+
+    def _started(self, engine) -> None:
+        self.start = time.perf_counter()
+        self.epoch_seconds = []
+
+    def _epoch_started(self, engine) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def _epoch_ended(self, engine) -> None:
+        self.epoch_seconds.append(time.perf_counter() - self._epoch_start)
+
+
+class TimeBudget(BudgetClock):
     """Stop a trainer cleanly when ``minutes`` of wall-clock time are spent.
 
     After each epoch (and its validation: attach this after the ``ValidationHandler``) training stops when
@@ -45,33 +86,25 @@ class TimeBudget:
     """
 
     def __init__(self, minutes: Optional[float], validator: Optional[Any] = None) -> None:
-        self.seconds = None if minutes is None or minutes <= 0 else float(minutes) * 60.0
+        super().__init__(minutes)
         self.validator = validator
-        self.start = 0.0
-        self.epoch_seconds: list = []
-        self._epoch_start = 0.0
 
     def attach(self, engine) -> None:
         if self.seconds is None:
             return
-        engine.add_event_handler(Events.STARTED, self._started)
-        engine.add_event_handler(Events.EPOCH_STARTED, self._epoch_started)
+        super().attach(engine)
+        engine.add_event_handler(Events.STARTED, self._announce)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch)
 
-    def _started(self, engine) -> None:
-        self.start = time.perf_counter()
-        self.epoch_seconds = []
+    def _announce(self, engine) -> None:
         logger.info("time budget: %.1f min", self.seconds / 60)
-
-    def _epoch_started(self, engine) -> None:
-        self._epoch_start = time.perf_counter()
 
     def _agreed(self, stop: bool) -> bool:
         return bool(rank0_value(1.0 if stop else 0.0))
 
     def _iteration(self, engine) -> None:
-        elapsed = time.perf_counter() - self.start
+        elapsed = self.elapsed
         if not self._agreed(elapsed >= self.seconds):
             return
         logger.info(
@@ -85,14 +118,12 @@ class TimeBudget:
             self.validator.run(engine.state.epoch)
 
     def _epoch(self, engine) -> None:
-        now = time.perf_counter()
-        self.epoch_seconds.append(now - self._epoch_start)
-        mean = sum(self.epoch_seconds) / len(self.epoch_seconds)
-        if self._agreed(now - self.start + mean > self.seconds) and engine.state.epoch < engine.state.max_epochs:
+        elapsed, mean = self.elapsed, self.mean_epoch_seconds
+        if self._agreed(elapsed + mean > self.seconds) and engine.state.epoch < engine.state.max_epochs:
             logger.info(
                 "time budget: epoch %d ended at %.1f of %.1f min and the next would take %.1f: stopping",
                 engine.state.epoch,
-                (now - self.start) / 60,
+                elapsed / 60,
                 self.seconds / 60,
                 mean / 60,
             )
