@@ -137,6 +137,8 @@ def test_export_bakes_the_training_into_a_bundle_that_runs_without_monai_ext(
     readme = (out / "docs" / "README.md").read_text()
     assert f"bundles/{name}" not in readme and "../../" not in readme and "From this folder" in readme
     assert "Last evaluation: mean_dice_prostate 0.8123" in readme and "Trained on PROMISE12" in readme
+    nets = {p.stem for p in (out / "monai_ext" / "networks" / "nets").glob("*.py")} - {"__init__"}
+    assert nets == {"madgnet": {"madgnet", "resnest"}, "medsegdiff": {"medsegdiff"}}[name]  # the code it uses, only
     big = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.stat().st_size > 1024 * 1024}
     assert big <= set(listed)  # what the zoo's 1 MB rule would refuse is what a pull request leaves out
     proc = _without_monai_ext(python_without_monai_ext, out, SELF_CHECK, str(out))

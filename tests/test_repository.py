@@ -63,3 +63,24 @@ def test_the_packages_import_one_another_without_a_cycle():
     for name in sorted(imports):
         visit(name)
     assert {"errors", "atomic", "threads"} <= done and not imports["errors"] and not imports["atomic"]
+
+
+LAZY_CHECK = """
+import sys
+import monai_ext
+from monai_ext.networks.nets import ResUNet
+loaded = {m for m in sys.modules if m.startswith("monai_ext.")}
+assert "monai_ext.networks.nets.resunet" in loaded, loaded
+assert not {"monai_ext.networks.nets.medsegdiff", "monai_ext.networks.nets.madgnet"} & loaded, loaded
+assert not [m for m in loaded if m.startswith(("monai_ext.inferers", "monai_ext.data"))], loaded
+assert monai_ext.data.plan.stride_product([[2, 1]], 2) == [2, 1]  # a submodule, by attribute as configs reach it
+from monai_ext.inferers import *
+assert {"CompiledNetwork", "StreamingSlidingWindowInferer", "export_program"} <= set(dir())
+"""
+
+
+def test_a_packages_names_load_only_their_own_module():
+    """``from monai_ext.networks.nets import ResUNet`` loads ResUNet's module, not its siblings: a bundle loads the
+    code it uses, and an export vendors only that (each package's ``__init__`` is a PEP 562 ``__getattr__``)."""
+    proc = subprocess.run([sys.executable, "-c", LAZY_CHECK], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -109,7 +109,7 @@ def _parser(bundle: Path, weights: Path, configs: Sequence[Path], overrides: Dic
 
 def _modules(configs: Sequence[Dict[str, Any]]) -> List[str]:
     """The ``monai_ext`` modules the configs use, with everything they import, found by importing the
-    configs' ``monai_ext.*`` names in a fresh interpreter."""
+    configs' ``monai_ext.*`` names in a fresh interpreter (a package's names load only their own module)."""
     names = set()
     for config in configs:
         names.update(m.group(0) for m in re.finditer(r"monai_ext(?:\.[A-Za-z_][A-Za-z0-9_]*)+", json.dumps(config)))
@@ -119,10 +119,12 @@ for name in json.loads(sys.argv[1]):
     parts = name.split(".")
     for i in range(len(parts), 0, -1):
         try:
-            importlib.import_module(".".join(parts[:i]))
-            break
+            value = importlib.import_module(".".join(parts[:i]))
         except ImportError:
             continue
+        for part in parts[i:]:  # a package's names load their module on first use
+            value = getattr(value, part)
+        break
 print(json.dumps(sorted(m for m in sys.modules if m == "monai_ext" or m.startswith("monai_ext."))))
 """
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PACKAGE.parent), os.environ.get("PYTHONPATH", "")])}

@@ -1,5 +1,12 @@
-from . import plan
-from .datalist import LazyDatalist, require_cases
-from .nifti import NiftiWriter
-from .public import DATASETS, DatasetLayoutError, prepare_dataset
-from .synthetic import SYNTHETIC_LABELS, make_synthetic_dataset, synthetic_case
+from monai_ext.lazy import lazy_exports
+
+__getattr__, __all__ = lazy_exports(
+    __name__,
+    {
+        ".plan": [],
+        ".datalist": ["LazyDatalist", "require_cases"],
+        ".nifti": ["NiftiWriter"],
+        ".public": ["DATASETS", "DatasetLayoutError", "prepare_dataset"],
+        ".synthetic": ["SYNTHETIC_LABELS", "make_synthetic_dataset", "synthetic_case"],
+    },
+)

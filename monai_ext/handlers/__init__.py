@@ -1,11 +1,18 @@
-from .bundle_checkpoint import BundleCheckpointSaver
-from .gradient_clipping import GradientClipping
-from .lr_schedule import LrSchedule
-from .multi_scale import MultiScaleTraining
-from .progress import TrainingProgress
-from .segmentation_report import SegmentationReport
-from .stop_at_target import StopAtTarget
-from .summary_writer import LazySummaryWriter
-from .time_budget import BudgetClock, TimeBudget
-from .training_errors import TrainingError, TrainingErrors, run_training
-from .weight_average import WeightAverage
+from monai_ext.lazy import lazy_exports
+
+__getattr__, __all__ = lazy_exports(
+    __name__,
+    {
+        ".bundle_checkpoint": ["BundleCheckpointSaver"],
+        ".gradient_clipping": ["GradientClipping"],
+        ".lr_schedule": ["LrSchedule"],
+        ".multi_scale": ["MultiScaleTraining"],
+        ".progress": ["TrainingProgress"],
+        ".segmentation_report": ["SegmentationReport"],
+        ".stop_at_target": ["StopAtTarget"],
+        ".summary_writer": ["LazySummaryWriter"],
+        ".time_budget": ["BudgetClock", "TimeBudget"],
+        ".training_errors": ["TrainingError", "TrainingErrors", "run_training"],
+        ".weight_average": ["WeightAverage"],
+    },
+)

@@ -1,3 +1,10 @@
-from .deep_supervision import DeepSupervisionLoss
-from .madgnet import MADGNetLoss, madgnet_targets, structure_loss
-from .reciprocal import ReciprocalLoss
+from monai_ext.lazy import lazy_exports
+
+__getattr__, __all__ = lazy_exports(
+    __name__,
+    {
+        ".deep_supervision": ["DeepSupervisionLoss"],
+        ".madgnet": ["MADGNetLoss", "madgnet_targets", "structure_loss"],
+        ".reciprocal": ["ReciprocalLoss"],
+    },
+)

@@ -1,6 +1,13 @@
-from .augmentation import SpatialAugmentd
-from .diffusion import SplitDiffusionMapsd
-from .geometry import CheckSameGeometryd
-from .intensity import IntensityNormalizationd
-from .invert import InvertLabelsd
-from .io import LoadImageSeriesd
+from monai_ext.lazy import lazy_exports
+
+__getattr__, __all__ = lazy_exports(
+    __name__,
+    {
+        ".augmentation": ["SpatialAugmentd"],
+        ".diffusion": ["SplitDiffusionMapsd"],
+        ".geometry": ["CheckSameGeometryd"],
+        ".intensity": ["IntensityNormalizationd"],
+        ".invert": ["InvertLabelsd"],
+        ".io": ["LoadImageSeriesd"],
+    },
+)

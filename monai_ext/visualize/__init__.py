@@ -1,1 +1,8 @@
-from .overlay import overlay_png
+from monai_ext.lazy import lazy_exports
+
+__getattr__, __all__ = lazy_exports(
+    __name__,
+    {
+        ".overlay": ["overlay_png"],
+    },
+)

@@ -1,7 +1,14 @@
-from .higmisnet import HiGMISGenerator, HiGMISnet, PairedPatchDiscriminator
-from .madgnet import MADGNet
-from .medsegdiff import MedSegDiff
-from .resnest import ResNeSt
-from .resunet import ResUNet
-from .resunetplusplus import ResUNetPlusPlus
-from .unetplusplus import UNetPlusPlus
+from monai_ext.lazy import lazy_exports
+
+__getattr__, __all__ = lazy_exports(
+    __name__,
+    {
+        ".higmisnet": ["HiGMISGenerator", "HiGMISnet", "PairedPatchDiscriminator"],
+        ".madgnet": ["MADGNet"],
+        ".medsegdiff": ["MedSegDiff"],
+        ".resnest": ["ResNeSt"],
+        ".resunet": ["ResUNet"],
+        ".resunetplusplus": ["ResUNetPlusPlus"],
+        ".unetplusplus": ["UNetPlusPlus"],
+    },
+)
