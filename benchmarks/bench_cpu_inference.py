@@ -439,7 +439,10 @@ def summarize(report: dict) -> List[dict]:
             if label == "torch-fp32" or "seconds" not in r:
                 continue
             window = "x".join(map(str, m["window"]))
-            what = f"{m['bundle']} {m['spatial_dims']}D, {m['batch']} x {window}: {label} (arg-max agreement {r['argmax_agreement']:.4f})"
+            what = (
+                f"{m['bundle']} {m['spatial_dims']}D, {m['batch']} x {window}: {label} "
+                f"(arg-max agreement {r['argmax_agreement']:.4f})"
+            )
             rows.append(row(what, r["seconds"], "PyTorch eager fp32", eager, r["speedup"], "s"))
     return rows
 

@@ -128,7 +128,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
     print(f"\n{args.size}x{args.size}, batch {args.batch}, {device}")
     for bundle, r in speed.items():
         print(
-            f"{bundle:10s} {r['iterations_per_second']:.2f} training iterations/s, peak {r['peak_mib']} MiB, {r['parameters']:,} parameters"
+            f"{bundle:10s} {r['iterations_per_second']:.2f} training iterations/s, peak {r['peak_mib']} MiB, "
+            f"{r['parameters']:,} parameters"
         )
     print(
         f"Hi-gMISnet / U-Net: iterations/s x{ratio:.3f}, memory "

@@ -109,7 +109,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
     for mode in ("train", "infer"):
         u, m = throughput[f"unet/{mode}"], throughput[f"madgnet/{mode}"]
         print(
-            f"{mode:5s}: U-Net {u['images_per_second']:.2f} img/s ({u['peak_mib']} MiB), MADGNet {m['images_per_second']:.2f} img/s "
+            f"{mode:5s}: U-Net {u['images_per_second']:.2f} img/s ({u['peak_mib']} MiB), "
+            f"MADGNet {m['images_per_second']:.2f} img/s "
             f"({m['peak_mib']} MiB): throughput x{ratios[mode]:.3f}, memory x{m['peak_mib'] / max(u['peak_mib'], 1e-6):.2f}"
         )
     for bundle, r in dice.items():

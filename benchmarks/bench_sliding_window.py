@@ -10,7 +10,8 @@ same network and settings, for
   ``sw_device=cuda, device=cpu``);
 - ``cpu``: everything on the CPU (the only case without a GPU);
 
-each in fp32 and bf16 (autocast around the network for both; bf16 on a CPU only where it is native). Reported: median time, peak GPU memory,
+each in fp32 and bf16 (autocast around the network for both; bf16 on a CPU only where it is native). Reported: median time,
+peak GPU memory,
 ratio MONAI / ours.
 
 **End to end.** ``segment`` on a CT NIfTI (default 512x512x200, 0.7x0.7x2.5 mm) with a bundle (read,
@@ -65,7 +66,7 @@ def _measure(fns: Dict[str, Callable[[], object]], repeats: int) -> Dict[str, Di
         fn()
     _sync()
     times: Dict[str, List[float]] = {k: [] for k in fns}
-    peak = {k: 0.0 for k in fns}
+    peak = dict.fromkeys(fns, 0.0)
     for _ in range(repeats):
         for name, fn in fns.items():
             if torch.cuda.is_available():
@@ -243,7 +244,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
     print("\nsliding window: seconds (peak GPU MiB), ratio = MONAI / ours")
     for r in rows:
         print(
-            f"{r['network']:9s} {r['residency']:12s} {r['precision']}: MONAI {r['monai']['seconds']:.3f} s ({r['monai']['peak_gpu_mib']})"
+            f"{r['network']:9s} {r['residency']:12s} {r['precision']}: "
+            f"MONAI {r['monai']['seconds']:.3f} s ({r['monai']['peak_gpu_mib']})"
             f"  ours {r['ours']['seconds']:.3f} s ({r['ours']['peak_gpu_mib']})  x{r['ratio']:.2f}"
         )
     report = {"windows": rows}

@@ -89,8 +89,10 @@ def _prepare(args: argparse.Namespace) -> int:
         plan = json.loads((path.parent / "overlay.json").read_text()).get("plan")
         if plan:
             print(
-                f"plan for {plan['bundle']} on {plan['machine']['device']}: patch {plan['patch_size']}, batch {plan['batch_size']} x "
-                f"{plan['num_samples']} patches per volume, {plan['num_workers']} data-loader worker(s), spacing {plan['target_spacing']}"
+                f"plan for {plan['bundle']} on {plan['machine']['device']}: patch {plan['patch_size']}, "
+                f"batch {plan['batch_size']} x "
+                f"{plan['num_samples']} patches per volume, {plan['num_workers']} data-loader worker(s), "
+                f"spacing {plan['target_spacing']}"
             )
         print(
             f"datalist written to {path} ({len(datalist['training'])} training, {len(datalist['validation'])} validation, "

@@ -12,8 +12,8 @@ __all__ = ["lazy_exports"]
 
 
 def lazy_exports(package: str, exports: Mapping[str, Sequence[str]]) -> Tuple[Callable[[str], Any], List[str]]:
-    """The module ``__getattr__`` and ``__all__`` of ``package`` for ``exports`` (submodule, relative to the package: the names
-    it provides, as ``from .submodule import names`` would list them). A submodule is also an attribute by its
+    """The module ``__getattr__`` and ``__all__`` of ``package`` for ``exports`` (submodule, relative to the
+    package: the names it provides, as ``from .submodule import names`` would list them). A submodule is also an attribute by its
     own name. A name, once loaded, is set on the package, so each costs one lookup.
 
     Use in a package's ``__init__.py``: ``__getattr__, __all__ = lazy_exports(__name__, {".dwt": ["DWT", "IDWT"]})``.
@@ -21,7 +21,7 @@ def lazy_exports(package: str, exports: Mapping[str, Sequence[str]]) -> Tuple[Ca
     where = {name: module for module, names in exports.items() for name in names}
     submodules = {module.lstrip("."): module for module in exports}
 
-    def __getattr__(name: str) -> Any:
+    def load(name: str) -> Any:
         if name in where:
             value = getattr(importlib.import_module(where[name], package), name)
         elif name in submodules:
@@ -31,4 +31,4 @@ def lazy_exports(package: str, exports: Mapping[str, Sequence[str]]) -> Tuple[Ca
         setattr(sys.modules[package], name, value)
         return value
 
-    return __getattr__, list(where)
+    return load, list(where)

@@ -19,9 +19,11 @@ def demo(output, threads, busy):
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL) if busy else None
     try:
-        proc = subprocess.run([sys.executable, "-m", "monai_ext", "demo", "--output", str(output), "--epochs", "4", "--cases", "10"],
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600,
-                              env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+        proc = subprocess.run(
+            [sys.executable, "-m", "monai_ext", "demo", "--output", str(output), "--epochs", "4", "--cases", "10"],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600,
+            env={**os.environ, "OMP_NUM_THREADS": str(threads)},
+        )
     finally:
         if hog:
             hog.kill()

@@ -83,7 +83,7 @@ def test_segment_a_series_from_orthanc_and_store_the_seg_back(orthanc, random_un
     assert stored.ReferencedSeriesSequence[0].SeriesInstanceUID == series
     assert stored.NumberOfFrames == 6 * len(stored.SegmentSequence)  # a frame per slice and segment
     assert stored.SOPInstanceUID == pydicom.dcmread(result.output).SOPInstanceUID
-    sources = [p for p in sorted((tmp_path / "ct").iterdir())]
+    sources = sorted((tmp_path / "ct").iterdir())
     uids = [pydicom.dcmread(p).SOPInstanceUID for p in sources]
     frames = stored.get_pixels_by_source_instance(
         source_sop_instance_uids=uids, combine_segments=True, skip_overlap_checks=True
@@ -102,7 +102,8 @@ def test_a_study_url_lists_its_series_or_segments_each(orthanc, random_unet_3d, 
     url = f"{orthanc}/studies/{study}"
     with pytest.raises(
         InputError,
-        match=rf"2 DICOM series; choose one with series=UID \(or a series URL\) .*{first} \(#3 CT 'CT 3'\); {second} \(#4 CT 'CT 4'\)",
+        match=rf"2 DICOM series; choose one with series=UID \(or a series URL\) .*{first} \(#3 CT 'CT 3'\); "
+        rf"{second} \(#4 CT 'CT 4'\)",
     ):
         segment(random_unet_3d, url, tmp_path / "out", device="cpu", overrides=SMALL_3D, progress=False)
     results = segment(

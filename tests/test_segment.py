@@ -281,7 +281,10 @@ def test_demo_runs_from_an_installed_package(tmp_path):
 
     assert max(Image.open(out / "overlay.png").size) >= 512 and Path(report["training_curves"]).is_file()
     # the closing block: where everything is, and the command that reuses the model with nothing to guess
-    command = f"python -m monai_ext segment --bundle {report['bundle']} --checkpoint {report['model']} --input <volume> --output <folder>"
+    command = (
+        f"python -m monai_ext segment --bundle {report['bundle']} --checkpoint {report['model']} "
+        "--input <volume> --output <folder>"
+    )
     assert (
         command in proc.stdout
         and str(Path(report["mask"]).parent) in proc.stdout

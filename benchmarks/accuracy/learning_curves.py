@@ -268,7 +268,8 @@ def summarize(report: dict) -> List[dict]:
             reference = s.get("unet_best_in_same_steps") if r["bundle"] != "unet" else None
             rows.append(
                 row(
-                    f"{r['bundle']} {task['spatial_dims']}D {'x'.join(map(str, task['size']))}: best validation Dice in {r['steps']} steps "
+                    f"{r['bundle']} {task['spatial_dims']}D {'x'.join(map(str, task['size']))}: "
+                    f"best validation Dice in {r['steps']} steps "
                     f"({steps}; final {s['final']:.4f}{'' if s['stable'] else ', unstable'}; {s['seconds_per_step']:.3f} s/step)",
                     s["best"],
                     "U-Net's best in as many steps" if reference else "target",

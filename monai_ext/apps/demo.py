@@ -224,6 +224,7 @@ def closing_block(report: dict) -> str:
             f"  curves     {report['training_curves']}",
             f"  metrics    {report['metrics_file']}",
             "segment your own volume (a NIfTI file, a DICOM folder, or a folder of cases) with this model:",
-            f"  python -m monai_ext segment --bundle {report['bundle']} --checkpoint {report['model']} --input <volume> --output <folder>",
+            f"  python -m monai_ext segment --bundle {report['bundle']} --checkpoint {report['model']} "
+            "--input <volume> --output <folder>",
         ]
     )

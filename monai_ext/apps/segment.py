@@ -491,14 +491,16 @@ def segment(
     web = dicomweb.is_url(url)
     if store and not (web and output_format in DICOM_FORMATS):
         raise InputError(
-            f"--store sends a DICOM output (--format {' or '.join(DICOM_FORMATS)}) back to the DICOMweb server of a DICOMweb --input"
+            f"--store sends a DICOM output (--format {' or '.join(DICOM_FORMATS)}) back to the DICOMweb server "
+            "of a DICOMweb --input"
         )
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise InputError(f"--output {output_dir}: a file, not a folder")
     if not web and Path(input_path).is_dir() and output_dir.resolve() == Path(input_path).resolve():
         raise InputError(
-            f"--output {output_dir} is the input folder: the outputs would be mixed with the cases (and taken for cases by a later run); "
+            f"--output {output_dir} is the input folder: the outputs would be mixed with the cases "
+            "(and taken for cases by a later run); "
             "give another folder, e.g. a subfolder"
         )
 

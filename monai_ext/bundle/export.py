@@ -488,8 +488,9 @@ def export_bundle(
         old_version = meta["version"]
         meta["version"] = version or _bump(old_version)
         metric = (record or {}).get("metric") or {}
+        trained = ", ".join(f"{k} {json.dumps(v)}" for k, v in values.items() if k in ("spatial_dims", "class_names"))
         entry = changelog or (
-            f"trained weights ({', '.join(f'{k} {json.dumps(v)}' for k, v in values.items() if k in ('spatial_dims', 'class_names'))}"
+            f"trained weights ({trained}"
             + (f"; {metric['name']} {metric['value']:.4f}" if metric.get("value") is not None else "")
             + f"), exported from {old_version}"
         )

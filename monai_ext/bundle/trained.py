@@ -204,7 +204,7 @@ def check_fits(
         raise SettingsMismatch(
             f"{checkpoint}: weights do not fit the configured network ({pairs}); drop the override or overlay that changes it"
         )
-    mine, theirs = dict((n, s) for n, s, _ in _structure(expected)), dict((n, s) for n, s, _ in _structure(state))
+    mine, theirs = {n: s for n, s, _ in _structure(expected)}, {n: s for n, s, _ in _structure(state)}
     missing = [n for n in mine if n not in theirs]
     unexpected = [n for n in theirs if n not in mine]
     shaped = [n for n in mine if n in theirs and mine[n] != theirs[n]]

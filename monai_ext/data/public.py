@@ -18,9 +18,9 @@ runs it from the command line.
 from __future__ import annotations
 
 import re
-import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from xml.etree import ElementTree
 
 import numpy as np
 
@@ -260,8 +260,8 @@ def _monuseg_mask(xml_path: Path, shape: Tuple[int, int], out: Path) -> Path:
     from PIL import Image, ImageDraw
 
     try:
-        tree = ET.parse(xml_path)
-    except ET.ParseError as e:
+        tree = ElementTree.parse(xml_path)
+    except ElementTree.ParseError as e:
         raise DatasetLayoutError(f"unreadable annotation {xml_path}: {e}") from e
     canvas = Image.new("L", (shape[1], shape[0]), 0)
     draw = ImageDraw.Draw(canvas)

@@ -308,7 +308,8 @@ class BundleCheckpointSaver:
 
     def _write_settings(self, engine) -> None:
         overlay = {
-            "_desc_": "settings the weights in this folder were trained with (written by training; merged automatically by inference)",
+            "_desc_": "settings the weights in this folder were trained with "
+            "(written by training; merged automatically by inference)",
             **self.settings,
             "trained_run": {
                 "best": {

@@ -58,7 +58,8 @@ class CheckSameGeometryd(MapTransform):
             other = d[key]
             if tuple(other.shape[1:]) != tuple(ref.shape[1:]):
                 raise InputError(
-                    f"{_name(other)}: {key} shape {list(other.shape[1:])} differs from {keys[0]} shape {list(ref.shape[1:])} ({_name(ref)})"
+                    f"{_name(other)}: {key} shape {list(other.shape[1:])} differs from {keys[0]} shape "
+                    f"{list(ref.shape[1:])} ({_name(ref)})"
                 )
             if isinstance(ref, MetaTensor) and isinstance(other, MetaTensor):
                 a, b = _spatial(ref.affine, ref.dim() - 1), _spatial(other.affine, ref.dim() - 1)

@@ -4,7 +4,8 @@ For each bundle: train briefly on a small synthetic data set through its own ``t
 with ``python -m monai_ext export`` and a ``file://`` address for its weights, move the weights there (a
 zoo pull request leaves them out; the zoo's CI fetches them from ``large_files.yml``), lay it out as the
 zoo's repository does (``models/<bundle>/``, an empty ``models/model_info.json``, the metadata schema at
-``models/<bundle>/eval/schema.json`` as ``ci/prepare_schema.py`` puts it), and run ``verify_bundle.py -b <bundle> -p models -m full`` in an
+``models/<bundle>/eval/schema.json`` as ``ci/prepare_schema.py`` puts it), and run
+``verify_bundle.py -b <bundle> -p models -m full`` in an
 interpreter that has this project's dependencies but not ``monai_ext`` itself (a virtual environment whose
 only link to ours is a ``.pth`` line naming our site-packages, so our editable install's hook is not
 loaded). The exported bundle must bring the code it needs.

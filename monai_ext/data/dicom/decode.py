@@ -194,7 +194,8 @@ def read_series(
         """Read (or take the decoded) pixels of one file and put each of its planes on the grid; or the problem."""
         frames, problem = decoded.pop(path) if path in decoded else _decode(by_path[path])
         if problem is None and (frames.shape[3] if frames.ndim == 4 else 1) != channels:
-            problem = f"{frames.shape[3] if frames.ndim == 4 else 1} sample(s) per pixel where {series.first.filename} has {channels}"
+            samples = frames.shape[3] if frames.ndim == 4 else 1
+            problem = f"{samples} sample(s) per pixel where {series.first.filename} has {channels}"
         if problem:
             return problem
         for s, k in planes_of[path]:

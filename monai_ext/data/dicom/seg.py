@@ -99,7 +99,8 @@ def write_dicom_seg(
     sources = [by_path[p] for p in dict.fromkeys(str(s.path) for s in geometry.slices)]
     if len(sources) > 1 and any(int(ds.get("NumberOfFrames", 1) or 1) > 1 for ds in sources):
         raise InputError(
-            f"{volume.path}: a series of several multi-frame objects; DICOM SEG output takes one multi-frame object or single frames"
+            f"{volume.path}: a series of several multi-frame objects; DICOM SEG output takes one multi-frame object "
+            "or single frames"
         )
     first = geometry.slices[0]
     algorithm_id = hd.AlgorithmIdentificationSequence(

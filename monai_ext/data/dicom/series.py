@@ -297,7 +297,7 @@ def _vector(ds, keyword: str, length: int, where: str) -> np.ndarray:
     """A multi-valued decimal string (``ImagePositionPatient``, ...) as ``length`` finite floats, or an error."""
     try:
         array = np.array(_decimals(ds, keyword) or [], dtype=np.float64)
-    except (TypeError, ValueError, UnicodeDecodeError):
+    except (TypeError, ValueError):  # UnicodeDecodeError is a ValueError
         array = np.zeros(0)
     if array.shape != (length,) or not np.isfinite(array).all():
         raise InputError(f"{where}: no valid {keyword} (got {ds.get(keyword, None)!r}); not part of a volume")
@@ -308,7 +308,7 @@ def _scalar(ds, keyword: str, default: Optional[float] = None) -> Optional[float
     """A single decimal string (``RescaleSlope``, ``SliceThickness``...) as a float, or ``default``."""
     try:
         values = _decimals(ds, keyword)
-    except (TypeError, ValueError, UnicodeDecodeError):
+    except (TypeError, ValueError):  # UnicodeDecodeError is a ValueError
         return default
     return float(values[0]) if values else default
 

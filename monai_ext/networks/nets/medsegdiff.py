@@ -271,7 +271,8 @@ class MedSegDiff(nn.Module):
         x_t, image = x[:, : self.mask_channels], x[:, self.mask_channels :]
         if image.shape[1] != self.image_channels:
             raise ValueError(
-                f"MedSegDiff expects {self.mask_channels} noisy-mask + {self.image_channels} image channels, got {x.shape[1]} in total."
+                f"MedSegDiff expects {self.mask_channels} noisy-mask + {self.image_channels} image channels, "
+                f"got {x.shape[1]} in total."
             )
         if timesteps is None:
             timesteps = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
