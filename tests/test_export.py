@@ -18,6 +18,7 @@ from monai.bundle import ConfigParser
 
 from monai_ext.bundle import with_record
 from monai_ext.bundle.export import ExportError, export_bundle
+from monai_ext.bundle.zoo_style import style_findings
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = {
@@ -139,6 +140,7 @@ def test_export_bakes_the_training_into_a_bundle_that_runs_without_monai_ext(
     assert "Last evaluation: mean_dice_prostate 0.8123" in readme and "Trained on PROMISE12" in readme
     nets = {p.stem for p in (out / "monai_ext" / "networks" / "nets").glob("*.py")} - {"__init__"}
     assert nets == {"madgnet": {"madgnet", "resnest"}, "medsegdiff": {"medsegdiff"}}[name]  # the code it uses, only
+    assert style_findings(out, set(listed)) == []  # the zoo's isort, black, flake8 and pre-commit hooks
     big = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.stat().st_size > 1024 * 1024}
     assert big <= set(listed)  # what the zoo's 1 MB rule would refuse is what a pull request leaves out
     proc = _without_monai_ext(python_without_monai_ext, out, SELF_CHECK, str(out))

@@ -361,3 +361,21 @@ def test_training_console_is_one_line_per_validation_unless_verbose_and_curves_a
     assert lines == [
         "epoch 1/1: val_mean_dice 0.5000 (best 0.5000 at epoch 1)"
     ]  # with no bar, the line goes to the log
+
+
+def test_without_matplotlib_training_runs_and_says_it_draws_no_curves(caplog, tmp_path, monkeypatch):
+    """matplotlib is optional (an export's metadata does not require it): training without it logs once and goes on."""
+    import logging
+    import sys
+
+    from monai_ext.handlers import TrainingProgress
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    trainer, validator = _validated_trainer(2, [[0.5, 0.7], [0.8, 0.6]])
+    TrainingProgress(validator, disable=True, curves=tmp_path / "training_curves.png").attach(trainer)
+    with caplog.at_level(logging.WARNING):
+        trainer.run([0, 1, 2], max_epochs=2)
+    assert trainer.state.epoch == 2 and not (tmp_path / "training_curves.png").exists()
+    assert [r.getMessage() for r in caplog.records if "matplotlib" in r.getMessage()] == [
+        f"matplotlib is not installed: no training curves at {tmp_path / 'training_curves.png'} (pip install matplotlib)"
+    ]

@@ -55,6 +55,16 @@ PACKAGE = Path(__file__).resolve().parents[1]
 SCHEMA = "meta_schema_20240725.json"
 # packages the metadata's own fields pin, or that come with Python
 _NOT_REQUIREMENTS = {"torch", "monai", "numpy", "monai-ext"}
+# packages the vendored code imports only on a path that a bundle's default run does not take: named in the exported
+# README as extras, not required by its metadata (the model zoo installs every required package for its checks)
+OPTIONAL_PACKAGES = {
+    "openvino": "`backend` openvino: CPU inference with OpenVINO (the IR in `models/compiled/`)",
+    "onnxruntime": "`backend` onnxruntime: CPU inference with ONNX Runtime",
+    "nncf": "`precision` int8 with the openvino backend",
+    "matplotlib": "the training-curve and overlay pictures (without it training logs that it skips them)",
+    "pydicom": "DICOM series as input (with its decoder plugins for compressed series)",
+    "itk": "ITK readers and threads where MONAI uses ITK",
+}
 _HOOK = re.compile(r"@trained\.get\(")
 
 
@@ -63,7 +73,8 @@ class ExportError(ReportedError, ValueError):
 
 
 def _dump(data: Any) -> str:
-    return json.dumps(data, indent=4, ensure_ascii=False) + "\n"
+    """JSON as the zoo's pretty-format-json hook writes it: 4 spaces, keys in their order, ASCII."""
+    return json.dumps(data, indent=4) + "\n"
 
 
 def _sha256(path: Path) -> str:
@@ -137,6 +148,21 @@ print(json.dumps(sorted(m for m in sys.modules if m == "monai_ext" or m.startswi
             f"{proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}"
         )
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _format_code(folder: Path) -> None:
+    """The vendored code formatted as the model zoo checks it (isort and black with its settings)."""
+    from monai_ext.bundle.zoo_style import format_code
+
+    try:
+        format_code(folder)
+    except ImportError as e:
+        logger.warning(
+            "%s: the vendored code is not formatted as the model zoo checks it (isort and black: %s); "
+            "pip install black isort, then export again for a zoo pull request",
+            folder,
+            first_line(e),
+        )
 
 
 def _requirements(sources: Sequence[Path]) -> Dict[str, str]:
@@ -297,10 +323,18 @@ def _large_files(folder: Path, url: Optional[str]) -> List[Dict[str, str]]:
 _REPOSITORY_SECTIONS = ("Data", "Additional Usage Steps")
 
 
-def _readme(text: str, name: str, meta: Dict[str, Any], values: Dict[str, Any], local_only: bool, program: str) -> str:
+def _readme(
+    text: str,
+    name: str,
+    meta: Dict[str, Any],
+    values: Dict[str, Any],
+    local_only: bool,
+    program: str,
+    extras: Dict[str, str],
+) -> str:
     """The exported bundle's ``docs/README.md``: the bundle's own, less the sections about the repository
     (its data builders and commands run from ``bundles/<name>``), with this export's settings, data and
-    commands, all run from the export's folder."""
+    commands, all run from the export's folder, and the optional packages (``extras``: name, version) it can use."""
     kept = [
         part
         for part in re.split(r"(?m)^(?=## )", text)
@@ -334,7 +368,14 @@ def _readme(text: str, name: str, meta: Dict[str, Any], values: Dict[str, Any], 
         "## Additional Usage Steps\n\n"
         "From this folder. The `monai_ext` modules the configs use are inside it (`monai_ext/`): install the packages "
         f"of `required_packages_version` in `configs/metadata.json`, not `monai_ext`. {weights} {program}\n\n"
-        "```bash\n"
+        + (
+            "Optional packages, for what the default run does not do:\n\n"
+            + "".join(f"- `{k}=={v}`: {OPTIONAL_PACKAGES[k.lower()]}\n" for k, v in sorted(extras.items()))
+            + "\n"
+            if extras
+            else ""
+        )
+        + "```bash\n"
         "python -m monai.bundle run --config_file configs/inference.json --datalist_file cases.json --output_dir masks\n"
         "python -m monai.bundle run --config_file configs/train.json --dataset_dir DIR            # fine-tune on DIR\n"
         "python -m monai.bundle run --config_file \"['configs/train.json','configs/evaluate.json']\" --dataset_dir DIR\n"
@@ -482,6 +523,7 @@ def export_bundle(
         # ------------------------------------------------------------------------------- code
         modules = _modules([inference, train])
         requirements = _requirements(_copy_modules(modules, tmp))
+        _format_code(tmp / PACKAGE.name)
 
         # --------------------------------------------------------------------------- metadata
         meta = json.loads((bundle / "configs" / "metadata.json").read_text())
@@ -500,7 +542,8 @@ def export_bundle(
         }
         pins = {k: v for k, v in meta.get("required_packages_version", {}).items() if k not in _NOT_REQUIREMENTS}
         pins.update({k: v for k, v in requirements.items() if k.lower() not in _NOT_REQUIREMENTS})
-        meta["required_packages_version"] = dict(sorted(pins.items()))
+        extras = {k: v for k, v in pins.items() if k.lower() in OPTIONAL_PACKAGES}
+        meta["required_packages_version"] = dict(sorted((k, v) for k, v in pins.items() if k not in extras))
         meta["supported_apps"] = supported_apps if supported_apps is not None else {"monai-label": "0.8.5"}
         meta["eval_metrics"] = _eval_metrics(weights)
         if not meta["eval_metrics"]:
@@ -542,6 +585,7 @@ def export_bundle(
             values,
             local_only,
             f"{program} {compiled}".strip(),
+            extras,
         )
         (tmp / "docs" / "README.md").write_text(readme)
 

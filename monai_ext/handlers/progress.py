@@ -134,8 +134,14 @@ class TrainingProgress:
         if self.curves is None or not (self.losses or self.validations):
             return None
 
-        import matplotlib
-
+        try:
+            import matplotlib
+        except ImportError:  # an optional package (a bundle's metadata does not require it)
+            logger.warning(
+                "matplotlib is not installed: no training curves at %s (pip install matplotlib)", self.curves
+            )
+            self.curves = None
+            return None
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 

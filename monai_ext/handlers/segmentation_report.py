@@ -77,9 +77,13 @@ class SegmentationReport:
             )
             self.rows.append({"case": name, **metrics})
             if self.overlays and image_key in item:
-                overlay_png(
-                    item[image_key], pred.argmax(0), label.argmax(0), self.output_dir / "overlays" / f"{name}.png"
-                )
+                try:
+                    overlay_png(
+                        item[image_key], pred.argmax(0), label.argmax(0), self.output_dir / "overlays" / f"{name}.png"
+                    )
+                except ImportError:  # matplotlib: an optional package (a bundle's metadata does not require it)
+                    logger.warning("matplotlib is not installed: no overlay pictures (pip install matplotlib)")
+                    self.overlays = False
 
     def _write(self, engine: Engine) -> None:
         if not self.rows:

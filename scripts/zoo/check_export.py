@@ -8,7 +8,9 @@ zoo's repository does (``models/<bundle>/``, an empty ``models/model_info.json``
 ``verify_bundle.py -b <bundle> -p models -m full`` in an
 interpreter that has this project's dependencies but not ``monai_ext`` itself (a virtual environment whose
 only link to ours is a ``.pth`` line naming our site-packages, so our editable install's hook is not
-loaded). The exported bundle must bring the code it needs.
+loaded). The exported bundle must bring the code it needs. Before that, with the weights out, the zoo's
+``runtests.sh --codeformat`` tools (isort, black, flake8 with its ``setup.cfg`` and ``pyproject.toml``, from
+the folder above ``ci/``) and its content pre-commit hooks run on the bundle: a bundle passes with no finding.
 
 The zoo's CI code is not part of this repository: get it as the zoo publishes it and pass its folder::
 
@@ -28,10 +30,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import List
 
 ROOT = Path(__file__).resolve().parents[2]
 BUNDLES = ["unet", "unetplusplus", "resunet", "resunetplusplus", "madgnet", "medsegdiff", "higmisnet"]
 CI_FILES = ("verify_bundle.py", "utils.py", "bundle_custom_data.py")
+ZOO_SETTINGS = ("setup.cfg", "pyproject.toml")  # the zoo's isort, black and flake8 settings, at its root
 # values that keep a CPU run to a minute per bundle (multiples of 32 for MADGNet)
 SMALL = {"patch_size": [32, 32], "num_workers": 0, "batch_size": 2, "train#trainer#max_epochs": 1}
 DIFFUSION = {"validate_steps": 2, "validate_ensemble": 1, "val_interval": 1}
@@ -97,9 +101,30 @@ def train_and_export(name: str, work: Path) -> Path:
         bundle, out, checkpoint=run_root / "models" / "model.pt", overwrite=True, large_files_url=published.as_uri()
     )
     publish(out, published)
-    (out / "eval").mkdir(exist_ok=True)
-    shutil.copyfile(ROOT / "schemas" / "meta_schema_20240725.json", out / "eval" / "schema.json")
     return out
+
+
+def add_schema(bundle: Path) -> None:
+    """The metadata schema where the zoo's ``ci/prepare_schema.py`` puts it (its CI writes it; no pull request
+    carries it)."""
+    (bundle / "eval").mkdir(exist_ok=True)
+    shutil.copyfile(ROOT / "schemas" / "meta_schema_20240725.json", bundle / "eval" / "schema.json")
+
+
+def code_format(python: Path, work: Path, name: str) -> List[str]:
+    """The zoo's ``runtests.sh --codeformat`` on ``models/<name>`` (isort, black, flake8, with the zoo's own
+    ``setup.cfg`` and ``pyproject.toml`` beside ``models/``), then the pre-commit hooks of its
+    ``.pre-commit-config.yaml`` that read file contents: the findings, one a line."""
+    from monai_ext.bundle.zoo_style import style_findings
+
+    findings = []
+    for tool in (["isort", "--check"], ["black", "--skip-magic-trailing-comma", "--check"], ["flake8"]):
+        proc = subprocess.run(
+            [str(python), "-m", *tool, f"models/{name}"], capture_output=True, text=True, cwd=work, timeout=600
+        )
+        if proc.returncode != 0:
+            findings += [f"{tool[0]}: {line}" for line in (proc.stdout + proc.stderr).strip().splitlines()]
+    return findings + [f"pre-commit: {line}" for line in style_findings(work / "models" / name)]
 
 
 def main() -> int:
@@ -109,6 +134,7 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=ROOT / ".zoo_check")
     args = parser.parse_args()
     missing = [f for f in CI_FILES if not (args.zoo_ci / f).is_file()]
+    missing += [f"../{f}" for f in ZOO_SETTINGS if not (args.zoo_ci.parent / f).is_file()]
     if missing:
         print(f"error: {args.zoo_ci}: not the model zoo's ci/ folder (missing {', '.join(missing)})", file=sys.stderr)
         return 2
@@ -116,14 +142,19 @@ def main() -> int:
     ci = args.work / "ci"
     shutil.rmtree(ci, ignore_errors=True)
     shutil.copytree(args.zoo_ci, ci)
+    for settings in ZOO_SETTINGS:  # isort's, black's and flake8's settings, at the root as in the zoo's repository
+        shutil.copyfile(args.zoo_ci.parent / settings, args.work / settings)
     (args.work / "models").mkdir(exist_ok=True)
     (args.work / "models" / "model_info.json").write_text("{}\n")
     python = isolated_python(args.work)
     results = {}
     for name in args.bundles:
         start = time.perf_counter()
+        verified, style, tail = False, [], []
         try:
-            train_and_export(name, args.work)
+            out = train_and_export(name, args.work)
+            style = code_format(python, args.work, name)
+            add_schema(out)
             proc = subprocess.run(
                 [str(python), "ci/verify_bundle.py", "-b", name, "-p", "models", "-m", "full"],
                 capture_output=True,
@@ -131,14 +162,21 @@ def main() -> int:
                 cwd=args.work,
                 timeout=1800,
             )
-            ok = proc.returncode == 0
+            verified = proc.returncode == 0
             tail = (proc.stdout + proc.stderr).strip().splitlines()[-12:]
         except Exception as e:  # report and go on with the next bundle
-            ok, tail = False, [f"{type(e).__name__}: {e}"]
-        results[name] = {"passed": ok, "seconds": round(time.perf_counter() - start, 1), "output_tail": tail}
+            tail = [f"{type(e).__name__}: {e}"]
+        ok = verified and not style
+        results[name] = {
+            "passed": ok,
+            "verify_bundle_full": verified,
+            "code_format_findings": style,
+            "seconds": round(time.perf_counter() - start, 1),
+            "output_tail": tail,
+        }
         print(
             f"{name}: {'passed' if ok else 'FAILED'} ({results[name]['seconds']} s)"
-            + ("" if ok else "\n  " + "\n  ".join(tail))
+            + ("" if ok else "\n  " + "\n  ".join(tail + style[:40]))
         )
     (args.work / "zoo_check.json").write_text(json.dumps(results, indent=4) + "\n")
     return 0 if all(r["passed"] for r in results.values()) else 1
