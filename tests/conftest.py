@@ -1,4 +1,5 @@
 import atexit
+import json
 import os
 import shutil
 import signal
@@ -53,6 +54,33 @@ def _pristine_bundles() -> Path:
 BUNDLES_DIR = _pristine_bundles()
 # every bundle the source renders (bundle_source/<name>.json): a new architecture is tested by adding its delta
 BUNDLES = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "bundle_source").glob("*.json"))
+
+
+def own_pipeline(name: str, *files: str) -> bool:
+    """Whether bundle ``name``'s delta (``bundle_source/<name>.json``) changes more than the template's network and its
+    patch multiple in any of ``files`` (``inference.json``, ``train.json``...): where it does not, the bundle runs the
+    template's pipeline with another network, so that a test of that pipeline (not of the network) covers it with any
+    other such bundle."""
+    delta = json.loads((Path(__file__).resolve().parents[1] / "bundle_source" / f"{name}.json").read_text())
+    keys = set()
+    for file in ("configs", *files):
+        for values in delta.get(file, {}).values():
+            keys.update(values if isinstance(values, (dict, list)) else [values])
+    return bool(keys - {"network_def", "patch_multiple"})
+
+
+def pipelines(*files: str) -> list:
+    """The bundles whose ``files`` are a pipeline of their own, with the U-Net standing for the template's."""
+    return [n for n in BUNDLES if n == "unet" or own_pipeline(n, *files)]
+
+
+# the same blocks, fewer of them, for tests of a pipeline rather than of an architecture (conversion, export, training
+# and inference cover every operation at a fraction of the time; the paper sizes are checked in test_madgnet and
+# test_higmisnet)
+LIGHT = {
+    "madgnet": {"network_def#backbone_layers": [1, 1, 1, 1]},
+    "higmisnet": {"network_def#filters": 8, "network_def#levels": 3},
+}
 
 
 @pytest.fixture(autouse=True)

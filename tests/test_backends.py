@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import BUNDLES, BUNDLES_DIR
+from conftest import BUNDLES, BUNDLES_DIR, LIGHT
 from monai.bundle import ConfigParser
 
 from monai_ext.errors import InputError
@@ -15,11 +15,6 @@ from monai_ext.inferers import CompiledNetwork, cpu_has_native_bf16
 ROOT = Path(__file__).resolve().parents[1]
 PATCH = {2: [32, 32], 3: [16, 16, 16]}
 PATCH_32 = {2: [32, 32], 3: [32, 32, 32]}  # MADGNet down-samples 5 times
-# the same blocks, fewer of them: conversion covers every operation at a fraction of the time
-LIGHT = {
-    "madgnet": {"network_def#backbone_layers": [1, 1, 1, 1]},
-    "higmisnet": {"network_def#filters": 8, "network_def#levels": 3},
-}
 
 
 def _network(name: str, dims: int):

@@ -12,7 +12,7 @@ import numpy as np
 import onnxruntime
 import pytest
 import torch
-from conftest import BUNDLES, BUNDLES_DIR
+from conftest import BUNDLES, BUNDLES_DIR, LIGHT
 from monai.bundle import ConfigParser, onnx_export, verify_metadata, verify_net_in_out
 
 from monai_ext.data import make_synthetic_dataset
@@ -28,9 +28,7 @@ FAST = {
         "validate_ensemble": 2,
         "val_interval": 1,
     },
-    # the same blocks, fewer of them (the default architectures are checked in test_madgnet / test_higmisnet)
-    "madgnet": {"network_def#backbone_layers": [1, 1, 1, 1]},
-    "higmisnet": {"network_def#filters": 8, "network_def#levels": 3},
+    **LIGHT,
 }
 # small patches keep the run to seconds; the networks are the bundles' own
 PATCH = {2: "[32,32]", 3: "[16,16,16]"}

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import BUNDLES_DIR
+from conftest import BUNDLES_DIR, LIGHT
 from monai.bundle import ConfigParser
 
 from monai_ext.bundle import with_record
@@ -101,9 +101,13 @@ assert monai_ext.__file__.startswith(sys.argv[1]), monai_ext.__file__
 def test_export_bakes_the_training_into_a_bundle_that_runs_without_monai_ext(
     name, settings, tmp_path, python_without_monai_ext
 ):
-    weights = _trained(name, tmp_path / "run", settings)
+    weights = _trained(name, tmp_path / "run", {**settings, **LIGHT.get(name, {})})
     out = export_bundle(
-        BUNDLES_DIR / name, tmp_path / f"{name}_prostate", checkpoint=weights, large_files_url="https://example.org/b"
+        BUNDLES_DIR / name,
+        tmp_path / f"{name}_prostate",
+        checkpoint=weights,
+        overrides=LIGHT.get(name),
+        large_files_url="https://example.org/b",
     )
     inference = json.loads((out / "configs" / "inference.json").read_text())
     assert "trained" not in inference and not [
@@ -265,3 +269,16 @@ def test_export_checks_its_set_values_as_segment_does(unet_3d_with_settings, tmp
     with pytest.raises(InputError, match=r"--set sw_batch_size=\"four\": expected a number"):
         export_bundle(unet_3d_with_settings, tmp_path / "out", overrides={"sw_batch_size": "four"}, local_only=True)
     assert not (tmp_path / "out").exists()
+
+
+def test_set_may_give_a_constructor_argument_that_the_config_leaves_at_its_default():
+    """``--set network_def#backbone_layers=[1,1,1,1]`` sets an argument of the network's constructor, as
+    ``monai.bundle run`` does; a name the constructor does not take is still refused."""
+    from monai_ext.bundle.overrides import check_overrides
+    from monai_ext.errors import InputError
+
+    madgnet = [BUNDLES_DIR / "madgnet" / "configs" / "inference.json"]
+    check_overrides(madgnet, {"network_def#backbone_layers": [1, 1, 1, 1]})
+    check_overrides([BUNDLES_DIR / "unet" / "configs" / "inference.json"], {"network_def#dropout": 0.1})  # MONAI's UNet
+    with pytest.raises(InputError, match=r"the bundle's config has no 'network_def#backbone_layerz'"):
+        check_overrides(madgnet, {"network_def#backbone_layerz": [1, 1, 1, 1]})

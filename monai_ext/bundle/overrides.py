@@ -57,6 +57,35 @@ def _kind(value: Any) -> Optional[str]:
     return None
 
 
+def _constructor_argument(base, key: str) -> bool:
+    """Whether ``key`` (``network_def#backbone_layers``) names an argument of the constructor of a component the
+    config builds (its ``_target_``), which the config does not set."""
+    import inspect
+    import pydoc
+
+    parent, _, name = key.rpartition("#")
+    if not parent or parent not in base:
+        return False
+    component = base[parent]
+    target = component.get("_target_") if isinstance(component, dict) else None
+    if not isinstance(target, str):
+        return False
+    if "." not in target:  # a MONAI name, as the config resolves it
+        from monai.bundle.config_item import ComponentLocator
+
+        module = ComponentLocator().get_component_module_name(target)
+        target = f"{module}.{target}" if isinstance(module, str) else target
+    built = pydoc.locate(target)
+    try:
+        parameters = inspect.signature(built).parameters if built is not None else {}
+    except (TypeError, ValueError):
+        return False
+    return name in parameters and parameters[name].kind not in (
+        inspect.Parameter.VAR_POSITIONAL,
+        inspect.Parameter.VAR_KEYWORD,
+    )
+
+
 def check_overrides(
     files: Sequence[Path], overrides: Mapping[str, Any], values: Optional[Mapping[str, Any]] = None
 ) -> None:
@@ -78,6 +107,8 @@ def check_overrides(
     base.update({k: str(v) if isinstance(v, torch.device) else v for k, v in (values or {}).items()})
     for key, value in overrides.items():
         option = f"--set {key}={json.dumps(value)}"
+        if key not in base and _constructor_argument(base, key):
+            continue  # an argument the component's constructor takes and the config leaves at its default
         if key not in base:
             top = [k for k in base.get() if isinstance(k, str) and not k.startswith("_")]
             near = difflib.get_close_matches(key, top, n=1)

@@ -17,7 +17,8 @@ The zoo's CI code is not part of this repository: get it as the zoo publishes it
     git clone --depth 1 https://github.com/Project-MONAI/model-zoo /tmp/model-zoo
     .venv/bin/python scripts/zoo/check_export.py --zoo-ci /tmp/model-zoo/ci [--bundles unet madgnet ...]
 
-Prints one line per bundle and writes ``<work>/zoo_check.json``; exits non-zero if any bundle failed.
+Prints one line per bundle and writes ``<work>/zoo_check.json`` (and ``--result``: ``scripts/zoo/RESULT.json`` holds
+the last full run's); exits non-zero if any bundle failed.
 """
 
 from __future__ import annotations
@@ -127,11 +128,19 @@ def code_format(python: Path, work: Path, name: str) -> List[str]:
     return findings + [f"pre-commit: {line}" for line in style_findings(work / "models" / name)]
 
 
+def _commit(folder: Path) -> str:
+    proc = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else "unknown (not a git checkout)"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--zoo-ci", required=True, type=Path, help="the model zoo's ci/ folder")
     parser.add_argument("--bundles", nargs="+", default=BUNDLES, choices=BUNDLES)
     parser.add_argument("--work", type=Path, default=ROOT / ".zoo_check")
+    parser.add_argument(
+        "--result", type=Path, help="also write the report here (scripts/zoo/RESULT.json: a full run's)"
+    )
     args = parser.parse_args()
     missing = [f for f in CI_FILES if not (args.zoo_ci / f).is_file()]
     missing += [f"../{f}" for f in ZOO_SETTINGS if not (args.zoo_ci.parent / f).is_file()]
@@ -178,7 +187,18 @@ def main() -> int:
             f"{name}: {'passed' if ok else 'FAILED'} ({results[name]['seconds']} s)"
             + ("" if ok else "\n  " + "\n  ".join(tail + style[:40]))
         )
-    (args.work / "zoo_check.json").write_text(json.dumps(results, indent=4) + "\n")
+    run = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "monai_ext_commit": _commit(ROOT),
+        "model_zoo_commit": _commit(args.zoo_ci.parent),
+        "python": sys.version.split()[0],
+        "checks": "verify_bundle.py -m full with the weights fetched from large_files.yml; isort, black and flake8 with "
+        "the zoo's settings; its content pre-commit hooks",
+    }
+    report = json.dumps({"run": run, "bundles": results}, indent=4) + "\n"
+    (args.work / "zoo_check.json").write_text(report)
+    if args.result:
+        args.result.write_text(report)
     return 0 if all(r["passed"] for r in results.values()) else 1
 
 
