@@ -379,3 +379,28 @@ def test_without_matplotlib_training_runs_and_says_it_draws_no_curves(caplog, tm
     assert [r.getMessage() for r in caplog.records if "matplotlib" in r.getMessage()] == [
         f"matplotlib is not installed: no training curves at {tmp_path / 'training_curves.png'} (pip install matplotlib)"
     ]
+
+
+def test_without_matplotlib_the_report_writes_its_metrics_and_says_it_draws_no_overlays(caplog, tmp_path, monkeypatch):
+    import logging
+    import sys
+
+    from ignite.engine import Engine
+
+    from monai_ext.handlers import SegmentationReport
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    label = torch.zeros(2, 16, 16)
+    label[1, 4:12, 4:12] = 1
+    label[0] = 1 - label[1]
+    item = {"image": torch.rand(1, 16, 16), "pred": label.clone(), "label": label}
+    evaluator = Engine(lambda engine, batch: [item, item])
+    SegmentationReport(tmp_path, class_names={1: "square"}).attach(evaluator)
+    with caplog.at_level(logging.WARNING):
+        evaluator.run([0])
+    summary = json.loads((tmp_path / "metrics_summary.json").read_text())
+    assert summary["cases"] == 2 and summary["metrics"]["dice_square"]["mean"] == pytest.approx(1.0)
+    assert not (tmp_path / "overlays").exists()
+    assert [r.getMessage() for r in caplog.records if "matplotlib" in r.getMessage()] == [
+        "matplotlib is not installed: no overlay pictures (pip install matplotlib)"
+    ]  # once, not once a case
