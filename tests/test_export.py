@@ -282,3 +282,28 @@ def test_set_may_give_a_constructor_argument_that_the_config_leaves_at_its_defau
     check_overrides([BUNDLES_DIR / "unet" / "configs" / "inference.json"], {"network_def#dropout": 0.1})  # MONAI's UNet
     with pytest.raises(InputError, match=r"the bundle's config has no 'network_def#backbone_layerz'"):
         check_overrides(madgnet, {"network_def#backbone_layerz": [1, 1, 1, 1]})
+
+
+def test_the_zoo_style_check_names_what_the_zoos_hooks_would_refuse(tmp_path):
+    """style_findings runs the zoo's formatters, flake8 and content hooks: each kind of problem is found, in its
+    file; a large file that large_files.yml lists (a pull request leaves it out) is not."""
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "metadata.json").write_text('{\n  "version": "0.1.0"\n}\n')  # 2 spaces
+    (tmp_path / "large_files.yml").write_text("large_files: [\n")
+    (tmp_path / "LICENSE").write_text("Licensed  \n")
+    (tmp_path / "code.py").write_text('"""A module."""\nimport os\n')
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "model.pt").write_bytes(b"0" * (2 << 20))
+    (tmp_path / "models" / "extra.bin").write_bytes(b"0" * (2 << 20))
+    findings = "\n".join(style_findings(tmp_path, {"models/model.pt"}))
+    assert "F401 'os' imported but unused" in findings
+    assert "configs/metadata.json: not as pretty-format-json writes it" in findings
+    assert "large_files.yml" in findings  # YAML that does not parse
+    assert "LICENSE" in findings  # trailing white space
+    assert "models/extra.bin: over 1024 KB" in findings and "model.pt:" not in findings
+    (tmp_path / "models" / "extra.bin").unlink()
+    (tmp_path / "configs" / "metadata.json").write_text('{\n    "version": "0.1.0"\n}\n')
+    (tmp_path / "large_files.yml").write_text("large_files: []\n")
+    (tmp_path / "LICENSE").write_text("Licensed\n")
+    (tmp_path / "code.py").write_text('"""A module."""\n\nimport os\n\nprint(os.sep)\n')
+    assert style_findings(tmp_path, {"models/model.pt"}) == []

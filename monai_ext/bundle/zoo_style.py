@@ -122,11 +122,16 @@ def style_findings(export: Path, large_files: Set[str] = frozenset()) -> List[st
     findings += flake8.stdout.splitlines() + (
         [flake8.stderr.strip()] if flake8.returncode and not flake8.stdout else []
     )
-    text_files = [str(p) for p in carried if p.suffix in (".py", ".json", ".yml", ".yaml", ".md", ".txt", ".conf")]
+    text_files = [str(p) for p in carried if p.suffix in ("", ".py", ".json", ".yml", ".yaml", ".md", ".txt", ".conf")]
     findings += _hook(check_docstring_first.main, [str(p) for p in python])
-    findings += _hook(
+    pretty = _hook(
         pretty_format_json.main, ["--no-sort-keys", "--indent=4", *[str(p) for p in carried if p.suffix == ".json"]]
-    )
+    )  # a diff per file that is not as the hook writes it: one line each
+    findings += [
+        f"{Path(line[4:]).relative_to(export)}: not as pretty-format-json writes it (4 spaces, keys in order, ASCII)"
+        for line in pretty
+        if line.startswith("--- ")
+    ] + [line for line in pretty if not line.startswith(("--- ", "+++ ", "@@", " ", "-", "+"))]
     findings += _hook(check_yaml.main, [str(p) for p in carried if p.suffix in (".yml", ".yaml")])
     with tempfile.TemporaryDirectory() as tmp:  # the fixing hooks, on a copy
         copies = []
