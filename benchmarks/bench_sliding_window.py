@@ -10,9 +10,8 @@ same network and settings, for
   ``sw_device=cuda, device=cpu``);
 - ``cpu``: everything on the CPU (the only case without a GPU);
 
-each in fp32 and bf16 (autocast around the network for both; bf16 on a CPU only where it is native). Reported: median time,
-peak GPU memory,
-ratio MONAI / ours.
+each in fp32 and bf16 (autocast around the network for both; bf16 on a CPU only where it is native). Reported:
+median time, peak GPU memory, ratio MONAI / ours.
 
 **End to end.** ``segment`` on a CT NIfTI (default 512x512x200, 0.7x0.7x2.5 mm) with a bundle (read,
 resample to 1.5 mm, infer, invert, write) against the model zoo's way with the same network and weights

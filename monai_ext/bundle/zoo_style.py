@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, List, Sequence, Set
 
-__all__ = ["format_code", "style_findings", "ZOO_ISORT", "ZOO_FLAKE8"]
+__all__ = ["format_code", "style_findings", "hook_findings", "ZOO_ISORT", "ZOO_FLAKE8"]
 
 ZOO_ISORT = {
     "profile": "black",
@@ -59,21 +59,17 @@ def _formatted(text: str) -> str:
     return black.format_str(isort.code(text, config=isort.Config(**ZOO_ISORT)), mode=_black_mode())
 
 
-def format_code(folder: Path) -> int:
+def format_code(folder: Path) -> None:
     """Format every Python file under ``folder`` as the zoo's ``runtests.sh --autofix`` does (isort, then black).
-    Returns how many files changed.
 
     Raises:
         ImportError: isort or black is not installed.
     """
-    changed = 0
     for path in sorted(Path(folder).rglob("*.py")):
         text = path.read_text()
         new = _formatted(text)
         if new != text:
             path.write_text(new)
-            changed += 1
-    return changed
 
 
 def _hook(main: Callable[[Sequence[str]], int], args: Sequence[str]) -> List[str]:
@@ -86,10 +82,38 @@ def _hook(main: Callable[[Sequence[str]], int], args: Sequence[str]) -> List[str
     return [line for line in text.splitlines() if line.strip()] or ([f"exit {code}"] if code else [])
 
 
+def _carried(export: Path, large_files: Set[str]) -> List[Path]:
+    """The files of ``export`` that a pull request carries: all but ``large_files`` (and byte code)."""
+    files = sorted(p for p in export.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    return [p for p in files if p.relative_to(export).as_posix() not in large_files]
+
+
 def style_findings(export: Path, large_files: Set[str] = frozenset()) -> List[str]:
     """What the zoo's format checks, lint and pre-commit hooks find in the exported bundle ``export``, one line a
     finding (none: a pull request of it passes them). ``large_files``: paths (relative to ``export``) that a pull
     request leaves out (``large_files.yml``)."""
+    export = Path(export)
+    python = [p for p in _carried(export, large_files) if p.suffix == ".py"]
+    findings = [
+        f"{path.relative_to(export)}: not formatted as isort and black format it (the zoo's settings)"
+        for path, text in ((p, p.read_text()) for p in python)
+        if _formatted(text) != text
+    ]
+    flake8 = subprocess.run(
+        [sys.executable, "-m", "flake8", "--isolated", *ZOO_FLAKE8, *map(str, python)],
+        capture_output=True,
+        text=True,
+        cwd=export,
+    )
+    findings += flake8.stdout.splitlines() + (
+        [flake8.stderr.strip()] if flake8.returncode and not flake8.stdout else []
+    )
+    return findings + hook_findings(export, large_files)
+
+
+def hook_findings(export: Path, large_files: Set[str] = frozenset()) -> List[str]:
+    """What the zoo's content pre-commit hooks find in ``export`` (``style_findings`` less the format and lint
+    tools, for a caller that runs those itself with the zoo's own configuration files)."""
     from pre_commit_hooks import (
         check_docstring_first,
         check_yaml,
@@ -100,28 +124,13 @@ def style_findings(export: Path, large_files: Set[str] = frozenset()) -> List[st
     )
 
     export = Path(export)
-    findings: List[str] = []
-    files = sorted(p for p in export.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
-    carried = [p for p in files if p.relative_to(export).as_posix() not in large_files]
-    for path in carried:
-        if path.stat().st_size > ZOO_MAX_KB * 1024:
-            findings.append(f"{path.relative_to(export)}: over {ZOO_MAX_KB} KB and not in large_files.yml")
+    carried = _carried(export, large_files)
+    findings = [
+        f"{path.relative_to(export)}: over {ZOO_MAX_KB} KB and not in large_files.yml"
+        for path in carried
+        if path.stat().st_size > ZOO_MAX_KB * 1024
+    ]
     python = [p for p in carried if p.suffix == ".py"]
-    for path in python:
-        text = path.read_text()
-        if _formatted(text) != text:
-            findings.append(
-                f"{path.relative_to(export)}: not formatted as isort and black format it (the zoo's settings)"
-            )
-    flake8 = subprocess.run(
-        [sys.executable, "-m", "flake8", "--isolated", *ZOO_FLAKE8, *map(str, python)],
-        capture_output=True,
-        text=True,
-        cwd=export,
-    )
-    findings += flake8.stdout.splitlines() + (
-        [flake8.stderr.strip()] if flake8.returncode and not flake8.stdout else []
-    )
     text_files = [str(p) for p in carried if p.suffix in ("", ".py", ".json", ".yml", ".yaml", ".md", ".txt", ".conf")]
     findings += _hook(check_docstring_first.main, [str(p) for p in python])
     pretty = _hook(

@@ -32,9 +32,9 @@ class BudgetClock:
     """The wall clock of a run with a time budget of ``minutes``: the time since the trainer started and the
     duration of each of its epochs, which :class:`TimeBudget` stops by and ``LrSchedule`` anneals by.
 
-    ``seconds`` is ``None`` when ``minutes`` is ``None`` or <= 0 (no budget); then nothing is attached.
-    Subclasses attach their own handlers after :meth:`attach`, so that an epoch's duration is recorded before
-    they read :attr:`mean_epoch_seconds`.
+    ``seconds`` is ``None`` when ``minutes`` is ``None`` or <= 0 (no budget); its users then leave it unattached.
+    They attach their own handlers after :meth:`attach`, so that an epoch's duration is recorded before they read
+    :attr:`mean_epoch_seconds`.
     """
 
     def __init__(self, minutes: Optional[float]) -> None:

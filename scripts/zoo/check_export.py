@@ -116,7 +116,7 @@ def code_format(python: Path, work: Path, name: str) -> List[str]:
     """The zoo's ``runtests.sh --codeformat`` on ``models/<name>`` (isort, black, flake8, with the zoo's own
     ``setup.cfg`` and ``pyproject.toml`` beside ``models/``), then the pre-commit hooks of its
     ``.pre-commit-config.yaml`` that read file contents: the findings, one a line."""
-    from monai_ext.bundle.zoo_style import style_findings
+    from monai_ext.bundle.zoo_style import hook_findings
 
     findings = []
     for tool in (["isort", "--check"], ["black", "--skip-magic-trailing-comma", "--check"], ["flake8"]):
@@ -125,7 +125,7 @@ def code_format(python: Path, work: Path, name: str) -> List[str]:
         )
         if proc.returncode != 0:
             findings += [f"{tool[0]}: {line}" for line in (proc.stdout + proc.stderr).strip().splitlines()]
-    return findings + [f"pre-commit: {line}" for line in style_findings(work / "models" / name)]
+    return findings + [f"pre-commit: {line}" for line in hook_findings(work / "models" / name)]
 
 
 def _commit(folder: Path) -> str:
