@@ -61,6 +61,7 @@ def test_every_bundle_runs_on_the_cpu_backends_with_eager_logits(name, dims, bac
         three = tuple(torch.cat([x, x[:1]]) for x in inputs)  # more windows than the compiled batch
         torch.testing.assert_close(compiled(*three), torch.cat([expected, expected[:1]]), atol=1e-4, rtol=1e-4)
     assert len(list(tmp_path.glob(SUFFIX[backend]))) == 1
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # nothing left under a temporary name
 
 
 def test_compiled_models_are_cached_by_weights_and_window(tmp_path, monkeypatch):

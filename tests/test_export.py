@@ -29,12 +29,18 @@ SOURCE = {
 }
 
 
-def _trained(name: str, root: Path, settings: dict, metric: float = 0.81) -> Path:
-    """Weights of the bundle's network for ``settings``, recorded as training records them, and an evaluation."""
+def _trained(name: str, root: Path, settings: dict, metric: float = 0.81, confident: bool = False) -> Path:
+    """Weights of the bundle's network for ``settings``, recorded as training records them, and an evaluation.
+    ``confident``: the last layer's bias makes the network label every voxel background, far from any other
+    label, as a network that quantises to int8 does (random weights do not)."""
     parser = ConfigParser()
     parser.read_config(str(BUNDLES_DIR / name / "configs" / "inference.json"))
     parser.update(settings)
     net = parser.get_parsed_content("network_def")
+    if confident:
+        bias = [p for n, p in net.named_parameters() if n.endswith("bias")][-1]
+        with torch.no_grad():
+            bias.copy_(torch.tensor([20.0] + [-20.0] * (len(bias) - 1)))
     recorded = {
         k: settings.get(k, parser.get_parsed_content(k))
         for k in ("spatial_dims", "in_channels", "out_channels", "class_names", "patch_size")
@@ -99,7 +105,7 @@ assert monai_ext.__file__.startswith(sys.argv[1]), monai_ext.__file__
     ],
 )
 def test_export_bakes_the_training_into_a_bundle_that_runs_without_monai_ext(
-    name, settings, tmp_path, python_without_monai_ext
+    name, settings, tmp_path, python_without_monai_ext, monkeypatch
 ):
     weights = _trained(name, tmp_path / "run", {**settings, **LIGHT.get(name, {})})
     out = export_bundle(
@@ -163,6 +169,26 @@ def test_export_bakes_the_training_into_a_bundle_that_runs_without_monai_ext(
     found = torch.load(tmp_path / "program_output.pt")
     torch.testing.assert_close(found, expected, atol=1e-4 * float(expected.abs().max()), rtol=1e-4)
     assert "`torch.export.load('models/model.pt2').module()(x)` runs it" in readme
+    # the network compiled for OpenVINO and ONNX Runtime, MedSegDiff's denoiser with its timestep input as its
+    # sampler calls it: one file each, loaded as it is
+    compiled = out / "models" / "compiled"
+    assert sorted(p.suffix for p in compiled.iterdir()) == [".bin", ".onnx", ".xml"]
+    assert "holds the network compiled for `--backend openvino`, `--backend onnxruntime` (" in readme
+    no_data = "no windows" if name == "madgnet" else "MedSegDiff takes 2 inputs"  # int8: named, not shipped
+    assert f"Not compiled: `--backend openvino` (int8): precision int8: " in readme and no_data in readme
+    import openvino
+
+    from monai_ext.inferers import CompiledNetwork
+
+    monkeypatch.setattr(openvino, "convert_model", lambda *a, **k: pytest.fail("converted again"))
+    monkeypatch.setattr(torch.onnx, "export", lambda *a, **k: pytest.fail("exported again"))
+    batch = ConfigParser(json.loads((out / "configs" / "inference.json").read_text())).get_parsed_content("sw_batch_size")
+    inputs = (x[:1],) + ((torch.tensor([999]),) if name == "medsegdiff" else ())
+    with torch.no_grad():
+        expected = net(*inputs)
+        for backend in ("openvino", "onnxruntime"):
+            found = CompiledNetwork(net, backend, cache_dir=compiled, batch_size=batch)(*inputs)
+            torch.testing.assert_close(found, expected, atol=1e-4 * float(expected.abs().max()), rtol=1e-4)
 
 
 PROGRAM_CHECK = """
@@ -179,13 +205,21 @@ torch.save(y, "program_output.pt")
 
 
 def test_a_local_export_lists_its_weights_without_an_address_and_says_it_has_no_scores(tmp_path, caplog, monkeypatch):
-    weights = _trained("unet", tmp_path / "run", {"spatial_dims": 3, "patch_size": [16, 16, 16]})
+    from monai_ext.data import make_synthetic_dataset
+
+    weights = _trained("unet", tmp_path / "run", {"spatial_dims": 3, "patch_size": [16, 16, 16]}, confident=True)
     shutil.rmtree(tmp_path / "run" / "eval")  # trained, never evaluated
+    # the data set it was trained on: its validation cases calibrate int8, as segment --precision int8 does
+    datalist = make_synthetic_dataset(tmp_path / "data", num_cases=4, spatial_dims=3, size=(24, 20, 16), seed=0)
+    data = {"dataset_dir": str(datalist.parent), "datalist_file": str(datalist)}
     with caplog.at_level("WARNING", logger="monai_ext.export"):
-        out = export_bundle(BUNDLES_DIR / "unet", tmp_path / "unet_local", checkpoint=weights, local_only=True)
+        out = export_bundle(
+            BUNDLES_DIR / "unet", tmp_path / "unet_local", checkpoint=weights, overrides=data, local_only=True
+        )
     listed = yaml.safe_load((out / "large_files.yml").read_text())["large_files"]
-    compiled = sorted(p.suffix for p in (out / "models" / "compiled").iterdir())
-    assert compiled == [".bin", ".onnx", ".xml"]  # OpenVINO IR and ONNX, shipped
+    compiled = sorted(p.name.split("-")[0] + p.suffix for p in (out / "models" / "compiled").iterdir())
+    assert compiled == ["network.onnx", "openvino.bin", "openvino.bin", "openvino.xml", "openvino.xml"]  # and int8
+    assert len(list((out / "models" / "compiled").glob("openvino-int8-*.xml"))) == 1
     assert sorted(e["path"] for e in listed) == sorted(
         ["models/model.pt", "models/model.pt2"]
         + [f"models/compiled/{p.name}" for p in (out / "models" / "compiled").iterdir()]
@@ -208,8 +242,17 @@ def test_a_local_export_lists_its_weights_without_an_address_and_says_it_has_no_
         for backend in ("openvino", "onnxruntime"):
             run = CompiledNetwork(net, backend, cache_dir=out / "models" / "compiled", batch_size=batch)
             torch.testing.assert_close(run(x), expected, atol=1e-4, rtol=1e-4)
+        int8 = CompiledNetwork(
+            net,
+            "openvino",
+            "int8",
+            cache_dir=out / "models" / "compiled",
+            calibration=lambda: pytest.fail("calibrated again"),
+            batch_size=batch,
+        )
+        assert torch.equal(int8(x).argmax(1), expected.argmax(1))
     assert (
-        "holds the network compiled for `--backend openvino` and `--backend onnxruntime`"
+        "holds the network compiled for `--backend openvino`, `--backend onnxruntime`, `--backend openvino` (int8)"
         in (out / "docs" / "README.md").read_text()
     )
     assert json.loads((out / "configs" / "metadata.json").read_text())["eval_metrics"] == {}

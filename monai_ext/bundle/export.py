@@ -5,8 +5,9 @@ that runs on a machine where ``monai_ext`` is not installed, as the MONAI model 
 
 - ``models/model.pt`` (the trained weights), ``models/model.pt2`` (the network as a ``torch.export`` program,
   checked equal to it), ``models/compiled/`` (the network compiled for OpenVINO and ONNX Runtime as
-  ``segment`` asks for it, so that those backends convert nothing) and ``models/trained.json`` (their
-  settings, readable);
+  ``segment`` asks for it, so that those backends convert nothing: fp32, and OpenVINO int8 where the bundle's
+  validation cases are there to calibrate it and it passes ``segment``'s accuracy check) and
+  ``models/trained.json`` (their settings, readable);
 - ``configs/``: ``inference.json`` and ``train.json`` with every trained setting written in as a plain
   value (no lookup in the weights), data-set overlays and ``--set`` values merged, personal data paths
   reset to the bundle's defaults; ``evaluate.json``, ``multi_gpu_train.json``, ``logging.conf`` as they are;
@@ -38,7 +39,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import torch
 
@@ -272,34 +273,54 @@ def _program(network: torch.nn.Module, channels: int, patch: List[int], path: Pa
     )
 
 
-def _compiled(network: torch.nn.Module, channels: int, patch: List[int], batch: int, folder: Path) -> str:
+def _compiled(
+    network: torch.nn.Module,
+    channels: int,
+    patch: List[int],
+    batch: int,
+    folder: Path,
+    calibration: Optional[Callable[[], Sequence[torch.Tensor]]] = None,
+) -> str:
     """The network compiled for the CPU backends as ``segment --backend openvino|onnxruntime`` will ask for it
-    (``batch`` windows of the patch size, fp32), in ``models/compiled/`` under the keys those runs look up, so
-    that they load it instead of converting; says what was shipped, for the README."""
+    (``batch`` windows of the patch size, fp32, and OpenVINO int8 where ``calibration``, the bundle's validation
+    cases, gives windows and the quantised network passes its accuracy check), in ``models/compiled/`` under the
+    keys those runs look up, so that they load it instead of converting; says what was shipped, for the README.
+    A diffusion denoiser is compiled with its timestep input, as its sampler calls it."""
     from monai_ext.inferers.backends import CompiledNetwork
 
     if not patch:
         return ""
-    if hasattr(network, "mask_channels"):  # a diffusion denoiser: its sampler adds the timestep input
-        return "The CPU backends compile MedSegDiff's denoiser on first use (its sampler adds a timestep input)."
-    example = torch.randn((batch, channels, *patch), generator=torch.Generator().manual_seed(0))
+    example = [torch.randn((batch, channels, *patch), generator=torch.Generator().manual_seed(0))]
+    if hasattr(network, "mask_channels"):  # MedSegDiff's denoiser: the sampler adds the step (one per window)
+        example.append(torch.zeros(batch, dtype=torch.long))
     shipped, refused = [], []
-    for backend in ("openvino", "onnxruntime"):
+    for backend, precision in (("openvino", "fp32"), ("onnxruntime", "fp32"), ("openvino", "int8")):
+        name = f"`--backend {backend}`" + (" (int8)" if precision == "int8" else "")
         try:
+            run = CompiledNetwork(network, backend, precision, cache_dir=folder, calibration=calibration, batch_size=batch)
             with torch.no_grad():
-                CompiledNetwork(network, backend, cache_dir=folder, batch_size=batch)(example)
-            shipped.append(backend)
-        except ReportedError as e:  # e.g. a network that does not export to ONNX, or a backend not installed
-            refused.append(f"{backend} ({e})")
+                run(*example)
+            shipped.append(name)
+        except ReportedError as e:  # no ONNX export, not installed, no calibration cases, int8 does not quantise
+            refused.append(f"{name}: {e}")
     network.eval()
     text = (
-        f"`models/compiled/` holds the network compiled for {' and '.join(f'`--backend {b}`' for b in shipped)} "
-        f"({batch} windows of {patch}, fp32; int8 is calibrated on the bundle's validation cases, so it is made "
-        "where they are): a run with the same library versions loads it and converts nothing."
+        f"`models/compiled/` holds the network compiled for {', '.join(shipped)} ({batch} windows of {patch}): a "
+        "run with the same library versions loads it and converts nothing."
         if shipped
         else ""
     )
     return text + (f" Not compiled: {'; '.join(refused)}." if refused else "")
+
+
+def _calibration(parser) -> Optional[Callable[[], Sequence[torch.Tensor]]]:
+    """The bundle's int8 calibration windows (its validation cases after its preprocessing), as ``segment
+    --precision int8`` reads them; ``None`` where the config has none."""
+    try:
+        return parser.get_parsed_content("calibration")
+    except Exception as e:  # an older config without it, or one whose data set is elsewhere: no int8
+        logger.info("no int8 calibration in the config (%s)", first_line(e)[:160])
+        return None
 
 
 def _large_files(folder: Path, url: Optional[str]) -> List[Dict[str, str]]:
@@ -517,7 +538,7 @@ def export_bundle(
         network.load_state_dict(state)
         program = _program(network, io[0], patch, tmp / "models" / "model.pt2")
         batch = int(values.get("sw_batch_size") or 1)
-        compiled = _compiled(network, io[0], patch, batch, tmp / "models" / "compiled")
+        compiled = _compiled(network, io[0], patch, batch, tmp / "models" / "compiled", _calibration(parser))
         large = _large_files(tmp, large_files_url)
 
         # ------------------------------------------------------------------------------- code

@@ -229,7 +229,8 @@ class CompiledNetwork(torch.nn.Module):
                 logger.info("tracing did not export (%s); exporting with torch.export", first_line(e)[:120])
             try:
                 with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its steps
-                    convert_to_onnx(self.network, example, dynamo=True, verbose=False, **kwargs)
+                    # one file: the weights inside it, not in a ``.data`` file named after the temporary one
+                    convert_to_onnx(self.network, example, dynamo=True, verbose=False, external_data=False, **kwargs)
             except Exception as e:
                 raise InputError(
                     f"backend onnxruntime: {type(self.network).__name__} does not export to ONNX ({first_line(e)[:160]}); "
@@ -311,6 +312,7 @@ class CompiledNetwork(torch.nn.Module):
         if path is not None and path.is_file() and path.with_suffix(".bin").is_file():
             model = core.read_model(str(path))
         else:
+            windows = self._calibration_windows(inputs) if self.precision == "int8" else []
             logger.info("converting the network to OpenVINO (window %s)", list(inputs[0].shape[2:]))
             self.network.eval()
             with (
@@ -322,7 +324,7 @@ class CompiledNetwork(torch.nn.Module):
                     input=[ov.PartialShape(list(x.shape)) for x in inputs],
                 )
             if self.precision == "int8":
-                model = self._quantize(model, inputs)
+                model = self._quantize(model, inputs, windows)
             if path is not None:
                 _save_openvino(model, path)
         compiled = core.compile_model(
@@ -337,9 +339,8 @@ class CompiledNetwork(torch.nn.Module):
 
         return run
 
-    def _quantize(self, model, inputs: Sequence[torch.Tensor]):
-        import nncf
-
+    def _calibration_windows(self, inputs: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+        """The windows int8 is calibrated on, checked before anything is converted."""
         if len(inputs) != 1:
             raise InputError(
                 f"precision int8: {type(self.network).__name__} takes {len(inputs)} inputs (a diffusion denoiser and its "
@@ -355,6 +356,11 @@ class CompiledNetwork(torch.nn.Module):
             raise InputError(
                 "precision int8: the calibration cases gave no windows; check the bundle's datalist, or use fp32"
             )
+        return windows
+
+    def _quantize(self, model, inputs: Sequence[torch.Tensor], windows: List[torch.Tensor]):
+        import nncf
+
         size = inputs[0].shape[0]  # the compiled batch: windows go in groups of it
         stacked = torch.cat(windows + windows[: (-len(windows)) % size])
         batches = [stacked[i : i + size].numpy() for i in range(0, len(stacked), size)]
