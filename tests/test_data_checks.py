@@ -52,7 +52,10 @@ def test_image_and_label_on_other_grids_is_one_line_naming_the_file():
     )
     label = MetaTensor(torch.zeros(1, 8, 8, 3), affine=image.affine, meta={"filename_or_obj": "lab.nii"})
     with pytest.raises(
-        ValueError, match=r"^lab.nii: label shape \[8, 8, 3\] differs from image shape \[8, 8, 4\] \(img.nii\)$"
+        ValueError,
+        match=r"^lab.nii: label shape \[8, 8, 3\] differs from image shape \[8, 8, 4\] \(img.nii\); it covers a "
+        r"block of the image's grid, as a DICOM SEG without its empty frames does: pad_keys=\['label'\] \(the "
+        r"bundles' pad_label_to_image\) places it$",
     ):
         CheckSameGeometryd(["image", "label"])({"image": image, "label": label})
     flipped = MetaTensor(
@@ -66,6 +69,34 @@ def test_image_and_label_on_other_grids_is_one_line_naming_the_file():
     a = MetaTensor(torch.zeros(3, 6, 5), affine=torch.eye(3))
     b = MetaTensor(torch.zeros(1, 6, 5), affine=torch.eye(4))
     CheckSameGeometryd(["image", "label"])({"image": a, "label": b})
+
+
+def test_a_label_on_a_block_of_the_image_grid_is_placed_on_it_where_asked():
+    """A DICOM SEG that leaves out its empty frames, as MONAI Label converts it: the same axes and spacing as the
+    image, slices 3 to 7 of 10 only, its origin where slice 3 is."""
+    affine = torch.tensor([[0.0, -0.8, 0.0, 30.0], [0.8, 0.0, 0.0, -12.0], [0.0, 0.0, 2.5, -40.0], [0, 0, 0, 1]])
+    image = MetaTensor(torch.rand(1, 12, 9, 10), affine=affine, meta={"filename_or_obj": "mr.nii.gz"})
+    block = torch.zeros(1, 12, 9, 5, dtype=torch.uint8)
+    block[0, 2:6, 1:4, 1] = 2
+    origin = affine[:3, :3] @ torch.tensor([0.0, 0.0, 3.0]) + affine[:3, 3]
+    label = MetaTensor(block, affine=torch.cat([torch.cat([affine[:3, :3], origin[:, None]], 1), affine[3:]]))
+    label.meta["filename_or_obj"] = "seg.nrrd"
+    out = CheckSameGeometryd(["image", "label"], pad_keys=["label"])({"image": image, "label": label})["label"]
+    assert out.shape == (1, 12, 9, 10) and out.dtype == torch.uint8
+    torch.testing.assert_close(out.affine, image.affine)
+    assert out[0, :, :, 3:8].equal(block[0]) and out.sum() == block.sum()  # slice 4 of the image holds the label
+    assert out.meta["filename_or_obj"] == "seg.nrrd"
+    # half a voxel off the grid, past its end, or another spacing: not a block, refused as before
+    for shift, size, spacing in ((3.5, 5, 2.5), (7.0, 5, 2.5), (3.0, 5, 2.0)):
+        a = affine.clone()
+        a[2, 2] = spacing
+        a[:3, 3] = affine[:3, :3] @ torch.tensor([0.0, 0.0, shift]) + affine[:3, 3]
+        other = MetaTensor(torch.zeros(1, 12, 9, size), affine=a, meta={"filename_or_obj": "seg.nrrd"})
+        with pytest.raises(
+            ValueError,
+            match=r"^seg.nrrd: label shape \[12, 9, 5\] differs from image shape \[12, 9, 10\] \(mr.nii.gz\)$",
+        ):
+            CheckSameGeometryd(["image", "label"], pad_keys=["label"])({"image": image, "label": other})
 
 
 def test_a_datalist_is_read_on_first_use_and_a_run_requires_its_cases(tmp_path):

@@ -175,14 +175,16 @@ def test_export_bakes_the_training_into_a_bundle_that_runs_without_monai_ext(
     assert sorted(p.suffix for p in compiled.iterdir()) == [".bin", ".onnx", ".xml"]
     assert "holds the network compiled for `--backend openvino`, `--backend onnxruntime` (" in readme
     no_data = "no windows" if name == "madgnet" else "MedSegDiff takes 2 inputs"  # int8: named, not shipped
-    assert f"Not compiled: `--backend openvino` (int8): precision int8: " in readme and no_data in readme
+    assert "Not compiled: `--backend openvino` (int8): precision int8: " in readme and no_data in readme
     import openvino
 
     from monai_ext.inferers import CompiledNetwork
 
     monkeypatch.setattr(openvino, "convert_model", lambda *a, **k: pytest.fail("converted again"))
     monkeypatch.setattr(torch.onnx, "export", lambda *a, **k: pytest.fail("exported again"))
-    batch = ConfigParser(json.loads((out / "configs" / "inference.json").read_text())).get_parsed_content("sw_batch_size")
+    batch = ConfigParser(json.loads((out / "configs" / "inference.json").read_text())).get_parsed_content(
+        "sw_batch_size"
+    )
     inputs = (x[:1],) + ((torch.tensor([999]),) if name == "medsegdiff" else ())
     with torch.no_grad():
         expected = net(*inputs)

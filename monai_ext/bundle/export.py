@@ -297,7 +297,9 @@ def _compiled(
     for backend, precision in (("openvino", "fp32"), ("onnxruntime", "fp32"), ("openvino", "int8")):
         name = f"`--backend {backend}`" + (" (int8)" if precision == "int8" else "")
         try:
-            run = CompiledNetwork(network, backend, precision, cache_dir=folder, calibration=calibration, batch_size=batch)
+            run = CompiledNetwork(
+                network, backend, precision, cache_dir=folder, calibration=calibration, batch_size=batch
+            )
             with torch.no_grad():
                 run(*example)
             shipped.append(name)

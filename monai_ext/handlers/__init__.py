@@ -3,6 +3,7 @@ from monai_ext.lazy import lazy_exports
 __getattr__, __all__ = lazy_exports(
     __name__,
     {
+        ".attach": ["Attach"],
         ".bundle_checkpoint": ["BundleCheckpointSaver"],
         ".gradient_clipping": ["GradientClipping"],
         ".lr_schedule": ["LrSchedule"],
