@@ -108,3 +108,51 @@ def test_each_bundle_is_installed_for_3d_for_the_dicom_check(name, tmp_path):
     parser.get_parsed_content("network_def").load_state_dict(
         torch.load(target / "models" / "model.pt", weights_only=True)
     )
+
+
+def test_the_mr_studies_carry_seg_labels_whose_segment_numbers_are_the_label_values(tmp_path):
+    """What scripts/monailabel/check_dicom_mr.py stores in Orthanc: MR series and, from this project's SEG writer,
+    their labels; a label map without label 1 keeps the tubes as segment 2, so that MONAI Label's SEG reader
+    (segment number = label value) trains on the right class."""
+    import highdicom as hd
+
+    from monai_ext.data.volume_io import read_volume
+
+    args = [
+        "--cases",
+        "2",
+        "--size",
+        "32",
+        "24",
+        "12",
+        "--modality",
+        "MR",
+        "--prefix",
+        "mr",
+        "--seg",
+        "--tube-only",
+        "1",
+    ]
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "pacs" / "make_studies.py"), str(tmp_path), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    cases = [json.loads(line) for line in proc.stdout.splitlines()]
+    for n, case in enumerate(cases):
+        volume = read_volume(case["folder"])
+        assert volume.series.modality == "MR" and volume.image.shape[1:] == (32, 24, 12)
+        truth = np.asarray(nib.load(case["label"]).dataobj)
+        assert set(np.unique(truth)) == ({0, 2} if n == 0 else {0, 1, 2})
+        seg = hd.seg.segread(case["seg"])
+        assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == case["series"]
+        assert [(int(s.SegmentNumber), s.SegmentLabel) for s in seg.SegmentSequence] == [(1, "blob"), (2, "tube")]
+        numbers = [
+            int(f.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+            for f in seg.PerFrameFunctionalGroupsSequence
+        ]
+        for number in (1, 2):  # each segment's voxels, over the frames of the series, are the label value's
+            voxels = sum(int(frame.sum()) for frame, n in zip(seg.pixel_array, numbers) if n == number)
+            assert voxels == int((truth == number).sum())

@@ -12,7 +12,7 @@ variable, before MONAI Label starts) and then, against a real Orthanc holding CT
    them to label maps and runs the bundle's ``train.json``; the weights must be rewritten;
 4. each label map MONAI Label trained on is compared, voxel by voxel and label value by label value, with the
    ground truth the SEG was written from. The SEGs come from two writers: this project's
-   (``monai_ext.data.dicom.seg.write_dicom_seg``, highdicom, what ``segment --output-format seg`` stores) and
+   (``monai_ext.data.dicom.seg.write_dicom_seg``, highdicom, what ``segment --format dicom-seg`` stores) and
    MONAI Label's own (``nifti_to_dicom_seg``, dcmqi, what saving a final label in MONAI Label stores); one
    label map of each has only label 2 (tube), where a writer that numbers segments by the labels present and a
    reader that takes segment numbers as label values disagree.
@@ -104,6 +104,8 @@ def compare(case: dict, cache: Path) -> dict:
         "found": True,
         "file": path.name,
         "same_grid": bool(same_grid),
+        "size": list(image.GetSize()),
+        "image_size": list(truth.GetSize()),
         "voxels_by_value_truth": {int(v): int((want == v).sum()) for v in np.unique(want) if v},
         "voxels_by_value_trained": {int(v): int((got == v).sum()) for v in np.unique(got) if v},
         "equal": bool(np.array_equal(got, want)),

@@ -239,7 +239,9 @@ class MultiFrequencyChannelAttention(_DCTAttention):
         """Average, max and min over space of ``x * B_k`` for every channel and frequency: 3 x ``(B, C, K)``."""
         grid = self._to_grid(x)
         products = (grid.unsqueeze(2) * self.basis.to(grid.dtype)).flatten(3)
-        return products.mean(-1), products.amax(-1), products.amin(-1)
+        # max/min with their indices, as the official model's adaptive max pooling: the gradient goes to one
+        # voxel (amax would share it among ties, at several times the cost of its backward pass)
+        return products.mean(-1), products.max(-1).values, products.min(-1).values
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         avg, high, low = self.frequency_pooling(x)
