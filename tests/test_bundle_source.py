@@ -33,6 +33,19 @@ def test_every_committed_bundle_file_is_its_rendering_from_the_source():
     assert proc.returncode == 0 and proc.stdout == "", proc.stderr
 
 
+def test_no_config_refers_to_a_list_entry_by_its_place():
+    """A list index is for rendering; at run time a reference such as ``@train#handlers#2`` moves to another
+    entry where the list grows in front of it, as MONAI Label's CheckpointLoader, put first, makes it."""
+    import re
+
+    found = [
+        f"{path.relative_to(BUNDLES_DIR)}: {m}"
+        for path in sorted(BUNDLES_DIR.glob("*/configs/*.json"))
+        for m in re.findall(r"@[A-Za-z_]\w*(?:#\w+)*#\d+\b", path.read_text())
+    ]
+    assert found == []
+
+
 def test_a_hand_edit_of_a_bundle_file_is_found_and_rendering_puts_it_back(tmp_path):
     bundles = tmp_path / "bundles"
     shutil.copytree(BUNDLES_DIR, bundles)
