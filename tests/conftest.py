@@ -17,6 +17,9 @@ if "PYTEST_XDIST_WORKER" in os.environ:
 
 
 def pytest_collection_modifyitems(config, items):
+    # the slow tests first (in their order): the two workers start on them and end on quick ones, where a slow
+    # test collected last (test_readme) kept one worker busy alone for minutes
+    items.sort(key=lambda item: "slow" not in item.keywords)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")
