@@ -110,8 +110,11 @@ class CheckSameGeometryd(MapTransform):
         stop = start + np.asarray(block.shape[1:])
         if not np.allclose(offset, start, atol=self.atol) or (start < 0).any() or (stop > ref.shape[1:]).any():
             return None
-        out = torch.zeros((block.shape[0], *ref.shape[1:]), dtype=block.dtype)
+        out = torch.zeros((block.shape[0], *ref.shape[1:]), dtype=block.dtype, device=block.device)
         out[(slice(None), *(slice(int(i), int(j)) for i, j in zip(start, stop)))] = block.as_tensor()
         meta = dict(block.meta)
         meta.pop("affine", None)
+        for key in ("spatial_shape", "original_affine"):  # now on the image's grid
+            if key in ref.meta:
+                meta[key] = ref.meta[key]
         return MetaTensor(out, affine=ref.affine.clone(), meta=meta)
