@@ -36,11 +36,12 @@ from orthanc import orthanc  # noqa: E402
 SETTINGS_3D = {"spatial_dims": 3, "patch_size": [32, 32, 32], "num_workers": 0, "batch_size": 1}
 
 
-def make_studies(folder: Path, cases: int) -> list:
-    """Synthetic CT series written by the project's environment (pydicom 3), one per bundle."""
+def make_studies(folder: Path, *args: str) -> list:
+    """Synthetic studies written by the project's environment (pydicom 3, highdicom):
+    ``scripts/pacs/make_studies.py`` with ``args``, one dict per case."""
     python = ROOT / ".venv" / "bin" / "python"
     proc = subprocess.run(
-        [str(python), str(HERE.parent / "pacs" / "make_studies.py"), str(folder), "--cases", str(cases)],
+        [str(python), str(HERE.parent / "pacs" / "make_studies.py"), str(folder), *args],
         capture_output=True,
         text=True,
         check=True,
@@ -156,7 +157,7 @@ def main(argv=None) -> int:
     shutil.rmtree(args.work, ignore_errors=True)
     app_dir = args.work / "apps" / "monaibundle"
     shutil.copytree(Path(sys.prefix) / "monailabel" / "sample-apps" / "monaibundle", app_dir)
-    cases = make_studies(args.work / "studies", len(args.bundles))
+    cases = make_studies(args.work / "studies", "--cases", str(len(args.bundles)))
     for name in args.bundles:
         install_bundle(name, app_dir / "model", SETTINGS_3D)
     results, failed = {}, False

@@ -33,7 +33,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 import traceback
@@ -44,22 +43,11 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "pacs"))
 
 from check import ROOT, create_client, install_bundle  # noqa: E402
-from check_dicom import SETTINGS_3D, upload  # noqa: E402
+from check_dicom import SETTINGS_3D, make_studies, upload  # noqa: E402
 from orthanc import orthanc  # noqa: E402
 
 SEARCH_FILTER = {"Modality": "MR"}
 NAMES = {1: "blob", 2: "tube"}
-
-
-def make_studies(folder: Path, *args: str) -> list:
-    """Synthetic studies written by the project's environment (pydicom 3, highdicom)."""
-    proc = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "python"), str(HERE.parent / "pacs" / "make_studies.py"), str(folder), *args],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
 
 
 def monailabel_seg(case: dict) -> str:
@@ -99,11 +87,9 @@ def compare(case: dict, cache: Path) -> dict:
     # the same physical grid? (MONAI Label's converter writes in the SEG's frame order)
     resampled = sitk.Resample(image, truth, sitk.Transform(), sitk.sitkNearestNeighbor, 0, image.GetPixelID())
     got, want = sitk.GetArrayFromImage(resampled).astype(int), sitk.GetArrayFromImage(truth).astype(int)
-    same_grid = np.allclose(image.GetSpacing(), truth.GetSpacing()) and image.GetSize() == truth.GetSize()
     return {
         "found": True,
         "file": path.name,
-        "same_grid": bool(same_grid),
         "size": list(image.GetSize()),
         "image_size": list(truth.GetSize()),
         "voxels_by_value_truth": {int(v): int((want == v).sum()) for v in np.unique(want) if v},
