@@ -14,7 +14,7 @@ import numpy as np
 import pydicom
 import pytest
 import torch
-from conftest import BUNDLES, BUNDLES_DIR
+from conftest import BUNDLES, BUNDLES_DIR, LIGHT
 
 from monai_ext.apps import segment
 from monai_ext.bundle import read_record
@@ -22,21 +22,8 @@ from monai_ext.bundle.plan import plan_training
 from monai_ext.data.folder import prepare_folder
 from monai_ext.data.mni152 import MNI152_LABELS, make_mni152_cases
 
-# the same blocks, fewer or narrower, where the default network would take minutes per MNI152 volume on a test
-# core (the U-Net runs as it is); and MedSegDiff's sampler with few steps (its validation samples every window)
-LIGHT = {
-    "madgnet": {"network_def#backbone_layers": [1, 1, 1, 1]},
-    "higmisnet": {"network_def#filters": 8, "network_def#levels": 3},
-    "resunet": {"network_def#channels": [8, 16, 32, 64]},
-    "unetplusplus": {"network_def#features": [8, 16, 32, 64, 128]},
-    "resunetplusplus": {"network_def#channels": [8, 16, 32, 64, 128]},
-    "medsegdiff": {
-        "network_def#channels": [8, 16, 32, 64],
-        "validate_steps": 2,
-        "validate_ensemble": 1,
-        "val_interval": 1,
-    },
-}
+# MedSegDiff's sampler with few steps (its validation samples every window)
+LIGHT = {**LIGHT, "medsegdiff": {**LIGHT["medsegdiff"], "validate_steps": 2, "validate_ensemble": 1, "val_interval": 1}}
 STEP_SECONDS = 0.3  # a plan for a slow machine: small patches, so that a test epoch takes seconds
 NAMES = {int(k): v for k, v in MNI152_LABELS.items() if k}
 ANATOMICAL = Path(nib.__file__).parent / "tests" / "data" / "anatomical.nii"

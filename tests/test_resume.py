@@ -10,7 +10,7 @@ from pathlib import Path
 import forkserver
 import pytest
 import torch
-from conftest import BUNDLES_DIR
+from conftest import BUNDLES_DIR, LIGHT
 
 from monai_ext.data import make_synthetic_dataset
 
@@ -46,10 +46,6 @@ def _train(bundle: Path, run_root: Path, data: Path, extra_config=None, **overri
     for key, value in overrides.items():
         args += [f"--{key}", str(value)]
     return forkserver.run(args, cwd=bundle, timeout=600)
-
-
-# Hi-gMISnet's generators with fewer filters and levels: the same state to save and restore, in a third of the time
-LIGHT = {"higmisnet": {"network_def#filters": 8, "network_def#levels": 3}}
 
 
 def _weights(path: Path):

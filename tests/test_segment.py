@@ -13,7 +13,7 @@ import numpy as np
 import pydicom
 import pytest
 import torch
-from conftest import BUNDLES_DIR
+from conftest import BUNDLES_DIR, LIGHT
 from monai.bundle import ConfigParser
 
 import monai_ext.data.volume_io as vio
@@ -344,7 +344,13 @@ def test_oblique_volume_nrrd_and_metaimage_inputs(bundle, tmp_path):
 def test_a_diffusion_bundle_writes_probability_and_uncertainty_maps(tmp_path):
     root = tmp_path / "medsegdiff"
     shutil.copytree(BUNDLES_DIR / "medsegdiff", root)
-    settings = {"spatial_dims": 3, "patch_size": [16, 16, 16], "num_inference_steps": 2, "ensemble": 2}
+    settings = {
+        "spatial_dims": 3,
+        "patch_size": [16, 16, 16],
+        "num_inference_steps": 2,
+        "ensemble": 2,
+        **LIGHT["medsegdiff"],
+    }
     parser = ConfigParser()
     parser.read_config(str(root / "configs" / "inference.json"))
     parser.update(settings)
