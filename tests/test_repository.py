@@ -1,5 +1,5 @@
-"""House rules: CI runs exactly the README's commands; requirements are exact pins; the code is formatted and lint
-clean as pyproject.toml configures ruff."""
+"""House rules: CI runs exactly the README's commands; requirements are exact pins; a run leaves only its failed
+tests' files; the code is formatted and lint clean as pyproject.toml configures ruff."""
 
 import re
 import subprocess
@@ -28,6 +28,12 @@ def test_requirements_are_exact_pins():
         line = line.split("#")[0].strip()
         if line and line != "-e .":
             assert re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[0-9][A-Za-z0-9.+]*", line), line
+
+
+def test_a_passed_tests_files_are_removed_when_it_ends(request):
+    """The suite's checkpoints and exports would fill a CI disk (about 9 GB in one run) if pytest kept them all; a
+    failed test's files stay, for a look."""
+    assert request.config.getini("tmp_path_retention_policy") == "failed"
 
 
 def test_the_code_is_formatted_and_lint_clean():
