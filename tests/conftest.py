@@ -79,7 +79,8 @@ def pipelines(*files: str) -> list:
 
 # the same blocks, fewer or narrower, for tests of a pipeline rather than of an architecture (conversion, export,
 # training and inference cover every operation at a fraction of the time, and a 3D MedSegDiff's checkpoint is 2 MB, not
-# 150 MB); the U-Net runs as it is. The paper sizes are checked in each network's own tests.
+# 150 MB); the U-Net runs as it is. The shipped sizes are built and run by test_bundles' network checks, and the
+# paper sizes are checked in the networks' own tests.
 LIGHT = {
     "madgnet": {"network_def#backbone_layers": [1, 1, 1, 1]},
     "higmisnet": {"network_def#filters": 8, "network_def#levels": 3},

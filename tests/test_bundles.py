@@ -22,7 +22,7 @@ SCHEMA = ROOT / "schemas" / "meta_schema_20240725.json"
 # sampling settings that keep the diffusion bundle's evaluation and inference to seconds
 SAMPLER = {"num_inference_steps": 3, "ensemble": 2, "validate_steps": 3, "validate_ensemble": 2, "val_interval": 1}
 FAST = {**LIGHT, "medsegdiff": {**LIGHT["medsegdiff"], **SAMPLER}}
-# small patches keep the run to seconds; the networks are the bundles' own
+# small patches keep the run to seconds; the networks are the bundles' own blocks (LIGHT: fewer or narrower)
 PATCH = {2: "[32,32]", 3: "[16,16,16]"}
 PATCH_32 = {2: "[32,32]", 3: "[32,32,32]"}  # MADGNet down-samples 5 times
 ONNX_KWARGS = {
