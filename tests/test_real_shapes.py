@@ -22,8 +22,8 @@ from monai_ext.bundle.plan import plan_training
 from monai_ext.data.folder import prepare_folder
 from monai_ext.data.mni152 import MNI152_LABELS, make_mni152_cases
 
-# MedSegDiff's sampler with few steps (its validation samples every window)
-LIGHT = {**LIGHT, "medsegdiff": {**LIGHT["medsegdiff"], "validate_steps": 2, "validate_ensemble": 1, "val_interval": 1}}
+# the light networks, and MedSegDiff's sampler with few steps (its validation samples every window)
+QUICK = {**LIGHT, "medsegdiff": {**LIGHT["medsegdiff"], "validate_steps": 2, "validate_ensemble": 1, "val_interval": 1}}
 STEP_SECONDS = 0.3  # a plan for a slow machine: small patches, so that a test epoch takes seconds
 NAMES = {int(k): v for k, v in MNI152_LABELS.items() if k}
 ANATOMICAL = Path(nib.__file__).parent / "tests" / "data" / "anatomical.nii"
@@ -32,7 +32,7 @@ CT5N = Path(pydicom.__file__).parent / "data" / "test_files" / "dicomdirtests" /
 
 def _prepare(name, images, labels, out, label_names, split=(0.5, 0.25, 0.25)):
     planner = lambda overlay, fingerprint: plan_training(  # noqa: E731
-        BUNDLES_DIR / name, {**overlay, **LIGHT.get(name, {})}, fingerprint, device="cpu", step_seconds=STEP_SECONDS
+        BUNDLES_DIR / name, {**overlay, **QUICK.get(name, {})}, fingerprint, device="cpu", step_seconds=STEP_SECONDS
     )
     prepare_folder(images, labels, out, split=split, label_names=label_names, planner=planner)
     return json.loads((out / "overlay.json").read_text())
@@ -51,7 +51,7 @@ def _train(name, overlay_file, run):
         "--train#trainer#max_epochs",
         "1",
     ]
-    for key, value in LIGHT.get(name, {}).items():
+    for key, value in QUICK.get(name, {}).items():
         args += [f"--{key}", json.dumps(value)]
     proc = forkserver.run(args, cwd=BUNDLES_DIR / name, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
